@@ -1,0 +1,72 @@
+// Package file is a Watermill adapter that writes messages to files and reads
+// them back.
+//
+// # Publisher
+//
+// The Publisher has two formats.
+//
+// "jsonl" appends one JSON object per message to <dir>/<topic>.jsonl. The line
+// format is described at [MarshalLine]. Topics must be a single, plain file
+// name element (no path separators, not "." or ".."). Many goroutines may
+// Publish on one Publisher at once; each line is written with a single write
+// under a mutex, so lines never interleave.
+//
+// Two Publisher instances (or processes) writing the same file are NOT
+// supported. The file is opened with O_APPEND and each line is one write(2),
+// which on a local Linux filesystem in practice keeps whole lines intact, but
+// POSIX only promises atomicity for pipe writes up to PIPE_BUF (4 KiB), NFS
+// does not honour O_APPEND, and each instance would rotate the file on its own
+// idea of its size and age, renaming the other's file under it.
+//
+// Rotation (jsonl): before a write, if the current file is older than max_age
+// or the write would make it larger than max_bytes, the file is fsynced
+// (unless fsync is "never"), closed and renamed to
+//
+//	<topic>-<UTC time as 20060102T150405.000000000Z>-<seq>.jsonl
+//
+// where seq counts rotations of this Publisher (starting at 1), and a new
+// <topic>.jsonl is started. A single line bigger than max_bytes gets a file of
+// its own. Age is only checked when publishing: an idle file is rotated by
+// the next Publish, not by a timer.
+//
+// "raw" writes one file per message, holding only the payload, at the path
+// produced by the name_template (text/template with the fields of
+// [RawName]). The result must be a relative path inside dir without ".."
+// elements; anything else is rejected, and all file operations go through
+// an [os.Root] so symlinks cannot escape dir either. The payload is written to
+// ".<name>.<seq>-<random>.tmp" in the same directory, fsynced per policy,
+// closed and renamed, so no reader ever sees a partial file under its final
+// name. A crash can leave such dot-temp files behind; they are safe to delete.
+//
+// Fsync policy: "always" fsyncs the file (and, after creating or renaming a
+// file, its directory) before Publish returns; "interval" fsyncs from a
+// background goroutine every fsync_interval (the goroutine is stopped by
+// Close); "never" leaves it to the operating system. Only "always" survives
+// power loss without losing acknowledged publishes; all three survive a
+// process crash (kill -9) because the kernel keeps written data.
+//
+// # Subscriber
+//
+// The Subscriber reads <dir>/<topic>.jsonl, either once from the start (the
+// output channel is closed after the last line is acked, which suits replay)
+// or, with follow, like tail -f: it polls for new data every poll_interval and
+// notices when the file was rotated (renamed away and recreated) or truncated.
+// Messages are delivered one at a time in file order; the next is sent only
+// after Ack. After Nack the same message is sent again after
+// nack_resend_delay.
+//
+// After each Ack the byte offset past that line is stored in
+// <offset_dir>/<topic>.jsonl.offset (written to a temp file, fsynced and
+// renamed), so a restarted Subscriber continues after the last acked line.
+// The offset is stored as a byte offset into the current file only; if the
+// file is rotated while no Subscriber runs, the offset is applied to the new
+// file (and reset to 0 when the file is shorter than it).
+//
+// A line that is not a valid message (bad JSON, missing uuid or payload, bad
+// base64, longer than max_line_bytes, or a final line without newline at the
+// end of a file that is no longer written) is logged with its file and line
+// number, published to the dead-letter publisher when one is configured
+// (payload: the raw line; metadata "file", "line", "error") and skipped. In
+// follow mode a final line without a newline is incomplete and is waited for,
+// never parsed.
+package file

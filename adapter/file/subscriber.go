@@ -1,0 +1,460 @@
+package file
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// ErrSubscriberClosed is returned by Subscribe after Close.
+var ErrSubscriberClosed = errors.New("file subscriber: closed")
+
+// Metadata set on dead-letter messages. Their payload is the raw line.
+const (
+	DeadLetterFileMetadata  = "file"
+	DeadLetterLineMetadata  = "line"
+	DeadLetterErrorMetadata = "error"
+)
+
+// Subscriber reads JSONL files written by the jsonl [Publisher]; see the
+// package documentation. It is safe for concurrent use.
+type Subscriber struct {
+	cfg    SubscriberConfig
+	logger watermill.LoggerAdapter
+
+	mu      sync.Mutex
+	closed  bool
+	topics  map[string]bool // subscribed topics; each owns its offset file
+	closing chan struct{}
+	wg      sync.WaitGroup
+}
+
+// NewSubscriber validates cfg after applying defaults.
+func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("file subscriber config: %w", err)
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	return &Subscriber{
+		cfg:     cfg,
+		logger:  logger.With(watermill.LogFields{"dir": cfg.Dir}),
+		topics:  map[string]bool{},
+		closing: make(chan struct{}),
+	}, nil
+}
+
+// Subscribe reads <dir>/<topic>.jsonl from the stored offset (or the start).
+// The channel is closed when ctx is done, on Close, on a read error, and
+// without follow after the last line was acked. Without follow the file must
+// exist; with follow it is waited for. A topic can only be subscribed once
+// at a time per Subscriber, because the subscription owns its offset file.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if err := checkTopic(topic); err != nil {
+		return nil, fmt.Errorf("file subscriber: %w", err)
+	}
+	t := &tail{
+		path:    filepath.Join(s.cfg.Dir, topic+".jsonl"),
+		max:     s.cfg.MaxLineBytes,
+		follow:  s.cfg.Follow,
+		poll:    s.cfg.PollInterval,
+		closing: s.closing,
+	}
+	if !s.cfg.NoOffset {
+		t.offPath = filepath.Join(s.cfg.OffsetDir, topic+".jsonl.offset")
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrSubscriberClosed
+	}
+	if s.topics[topic] {
+		return nil, fmt.Errorf("file subscriber: topic %q is already subscribed", topic)
+	}
+	if err := t.loadOffset(); err != nil {
+		return nil, err
+	}
+	if err := t.open(s.logger); err != nil && !(t.follow && errors.Is(err, fs.ErrNotExist)) {
+		return nil, err
+	}
+	s.topics[topic] = true
+	out := make(chan *message.Message)
+	s.wg.Add(1)
+	go s.run(ctx, topic, t, out)
+	return out, nil
+}
+
+func (s *Subscriber) run(ctx context.Context, topic string, t *tail, out chan<- *message.Message) {
+	defer s.wg.Done()
+	defer close(out)
+	defer func() {
+		t.close()
+		s.mu.Lock()
+		delete(s.topics, topic)
+		s.mu.Unlock()
+	}()
+	logger := s.logger.With(watermill.LogFields{"topic": topic, "file": t.path})
+	for {
+		l, err := t.next(ctx, logger)
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF):
+				logger.Debug("End of file, closing subscription", nil)
+			case ctx.Err() == nil && !s.isClosing():
+				logger.Error("Reading failed, closing subscription", err, nil)
+			}
+			return
+		}
+		if l.bad == nil && len(l.data) == 0 {
+			continue // blank line, e.g. after a repaired torn line
+		}
+		var msg *message.Message
+		if l.bad == nil {
+			msg, l.bad = UnmarshalLine(l.data, s.cfg.KeyMetadata)
+		}
+		if l.bad != nil {
+			s.deadLetter(logger, t.path, l)
+		} else if !s.deliver(ctx, msg, out) {
+			return
+		}
+		if err := t.saveOffset(l.end, l.no); err != nil {
+			// At-least-once still holds: a restart re-reads from the older offset.
+			logger.Error("Saving offset failed", err, nil)
+		}
+	}
+}
+
+// deliver sends msg until it is acked; false means the subscription ends.
+func (s *Subscriber) deliver(ctx context.Context, msg *message.Message, out chan<- *message.Message) bool {
+	for {
+		// A nacked message cannot be acked again, so every attempt is a copy.
+		m := msg.Copy()
+		m.SetContext(ctx)
+		select {
+		case out <- m:
+		case <-ctx.Done():
+			return false
+		case <-s.closing:
+			return false
+		}
+		select {
+		case <-m.Acked():
+			return true
+		case <-m.Nacked():
+			if !sleep(ctx, s.closing, s.cfg.NackResendDelay) {
+				return false
+			}
+		case <-ctx.Done():
+			return false
+		case <-s.closing:
+			return false
+		}
+	}
+}
+
+func (s *Subscriber) deadLetter(logger watermill.LoggerAdapter, path string, l rawLine) {
+	err := fmt.Errorf("%s:%d: %w", path, l.no, l.bad)
+	logger.Error("Skipping bad line", err, watermill.LogFields{"line": l.no})
+	if s.cfg.DeadLetterPublisher == nil {
+		return
+	}
+	dl := message.NewMessage(watermill.NewUUID(), l.data)
+	dl.Metadata.Set(DeadLetterFileMetadata, path)
+	dl.Metadata.Set(DeadLetterLineMetadata, strconv.FormatInt(l.no, 10))
+	dl.Metadata.Set(DeadLetterErrorMetadata, err.Error())
+	if perr := s.cfg.DeadLetterPublisher.Publish(s.cfg.DeadLetterTopic, dl); perr != nil {
+		// The line stays in the file; blocking the reader on it would stop
+		// every good line behind it.
+		logger.Error("Publishing dead letter failed", perr, watermill.LogFields{"line": l.no})
+	}
+}
+
+func (s *Subscriber) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close ends all subscriptions, closing their channels, and waits for their
+// goroutines. It is idempotent.
+func (s *Subscriber) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.closing)
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// sleep waits d; false if ctx or closing ended first.
+func sleep(ctx context.Context, closing <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-closing:
+		return false
+	}
+}
+
+// rawLine is one line of the file. bad is set when the line is known to be
+// unusable before parsing (too long, torn).
+type rawLine struct {
+	data []byte // without the newline
+	no   int64  // 1-based line number
+	end  int64  // byte offset just past the line
+	bad  error
+}
+
+// tail reads complete lines from a file, tracking the byte offset and line
+// number of what it has consumed and, in follow mode, waiting for more data
+// and switching to a recreated file.
+type tail struct {
+	path    string
+	offPath string // "" with no_offset
+	max     int
+	follow  bool
+	poll    time.Duration
+	closing <-chan struct{}
+
+	f       *os.File
+	br      *bufio.Reader
+	offset  int64  // byte offset past the last consumed line
+	lineNo  int64  // lines consumed
+	partial []byte // start of the current unfinished line, at most max+1 bytes
+	pending int64  // length of the current unfinished line read so far
+}
+
+type offsetFile struct {
+	Offset int64 `json:"offset"`
+	Line   int64 `json:"line"`
+}
+
+func (t *tail) loadOffset() error {
+	if t.offPath == "" {
+		return nil
+	}
+	b, err := os.ReadFile(t.offPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("file subscriber: read offset: %w", err)
+	}
+	var o offsetFile
+	// Starting over on a broken offset file would redeliver everything, so
+	// refuse instead.
+	if err := json.Unmarshal(b, &o); err != nil {
+		return fmt.Errorf("file subscriber: offset file %s: %w", t.offPath, err)
+	}
+	t.offset, t.lineNo = o.Offset, o.Line
+	return nil
+}
+
+// saveOffset stores the offset atomically: temp file, fsync, rename, fsync
+// of the directory.
+func (t *tail) saveOffset(offset, line int64) error {
+	if t.offPath == "" {
+		return nil
+	}
+	dir := filepath.Dir(t.offPath)
+	b, _ := json.Marshal(offsetFile{Offset: offset, Line: line})
+	f, err := os.CreateTemp(dir, "."+filepath.Base(t.offPath)+"-*.tmp")
+	if err != nil {
+		return fmt.Errorf("file subscriber: save offset: %w", err)
+	}
+	_, werr := f.Write(b)
+	err = errors.Join(werr, f.Sync(), f.Close())
+	if err == nil {
+		err = os.Rename(f.Name(), t.offPath)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("file subscriber: save offset %s: %w", t.offPath, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("file subscriber: save offset: %w", err)
+	}
+	err = errors.Join(d.Sync(), d.Close())
+	if err != nil {
+		return fmt.Errorf("file subscriber: fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// open opens the file at the current offset; an offset past the end means
+// the file was replaced or truncated, so reading starts over.
+func (t *tail) open(logger watermill.LoggerAdapter) error {
+	f, err := os.Open(t.path)
+	if err != nil {
+		return fmt.Errorf("file subscriber: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("file subscriber: %w", err)
+	}
+	if t.offset > st.Size() {
+		logger.Info("Stored offset is past the end of the file, starting from the beginning",
+			watermill.LogFields{"file": t.path, "offset": t.offset, "size": st.Size()})
+		t.offset, t.lineNo = 0, 0
+	}
+	if _, err := f.Seek(t.offset, io.SeekStart); err != nil {
+		f.Close()
+		return fmt.Errorf("file subscriber: seek %s: %w", t.path, err)
+	}
+	t.f = f
+	t.br = bufio.NewReaderSize(f, 64<<10)
+	t.partial, t.pending = nil, 0
+	return nil
+}
+
+func (t *tail) close() {
+	if t.f != nil {
+		t.f.Close()
+		t.f = nil
+	}
+}
+
+// restart drops the current file and continues at the start of path.
+func (t *tail) restart() error {
+	t.close()
+	t.offset, t.lineNo = 0, 0
+	return t.saveOffset(0, 0)
+}
+
+// next returns the next complete line. It returns io.EOF at the end of the
+// file without follow, and ctx.Err() or ErrSubscriberClosed when stopped.
+func (t *tail) next(ctx context.Context, logger watermill.LoggerAdapter) (rawLine, error) {
+	for {
+		if t.f == nil {
+			err := t.open(logger)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return rawLine{}, err
+			}
+			if err != nil { // follow mode: wait for the file to appear
+				if !sleep(ctx, t.closing, t.poll) {
+					return rawLine{}, t.stopErr(ctx)
+				}
+				continue
+			}
+		}
+		if l, ok, err := t.readLine(); ok || err != nil {
+			return l, err
+		}
+		// At EOF with no complete line.
+		if !t.follow {
+			if t.pending > 0 {
+				return t.torn(), nil
+			}
+			return rawLine{}, io.EOF
+		}
+		st, err := os.Stat(t.path)
+		cur, cerr := t.f.Stat()
+		switch {
+		case cerr != nil:
+			return rawLine{}, fmt.Errorf("file subscriber: %w", cerr)
+		case err == nil && !os.SameFile(st, cur):
+			// Rotated or recreated. First drain lines written to the old
+			// file between our EOF and the Stat. The writer is done with
+			// it, so an unfinished last line is torn, not incomplete.
+			if l, ok, err := t.readLine(); ok || err != nil {
+				return l, err
+			}
+			if t.pending > 0 {
+				return t.torn(), nil
+			}
+			logger.Info("File was replaced, reading the new one", nil)
+			if err := t.restart(); err != nil {
+				return rawLine{}, err
+			}
+			continue
+		case err == nil && st.Size() < t.offset+t.pending:
+			logger.Info("File was truncated, reading from the start", nil)
+			if err := t.restart(); err != nil {
+				return rawLine{}, err
+			}
+			continue
+		}
+		// No new data yet (or the file is renamed away and not recreated).
+		if !sleep(ctx, t.closing, t.poll) {
+			return rawLine{}, t.stopErr(ctx)
+		}
+	}
+}
+
+func (t *tail) stopErr(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return ErrSubscriberClosed
+}
+
+// readLine consumes one complete line; ok is false at EOF, where the
+// unfinished rest is kept for the next call.
+func (t *tail) readLine() (l rawLine, ok bool, err error) {
+	for {
+		chunk, err := t.br.ReadSlice('\n')
+		t.pending += int64(len(chunk))
+		if room := t.max + 1 - len(t.partial); room > 0 {
+			t.partial = append(t.partial, chunk[:min(room, len(chunk))]...)
+		}
+		switch {
+		case err == nil:
+			t.offset += t.pending
+			t.lineNo++
+			l = rawLine{data: bytes.TrimSuffix(t.partial, []byte("\n")), no: t.lineNo, end: t.offset}
+			if t.pending-1 > int64(t.max) {
+				l.bad = fmt.Errorf("line of %d bytes is longer than max_line_bytes %d", t.pending-1, t.max)
+				l.data = l.data[:min(len(l.data), t.max)]
+			}
+			t.partial, t.pending = nil, 0
+			return l, true, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+		case errors.Is(err, io.EOF):
+			return rawLine{}, false, nil
+		default:
+			return rawLine{}, false, fmt.Errorf("file subscriber: read %s: %w", t.path, err)
+		}
+	}
+}
+
+// torn consumes the unfinished last line of a file that is no longer written.
+func (t *tail) torn() rawLine {
+	t.offset += t.pending
+	t.lineNo++
+	l := rawLine{data: t.partial, no: t.lineNo, end: t.offset,
+		bad: errors.New("incomplete last line (no trailing newline)")}
+	if len(l.data) > t.max {
+		l.data = l.data[:t.max]
+	}
+	t.partial, t.pending = nil, 0
+	return l
+}
