@@ -1,0 +1,389 @@
+// Package buffer provides Buffer, a bounded, generic FIFO queue limited by
+// item count and by bytes. The Loom publisher uses it to hold messages while
+// disconnected and to feed its sender goroutines, but it knows nothing about
+// messages: the caller gives each item's size.
+//
+// When full, the Config.Policy decides whether Push blocks, fails with
+// ErrFull, or evicts the oldest items. Every item the buffer accepted and
+// then discarded is reported to Config.OnDrop and counted in Stats by
+// DropReason. Several consumers may Pop concurrently; a consumer whose send
+// failed puts the item back at the front with Requeue. With Config.Key set,
+// items sharing a key are handed out one at a time (see Done), so parallel
+// consumers keep per-key order.
+//
+// Buffer starts no goroutines. Waiting is done on channels closed on state
+// changes, never by polling, and every wait honours its context.
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Errors returned by Buffer. Test them with errors.Is.
+var (
+	// ErrFull is returned by Push under PolicyError when the item does not
+	// fit, and is also wrapped by a PolicyBlock Push whose context ended
+	// while waiting for room.
+	ErrFull = errors.New("buffer: full")
+	// ErrClosed is returned by Push after Close, and by Pop once the buffer
+	// is closed and empty.
+	ErrClosed = errors.New("buffer: closed")
+	// ErrTooLarge is returned by Push, under any policy, for an item larger
+	// than MaxBytes on its own.
+	ErrTooLarge = errors.New("buffer: item larger than max_bytes")
+)
+
+// DropReason says why the buffer discarded an item.
+type DropReason uint8
+
+// The drop reasons, usable as indexes into Stats.Dropped.
+const (
+	// DropFull: evicted by PolicyDropOldest to make room.
+	DropFull DropReason = iota
+	// DropClosed: still buffered when the owner called DropRemaining.
+	DropClosed
+	// DropExpired: Config.Expired reported it expired when Pop reached it.
+	DropExpired
+
+	numDropReasons
+)
+
+// String returns "full", "closed" or "expired".
+func (r DropReason) String() string {
+	switch r {
+	case DropFull:
+		return "full"
+	case DropClosed:
+		return "closed"
+	case DropExpired:
+		return "expired"
+	}
+	return fmt.Sprintf("DropReason(%d)", uint8(r))
+}
+
+// Stats is a snapshot of a Buffer's state and counters. At any time
+// Len == Pushed + Requeued - Popped - (sum of Dropped).
+type Stats struct {
+	Len      int    // items buffered now
+	Bytes    int64  // sum of their sizes
+	Pushed   uint64 // items accepted by Push
+	Requeued uint64 // items put back by Requeue
+	Popped   uint64 // items returned by Pop
+	// Dropped counts discarded items by reason, e.g. Dropped[DropFull].
+	Dropped [numDropReasons]uint64
+}
+
+// Buffer is a bounded FIFO of T. Create it with New; all methods are safe
+// for concurrent use.
+type Buffer[T any] struct {
+	cfg Config[T]
+
+	mu     sync.Mutex
+	q      ring[T]
+	bytes  int64
+	closed bool
+	held   map[string]struct{} // keys held by consumers (keyed mode)
+	// popWake wakes Pop: an item was added, a key released, or Close.
+	popWake signal
+	// pushWake wakes Push and WaitEmpty: an item left, a key was released,
+	// or Close.
+	pushWake signal
+	stats    Stats // Len and Bytes are filled in by Stats()
+}
+
+// New returns an empty Buffer configured by cfg, after applying defaults to
+// its zero fields. It fails if cfg.Validate does.
+func New[T any](cfg Config[T]) (*Buffer[T], error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("buffer: %w", err)
+	}
+	cfg.setDefaults()
+	cfg.Policy, _ = ParsePolicy(string(cfg.Policy)) // normalise; validated above
+	return &Buffer[T]{cfg: cfg, held: make(map[string]struct{})}, nil
+}
+
+// Push appends item, of the given size in bytes, at the back. If it does
+// not fit, the policy decides: PolicyBlock waits for room, returning an
+// error wrapping both ErrFull and ctx.Err() if ctx ends first (the item is
+// then not added); PolicyError returns ErrFull; PolicyDropOldest evicts the
+// oldest items until it fits. Push returns ErrTooLarge if size exceeds
+// MaxBytes, ErrClosed once the buffer is closed, and an error wrapping
+// ctx.Err() if ctx is already done.
+func (b *Buffer[T]) Push(ctx context.Context, item T, size int) error {
+	if size < 0 {
+		return fmt.Errorf("buffer: negative item size %d", size)
+	}
+	if int64(size) > b.cfg.MaxBytes {
+		return fmt.Errorf("%w: %d bytes, max_bytes is %d", ErrTooLarge, size, b.cfg.MaxBytes)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("buffer: push: %w", err)
+	}
+	e := entry[T]{item: item, size: int64(size), key: b.key(item)}
+
+	var evicted []entry[T]
+	b.mu.Lock()
+	for !b.fits(e.size) {
+		if b.closed {
+			break
+		}
+		switch b.cfg.Policy {
+		case PolicyError:
+			b.mu.Unlock()
+			return ErrFull
+		case PolicyDropOldest:
+			evicted = append(evicted, b.remove(0))
+			b.stats.Dropped[DropFull]++
+			continue
+		}
+		wake := b.pushWake.wait()
+		b.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: gave up waiting for room: %w", ErrFull, ctx.Err())
+		}
+		b.mu.Lock()
+	}
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	b.q.pushBack(e)
+	b.bytes += e.size
+	b.stats.Pushed++
+	b.popWake.broadcast()
+	b.mu.Unlock()
+
+	b.report(evicted, DropFull)
+	return nil
+}
+
+// Pop removes and returns the oldest item, waiting until there is one.
+// It returns ErrClosed once the buffer is closed and empty, and an error
+// wrapping ctx.Err() if ctx ends first (or is already done: then Pop takes
+// nothing even if items are waiting). Items that Config.Expired reports as
+// expired are dropped with DropExpired on the way.
+//
+// In keyed mode (Config.Key set) Pop returns the oldest item whose key no
+// other consumer holds, and holds that key until Done(key). Finding it scans
+// from the front past items with held keys: O(n) in the worst case.
+func (b *Buffer[T]) Pop(ctx context.Context) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, fmt.Errorf("buffer: pop: %w", err)
+	}
+	var expired []entry[T]
+	b.mu.Lock()
+	for {
+		if i, ok := b.next(); ok {
+			e := b.remove(i)
+			if b.cfg.Expired != nil && b.cfg.Expired(e.item) {
+				b.stats.Dropped[DropExpired]++
+				expired = append(expired, e)
+				continue
+			}
+			if b.cfg.Key != nil {
+				b.held[e.key] = struct{}{}
+			}
+			b.stats.Popped++
+			b.mu.Unlock()
+			b.report(expired, DropExpired)
+			return e.item, nil
+		}
+		if b.closed && b.q.n == 0 {
+			b.mu.Unlock()
+			b.report(expired, DropExpired)
+			return zero, ErrClosed
+		}
+		wake := b.popWake.wait()
+		b.mu.Unlock()
+		b.report(expired, DropExpired)
+		expired = expired[:0]
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return zero, fmt.Errorf("buffer: pop: %w", ctx.Err())
+		}
+		b.mu.Lock()
+	}
+}
+
+// Done releases key, held since Pop returned an item with that key, so
+// that the next item with the key can be popped. Call it exactly once per
+// such Pop, after the item was delivered or after it was put back with
+// Requeue (Requeue first, then Done, or another consumer could overtake
+// it). Done of a key not held, or without Config.Key, does nothing.
+func (b *Buffer[T]) Done(key string) {
+	b.mu.Lock()
+	if _, ok := b.held[key]; ok {
+		delete(b.held, key)
+		b.popWake.broadcast()
+		b.pushWake.broadcast() // for WaitEmpty
+	}
+	b.mu.Unlock()
+}
+
+// Requeue puts item, popped earlier, back at the front so that it is the
+// next one popped, preserving order after a failed send. It is not subject
+// to the limits or the policy (the item was already admitted) and works
+// even after Close, so DropRemaining can still report it; the counts and
+// bytes may then exceed MaxItems and MaxBytes for a while. size must be the
+// size given to Push. Requeue panics if size is negative.
+func (b *Buffer[T]) Requeue(item T, size int) {
+	if size < 0 {
+		panic(fmt.Sprintf("buffer: Requeue with negative size %d", size))
+	}
+	e := entry[T]{item: item, size: int64(size), key: b.key(item)}
+	b.mu.Lock()
+	b.q.pushFront(e)
+	b.bytes += e.size
+	b.stats.Requeued++
+	b.popWake.broadcast()
+	b.mu.Unlock()
+}
+
+// Close stops the buffer accepting items: blocked and later Push calls
+// return ErrClosed. Pop keeps returning what is left, then ErrClosed.
+// Close is idempotent.
+func (b *Buffer[T]) Close() {
+	b.mu.Lock()
+	b.closeLocked()
+	b.mu.Unlock()
+}
+
+// DropRemaining closes the buffer if needed, removes every item still in it,
+// reports each to OnDrop with DropClosed, and returns how many there were.
+// The owner calls it when it gives up sending, after its consumers stopped.
+func (b *Buffer[T]) DropRemaining() int {
+	b.mu.Lock()
+	b.closeLocked()
+	left := make([]entry[T], 0, b.q.n)
+	for b.q.n > 0 {
+		left = append(left, b.remove(0))
+	}
+	b.stats.Dropped[DropClosed] += uint64(len(left))
+	b.mu.Unlock()
+
+	b.report(left, DropClosed)
+	return len(left)
+}
+
+// WaitEmpty waits until the buffer holds no items and, in keyed mode, no
+// key is held by a consumer. It returns an error wrapping ctx.Err() if ctx
+// ends first. In unkeyed mode, items popped but not yet delivered are the
+// consumers' business: wait for them separately.
+func (b *Buffer[T]) WaitEmpty(ctx context.Context) error {
+	for {
+		b.mu.Lock()
+		n, held := b.q.n, len(b.held)
+		if n == 0 && held == 0 {
+			b.mu.Unlock()
+			return nil
+		}
+		wake := b.pushWake.wait()
+		b.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return fmt.Errorf("buffer: waiting for empty (%d items, %d keys in flight): %w", n, held, ctx.Err())
+		}
+	}
+}
+
+// Len returns the number of items buffered.
+func (b *Buffer[T]) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.q.n
+}
+
+// Bytes returns the sum of the sizes of the items buffered.
+func (b *Buffer[T]) Bytes() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.bytes
+}
+
+// Stats returns a snapshot of the buffer's state and counters.
+func (b *Buffer[T]) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.stats
+	s.Len, s.Bytes = b.q.n, b.bytes
+	return s
+}
+
+func (b *Buffer[T]) key(item T) string {
+	if b.cfg.Key == nil {
+		return ""
+	}
+	return b.cfg.Key(item)
+}
+
+// fits reports whether an item of size fits now. Called with mu held.
+func (b *Buffer[T]) fits(size int64) bool {
+	return b.q.n < b.cfg.MaxItems && b.bytes+size <= b.cfg.MaxBytes
+}
+
+// next returns the index of the item Pop should take. Called with mu held.
+func (b *Buffer[T]) next() (int, bool) {
+	if b.cfg.Key == nil {
+		return 0, b.q.n > 0
+	}
+	for i := range b.q.n {
+		if _, held := b.held[b.q.at(i).key]; !held {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// remove takes the i-th item out and wakes those waiting for room.
+// Called with mu held.
+func (b *Buffer[T]) remove(i int) entry[T] {
+	e := b.q.removeAt(i)
+	b.bytes -= e.size
+	b.pushWake.broadcast()
+	return e
+}
+
+func (b *Buffer[T]) closeLocked() {
+	if !b.closed {
+		b.closed = true
+		b.popWake.broadcast()
+		b.pushWake.broadcast()
+	}
+}
+
+// report hands dropped entries to OnDrop. Called without mu held.
+func (b *Buffer[T]) report(es []entry[T], reason DropReason) {
+	if b.cfg.OnDrop == nil {
+		return
+	}
+	for _, e := range es {
+		b.cfg.OnDrop(e.item, reason)
+	}
+}
+
+// signal is a broadcast notification: waiters take the current channel
+// with wait, and broadcast closes it. The channel is made only when someone
+// waits, so the uncontended path does not allocate. Guarded by Buffer.mu.
+type signal struct{ ch chan struct{} }
+
+func (s *signal) wait() <-chan struct{} {
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) broadcast() {
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+}
