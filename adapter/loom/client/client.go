@@ -1,0 +1,309 @@
+// Package client speaks the Loom wire protocol over QUIC (ALPN loom/1) and HTTP/3
+// (POST /stream). One Client is one connection; each Producer or Consumer is one
+// stream on it, and many may run at once.
+//
+// Loom tells a client nothing on success, and on QUIC it refuses a hello by silently
+// closing the stream, so a refusal surfaces at the first call that can see it:
+// Consumer.Next, Producer.Send or Producer.Close. No error or log line carries the
+// token.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/loombridge/loombridge/adapter/loom/wire"
+)
+
+// Errors callers may test for with errors.Is.
+var (
+	// ErrRefused: the server closed the stream right after the hello: the token was
+	// refused or the hello rejected. On HTTP/3 a 401 also matches ErrUnauthorized and
+	// a 400 ErrProtocol.
+	ErrRefused = errors.New("server closed the stream after the hello (token refused or hello rejected)")
+	// ErrUnauthorized: HTTP/3 401, the server refused the token.
+	ErrUnauthorized = errors.New("unauthorised: the server refused the token (HTTP 401)")
+	// ErrProtocol: the server rejected what this client sent (HTTP/3 400, or a QUIC
+	// producer stream closed by the server before its end).
+	ErrProtocol = errors.New("protocol error reported by the server")
+	// ErrNotLoom: the HTTP/3 endpoint answered 404 or 405: it is not a Loom server.
+	ErrNotLoom = errors.New("not a Loom endpoint")
+	// ErrClosed: the session or client was closed by this side.
+	ErrClosed = errors.New("loom: closed")
+)
+
+// Client is one connection to a Loom server.
+type Client struct {
+	cfg    Config
+	token  string
+	logger watermill.LoggerAdapter
+	conn   *quic.Conn
+	h3     *http3.ClientConn
+	wg     sync.WaitGroup // every goroutine this client or its sessions start
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// Dial connects to the server in cfg. The context bounds the handshake only.
+func Dial(ctx context.Context, cfg Config, logger watermill.LoggerAdapter) (*Client, error) {
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("loom client config: %w", err)
+	}
+	tok, err := cfg.token()
+	if err != nil {
+		return nil, fmt.Errorf("loom client config: %w", err)
+	}
+	alpn := ALPNLoom
+	if cfg.Transport == TransportH3 {
+		alpn = ALPNH3
+	}
+	tlsConf, err := cfg.tlsConfig(alpn, logger)
+	if err != nil {
+		return nil, fmt.Errorf("loom client config: %w", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	conn, err := quic.DialAddr(dctx, cfg.Addr, tlsConf, &quic.Config{
+		KeepAlivePeriod: cfg.KeepAlive,
+		MaxIdleTimeout:  cfg.IdleTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loom: dial %s over %s: %w", cfg.Addr, cfg.Transport, err)
+	}
+	c := &Client{cfg: cfg, token: tok, logger: logger, conn: conn, closed: make(chan struct{})}
+	if cfg.Transport == TransportH3 {
+		c.h3 = (&http3.Transport{}).NewClientConn(conn)
+	}
+	return c, nil
+}
+
+// Done is closed when the connection has ended, by Close or by failure.
+func (c *Client) Done() <-chan struct{} { return c.conn.Context().Done() }
+
+// Err says why the connection ended, or nil while it is up.
+func (c *Client) Err() error {
+	if c.conn.Context().Err() == nil {
+		return nil
+	}
+	return context.Cause(c.conn.Context())
+}
+
+// Close closes the connection and every session on it, and waits for their
+// goroutines. It is idempotent.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		_ = c.conn.CloseWithError(0, "client closed")
+	})
+	c.wg.Wait()
+	return nil
+}
+
+// Produce opens a producer session on room.
+func (c *Client) Produce(ctx context.Context, room string) (*Producer, error) {
+	s, err := c.open(ctx, wire.RoleProducer, room)
+	if err != nil {
+		return nil, err
+	}
+	return newProducer(c, s), nil
+}
+
+// Consume opens a consumer session on room. On HTTP/3 it waits for the server's
+// answer, so a refused token fails here; on QUIC the refusal surfaces at Next.
+func (c *Client) Consume(ctx context.Context, room string) (*Consumer, error) {
+	s, err := c.open(ctx, wire.RoleConsumer, room)
+	if err != nil {
+		return nil, err
+	}
+	if hs, ok := s.(*h3Stream); ok {
+		if err := hs.waitResponse(ctx); err != nil {
+			hs.Abort()
+			return nil, fmt.Errorf("loom: consume %q: %w", room, err)
+		}
+	}
+	return newConsumer(c, s), nil
+}
+
+// stream is one session's byte streams, whatever the carrier.
+type stream interface {
+	io.Reader // the server's bytes
+	io.Writer // the client's bytes
+	// CloseWrite ends the client's side (QUIC FIN, end of the request body).
+	CloseWrite() error
+	// Abort resets both directions; blocked calls return at once.
+	Abort()
+	// Wait blocks until the server has ended its side: nil for a clean end, else why.
+	Wait() error
+}
+
+func (c *Client) open(ctx context.Context, role wire.Role, room string) (stream, error) {
+	h := wire.Hello{Role: role, Name: c.cfg.Name, Room: room, Token: c.token}
+	if err := h.Validate(c.cfg.Limits); err != nil {
+		return nil, err
+	}
+	select {
+	case <-c.closed:
+		return nil, ErrClosed
+	default:
+	}
+	var (
+		s   stream
+		err error
+	)
+	if c.h3 != nil {
+		s, err = c.openH3(ctx)
+	} else {
+		s, err = c.openQUIC(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loom: open %s stream on room %q: %w", role, room, err)
+	}
+	stop := context.AfterFunc(ctx, s.Abort)
+	_, err = s.Write(wire.AppendHello(nil, h))
+	if !stop() {
+		err = ctx.Err()
+	}
+	if err != nil {
+		s.Abort()
+		return nil, fmt.Errorf("loom: send %s hello on room %q: %w", role, room, err)
+	}
+	return s, nil
+}
+
+func (c *Client) openQUIC(ctx context.Context) (stream, error) {
+	// OpenStreamSync waits while the server's concurrent-stream limit is reached.
+	str, err := c.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return quicStream{str}, nil
+}
+
+// quicStream is a session on one bidirectional QUIC stream.
+type quicStream struct{ *quic.Stream }
+
+func (s quicStream) CloseWrite() error { return s.Stream.Close() }
+
+func (s quicStream) Abort() {
+	s.CancelWrite(0)
+	s.CancelRead(0)
+}
+
+func (s quicStream) Wait() error {
+	// The server sends a producer nothing: anything until EOF is ignored.
+	var buf [512]byte
+	for {
+		if _, err := s.Read(buf[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// h3Stream is a session as one POST /stream request. The request body is a pipe the
+// transport reads from; RoundTrip runs in its own goroutine before the hello is
+// written, so the hello never waits for a request that has not started.
+type h3Stream struct {
+	pw     *io.PipeWriter
+	cancel context.CancelFunc
+	done   chan struct{} // closed when RoundTrip returned
+	resp   *http.Response
+	err    error // RoundTrip's error or the status as an error
+	once   sync.Once
+}
+
+func (c *Client) openH3(ctx context.Context) (stream, error) {
+	pr, pw := io.Pipe()
+	// The request lives as long as the session, not as long as ctx.
+	reqCtx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, "https://"+c.cfg.Addr+"/stream", pr)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	req.ContentLength = -1
+	s := &h3Stream{pw: pw, cancel: cancel, done: make(chan struct{})}
+	c.wg.Go(func() {
+		defer close(s.done)
+		resp, err := c.h3.RoundTrip(req)
+		if err == nil {
+			err = statusError(resp.StatusCode)
+			if err != nil {
+				resp.Body.Close()
+			}
+		}
+		s.resp, s.err = resp, err
+		if err != nil {
+			// A refusal before the body ended: make the writer fail now, not hang.
+			_ = pr.CloseWithError(err)
+		}
+	})
+	return s, nil
+}
+
+// statusError maps Loom's HTTP/3 answers to errors.
+func statusError(code int) error {
+	switch code {
+	case http.StatusOK:
+		return nil
+	case http.StatusUnauthorized:
+		return fmt.Errorf("%w (%w)", ErrUnauthorized, ErrRefused)
+	case http.StatusBadRequest:
+		return fmt.Errorf("%w: HTTP 400", ErrProtocol)
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return fmt.Errorf("%w: HTTP %d for POST /stream", ErrNotLoom, code)
+	}
+	return fmt.Errorf("loom: unexpected HTTP status %d", code)
+}
+
+func (s *h3Stream) Write(p []byte) (int, error) { return s.pw.Write(p) }
+func (s *h3Stream) CloseWrite() error           { return s.pw.Close() }
+
+func (s *h3Stream) Abort() {
+	s.once.Do(func() {
+		_ = s.pw.CloseWithError(ErrClosed)
+		s.cancel()
+	})
+}
+
+// waitResponse waits for the response headers.
+func (s *h3Stream) waitResponse(ctx context.Context) error {
+	select {
+	case <-s.done:
+		return s.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *h3Stream) Read(p []byte) (int, error) {
+	<-s.done
+	if s.err != nil {
+		return 0, s.err
+	}
+	return s.resp.Body.Read(p)
+}
+
+func (s *h3Stream) Wait() error {
+	<-s.done
+	if s.err != nil {
+		return s.err
+	}
+	_, err := io.Copy(io.Discard, s.resp.Body)
+	return err
+}

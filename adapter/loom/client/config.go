@@ -1,0 +1,198 @@
+package client
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+
+	"github.com/loombridge/loombridge/adapter/loom/wire"
+)
+
+// Transports.
+const (
+	TransportQUIC = "quic" // native Loom over QUIC, ALPN loom/1
+	TransportH3   = "h3"   // POST /stream over HTTP/3
+)
+
+// ALPN protocol ids.
+const (
+	ALPNLoom = "loom/1"
+	ALPNH3   = "h3"
+)
+
+// ErrInsecureTLS is logged when tls.insecure_skip_verify is on.
+var ErrInsecureTLS = errors.New("tls.insecure_skip_verify is set: the server's identity is not checked and anyone on the path can read and alter messages")
+
+// Secret holds a token or password. It prints as [redacted] so that a config that is
+// logged or wrapped into an error never shows it.
+type Secret string
+
+// String hides the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString hides the secret from %#v too.
+func (s Secret) GoString() string { return `"` + s.String() + `"` }
+
+// TLSConfig says how to verify the server and, for mTLS, who the client is.
+type TLSConfig struct {
+	// InsecureSkipVerify turns server verification off; a warning is logged.
+	InsecureSkipVerify bool `koanf:"insecure_skip_verify"`
+	// CAFile is a PEM bundle trusted in place of the system roots.
+	CAFile string `koanf:"ca_file"`
+	// CertFile and KeyFile are the client certificate for mTLS.
+	CertFile string `koanf:"cert_file"`
+	KeyFile  string `koanf:"key_file"`
+	// ServerName overrides the name verified in the server certificate.
+	ServerName string `koanf:"server_name"`
+}
+
+// Config is how a Client reaches a Loom server.
+type Config struct {
+	// Addr is host:port of the Loom server (UDP).
+	Addr string `koanf:"addr"`
+	// Transport is "quic" (default) or "h3".
+	Transport string `koanf:"transport"`
+	// Name identifies this client to the server.
+	Name string `koanf:"name"`
+	// Token authenticates the client; TokenFile reads it from a file instead.
+	Token     Secret `koanf:"token"`
+	TokenFile string `koanf:"token_file"`
+	TLS       TLSConfig `koanf:"tls"`
+	// TLSClientConfig, when set, is used as is instead of TLS (for tests and
+	// programs that build their own).
+	TLSClientConfig *tls.Config `koanf:"-"`
+	// ChunkSize is the largest body chunk sent; default and maximum 64 KiB.
+	ChunkSize int `koanf:"chunk_size"`
+	// Limits bound what the server may declare; default wire.DefaultLimits().
+	Limits wire.Limits `koanf:"-"`
+	// DialTimeout bounds the QUIC handshake; default 10 s.
+	DialTimeout time.Duration `koanf:"dial_timeout"`
+	// KeepAlive is the QUIC keep-alive period; default 5 s.
+	KeepAlive time.Duration `koanf:"keep_alive"`
+	// IdleTimeout closes a connection that has heard nothing for this long, so a dead
+	// server is noticed; default 15 s.
+	IdleTimeout time.Duration `koanf:"idle_timeout"`
+}
+
+// SetDefaults fills unset fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.Transport == "" {
+		c.Transport = TransportQUIC
+	}
+	if c.Name == "" {
+		c.Name = "loombridge"
+	}
+	if c.Limits == (wire.Limits{}) {
+		c.Limits = wire.DefaultLimits()
+	}
+	if c.ChunkSize == 0 {
+		c.ChunkSize = c.Limits.MaxChunk
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 10 * time.Second
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 5 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 15 * time.Second
+	}
+}
+
+// Validate reports the first invalid field by its config key.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("addr: must be set (host:port)"))
+	}
+	if c.Transport != TransportQUIC && c.Transport != TransportH3 {
+		errs = append(errs, fmt.Errorf("transport: must be %q or %q, got %q", TransportQUIC, TransportH3, c.Transport))
+	}
+	if len(c.Name) > c.Limits.MaxName {
+		errs = append(errs, fmt.Errorf("name: %d bytes, limit %d", len(c.Name), c.Limits.MaxName))
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		errs = append(errs, errors.New("token, token_file: set one, not both"))
+	}
+	if len(c.Token) > c.Limits.MaxToken {
+		errs = append(errs, fmt.Errorf("token: %d bytes, limit %d", len(c.Token), c.Limits.MaxToken))
+	}
+	if c.ChunkSize < 1 || c.ChunkSize > c.Limits.MaxChunk {
+		errs = append(errs, fmt.Errorf("chunk_size: must be 1 to %d, got %d", c.Limits.MaxChunk, c.ChunkSize))
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("tls.cert_file, tls.key_file: set both for mTLS, or neither"))
+	}
+	for key, d := range map[string]time.Duration{"dial_timeout": c.DialTimeout, "keep_alive": c.KeepAlive, "idle_timeout": c.IdleTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", key, d))
+		}
+	}
+	if c.KeepAlive >= c.IdleTimeout {
+		errs = append(errs, fmt.Errorf("keep_alive: must be shorter than idle_timeout (%s)", c.IdleTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// token returns the token, reading TokenFile if set. Errors name the file, never
+// its content.
+func (c Config) token() (string, error) {
+	if c.TokenFile == "" {
+		return string(c.Token), nil
+	}
+	b, err := os.ReadFile(c.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("token_file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) > c.Limits.MaxToken {
+		return "", fmt.Errorf("token_file %s: token is %d bytes, limit %d", c.TokenFile, len(tok), c.Limits.MaxToken)
+	}
+	return tok, nil
+}
+
+// tlsConfig builds the TLS client config for the given ALPN.
+func (c Config) tlsConfig(alpn string, logger watermill.LoggerAdapter) (*tls.Config, error) {
+	var cfg *tls.Config
+	if c.TLSClientConfig != nil {
+		cfg = c.TLSClientConfig.Clone()
+	} else {
+		cfg = &tls.Config{ServerName: c.TLS.ServerName, InsecureSkipVerify: c.TLS.InsecureSkipVerify}
+		if c.TLS.CAFile != "" {
+			pem, err := os.ReadFile(c.TLS.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("tls.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate found", c.TLS.CAFile)
+			}
+			cfg.RootCAs = pool
+		}
+		if c.TLS.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+	}
+	if cfg.InsecureSkipVerify {
+		// Watermill's logger has no warning level; Error is the one operators watch.
+		logger.Error("WARNING: TLS verification of the Loom server is disabled", ErrInsecureTLS, watermill.LogFields{"addr": c.Addr})
+	}
+	cfg.MinVersion = tls.VersionTLS13
+	cfg.NextProtos = []string{alpn}
+	return cfg, nil
+}
