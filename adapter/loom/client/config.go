@@ -66,8 +66,8 @@ type Config struct {
 	// Name identifies this client to the server.
 	Name string `koanf:"name"`
 	// Token authenticates the client; TokenFile reads it from a file instead.
-	Token     Secret `koanf:"token"`
-	TokenFile string `koanf:"token_file"`
+	Token     Secret    `koanf:"token"`
+	TokenFile string    `koanf:"token_file"`
 	TLS       TLSConfig `koanf:"tls"`
 	// TLSClientConfig, when set, is used as is instead of TLS (for tests and
 	// programs that build their own).
