@@ -179,20 +179,12 @@ func (b *Buffer[T]) Pop(ctx context.Context) (T, error) {
 	var expired []entry[T]
 	b.mu.Lock()
 	for {
-		if i, ok := b.next(); ok {
-			e := b.remove(i)
-			if b.cfg.Expired != nil && b.cfg.Expired(e.item) {
-				b.stats.Dropped[DropExpired]++
-				expired = append(expired, e)
-				continue
-			}
-			if b.cfg.Key != nil {
-				b.held[e.key] = struct{}{}
-			}
-			b.stats.Popped++
+		item, ok, exp := b.takeLocked(expired)
+		expired = exp
+		if ok {
 			b.mu.Unlock()
 			b.report(expired, DropExpired)
-			return e.item, nil
+			return item, nil
 		}
 		if b.closed && b.q.n == 0 {
 			b.mu.Unlock()
@@ -209,6 +201,39 @@ func (b *Buffer[T]) Pop(ctx context.Context) (T, error) {
 			return zero, fmt.Errorf("buffer: pop: %w", ctx.Err())
 		}
 		b.mu.Lock()
+	}
+}
+
+// TryPop is Pop without waiting: it returns the item Pop would return now, and
+// false when there is none (empty, or every key held).
+func (b *Buffer[T]) TryPop() (T, bool) {
+	b.mu.Lock()
+	item, ok, expired := b.takeLocked(nil)
+	b.mu.Unlock()
+	b.report(expired, DropExpired)
+	return item, ok
+}
+
+// takeLocked removes and returns the next poppable item, dropping expired ones
+// on the way (appended to expired for reporting). Called with mu held.
+func (b *Buffer[T]) takeLocked(expired []entry[T]) (T, bool, []entry[T]) {
+	for {
+		i, ok := b.next()
+		if !ok {
+			var zero T
+			return zero, false, expired
+		}
+		e := b.remove(i)
+		if b.cfg.Expired != nil && b.cfg.Expired(e.item) {
+			b.stats.Dropped[DropExpired]++
+			expired = append(expired, e)
+			continue
+		}
+		if b.cfg.Key != nil {
+			b.held[e.key] = struct{}{}
+		}
+		b.stats.Popped++
+		return e.item, true, expired
 	}
 }
 

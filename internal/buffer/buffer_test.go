@@ -796,3 +796,40 @@ func TestConcurrentBlockNoLoss(t *testing.T) {
 		t.Fatalf("Stats = %+v", s)
 	}
 }
+
+func TestTryPop(t *testing.T) {
+	var dropped []int
+	b, err := New(Config[int]{
+		Key:     func(i int) string { return fmt.Sprint(i % 2) },
+		Expired: func(i int) bool { return i < 0 },
+		OnDrop:  func(i int, r DropReason) { dropped = append(dropped, i) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.TryPop(); ok {
+		t.Fatal("TryPop on an empty buffer returned an item")
+	}
+	for _, i := range []int{-1, 2, 4, 3} {
+		if err := b.Push(context.Background(), i, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// -1 expired, 2 taken and its key "0" held, so 4 is skipped for 3.
+	if i, ok := b.TryPop(); !ok || i != 2 {
+		t.Fatalf("got %d %v, want 2", i, ok)
+	}
+	if i, ok := b.TryPop(); !ok || i != 3 {
+		t.Fatalf("got %d %v, want 3", i, ok)
+	}
+	if _, ok := b.TryPop(); ok {
+		t.Fatal("TryPop returned an item whose key is held")
+	}
+	b.Done("0")
+	if i, ok := b.TryPop(); !ok || i != 4 {
+		t.Fatalf("after Done: got %d %v, want 4", i, ok)
+	}
+	if len(dropped) != 1 || dropped[0] != -1 {
+		t.Fatalf("dropped %v, want [-1]", dropped)
+	}
+}
