@@ -1,0 +1,326 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Defaults applied by setDefaults.
+const (
+	DefaultTimeout              = 15 * time.Second
+	DefaultMaxInFlight          = 4
+	DefaultMethod               = http.MethodPost
+	DefaultContentType          = "application/octet-stream"
+	DefaultDeadLetterTopic      = "webhook_dead_letters"
+	DefaultInitialInterval      = time.Second
+	DefaultMaxInterval          = 10 * time.Minute
+	DefaultMaxElapsedTime       = 24 * time.Hour
+	DefaultMaxAttempts          = 100
+	DefaultMultiplier           = 2.0
+	DefaultBreakerFailures      = 5
+	DefaultBreakerOpenTimeout   = 30 * time.Second
+	DefaultBreakerHalfOpenProbe = 1
+)
+
+// ContentTypeMetadata is the message metadata key whose value, when set,
+// replaces the configured Content-Type for that message.
+const ContentTypeMetadata = "content_type"
+
+// PublisherConfig configures a [Publisher].
+type PublisherConfig struct {
+	// Endpoints receive every published message. At least one is required.
+	Endpoints []EndpointConfig `koanf:"endpoints"`
+	// ContentType is sent when the message has no "content_type" metadata
+	// (default "application/octet-stream").
+	ContentType string `koanf:"content_type"`
+	// MetadataHeaders maps message metadata keys to HTTP header names; a
+	// key missing from a message sends no header.
+	MetadataHeaders map[string]string `koanf:"metadata_headers"`
+	// DeadLetterTopic is the topic dead letters are published to (default
+	// "webhook_dead_letters").
+	DeadLetterTopic string `koanf:"dead_letter_topic"`
+	// DeadLetter receives messages an endpoint could not take. Required:
+	// without it a failed delivery would be lost. It must be safe for
+	// concurrent use, as all Watermill publishers are.
+	DeadLetter message.Publisher `koanf:"-"`
+	// HTTPClient sends the requests. Default: a client with dial, TLS and
+	// idle timeouts, TLS verification on, and redirects not followed (a
+	// redirected POST would silently turn into a GET).
+	HTTPClient *http.Client `koanf:"-"`
+}
+
+// EndpointConfig configures one receiver of the fan-out.
+type EndpointConfig struct {
+	// Name identifies the endpoint in dead letters, logs and Stats; Replay
+	// finds the endpoint by it. Required and unique.
+	Name string `koanf:"name"`
+	// URL is the absolute http or https address. Required.
+	URL string `koanf:"url"`
+	// Method is the HTTP method (default POST).
+	Method string `koanf:"method"`
+	// Headers are sent with every request. Values may be secrets
+	// (Authorization); they are never logged.
+	Headers map[string]string `koanf:"headers"`
+	// Secrets sign requests per Standard Webhooks ("whsec_" + base64).
+	// Several secrets (during rotation) send several signatures. Empty:
+	// requests are not signed.
+	Secrets []string `koanf:"secrets"`
+	// Timeout bounds one attempt, response headers and body included
+	// (default 15s).
+	Timeout time.Duration `koanf:"timeout"`
+	// MaxInFlight is the number of concurrent requests to this endpoint
+	// (default 4). 1 keeps messages in order, retries included.
+	MaxInFlight int `koanf:"max_in_flight"`
+	// RateLimit is the maximum number of requests per second, retries
+	// included. 0 means unlimited.
+	RateLimit float64 `koanf:"rate_limit"`
+	// RateBurst is the burst allowed above RateLimit (default 1).
+	RateBurst int `koanf:"rate_burst"`
+	// Retry is the retry schedule.
+	Retry RetryConfig `koanf:"retry"`
+	// Breaker is the circuit breaker of this endpoint.
+	Breaker BreakerConfig `koanf:"breaker"`
+}
+
+// RetryConfig is an exponential backoff with full jitter: the wait before
+// retry n is uniform in [0, min(MaxInterval, InitialInterval*Multiplier^n)].
+type RetryConfig struct {
+	// InitialInterval is the first backoff ceiling (default 1s).
+	InitialInterval time.Duration `koanf:"initial_interval"`
+	// MaxInterval caps the backoff ceiling (default 10m).
+	MaxInterval time.Duration `koanf:"max_interval"`
+	// Multiplier grows the ceiling after each retry (default 2).
+	Multiplier float64 `koanf:"multiplier"`
+	// MaxElapsedTime bounds the time spent on one message, waits
+	// included (default 24h).
+	MaxElapsedTime time.Duration `koanf:"max_elapsed_time"`
+	// MaxAttempts bounds the HTTP requests for one message (default 100).
+	MaxAttempts int `koanf:"max_attempts"`
+	// RetryStatuses are extra 4xx statuses to retry. 408, 425, 429 and all
+	// 5xx are always retried; 410 Gone never is (it disables the endpoint).
+	RetryStatuses []int `koanf:"retry_statuses"`
+}
+
+// BreakerConfig configures the endpoint's circuit breaker. While it is
+// open, messages wait (within MaxElapsedTime) instead of using attempts.
+type BreakerConfig struct {
+	// Failures is the number of consecutive failed attempts that opens the
+	// breaker (default 5).
+	Failures int `koanf:"failures"`
+	// OpenTimeout is how long the breaker stays open before half-open
+	// probes (default 30s).
+	OpenTimeout time.Duration `koanf:"open_timeout"`
+	// HalfOpenRequests is the number of probes allowed while half-open
+	// (default 1).
+	HalfOpenRequests int `koanf:"half_open_requests"`
+}
+
+func (c *PublisherConfig) setDefaults() {
+	if c.ContentType == "" {
+		c.ContentType = DefaultContentType
+	}
+	if c.DeadLetterTopic == "" {
+		c.DeadLetterTopic = DefaultDeadLetterTopic
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = newDefaultClient()
+	}
+	for i := range c.Endpoints {
+		c.Endpoints[i].setDefaults()
+	}
+}
+
+func (c *EndpointConfig) setDefaults() {
+	if c.Method == "" {
+		c.Method = DefaultMethod
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = 1
+	}
+	r := &c.Retry
+	if r.InitialInterval == 0 {
+		r.InitialInterval = DefaultInitialInterval
+	}
+	if r.MaxInterval == 0 {
+		r.MaxInterval = DefaultMaxInterval
+	}
+	if r.Multiplier == 0 {
+		r.Multiplier = DefaultMultiplier
+	}
+	if r.MaxElapsedTime == 0 {
+		r.MaxElapsedTime = DefaultMaxElapsedTime
+	}
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = DefaultMaxAttempts
+	}
+	b := &c.Breaker
+	if b.Failures == 0 {
+		b.Failures = DefaultBreakerFailures
+	}
+	if b.OpenTimeout == 0 {
+		b.OpenTimeout = DefaultBreakerOpenTimeout
+	}
+	if b.HalfOpenRequests == 0 {
+		b.HalfOpenRequests = DefaultBreakerHalfOpenProbe
+	}
+}
+
+// Validate reports every invalid field, naming it as in the YAML config
+// (for example "endpoints[2].url: ..."). Values of secrets never appear.
+// It expects defaults to be set, as NewPublisher does.
+func (c *PublisherConfig) Validate() error {
+	var errs []error
+	if len(c.Endpoints) == 0 {
+		errs = append(errs, errors.New("endpoints: at least one endpoint is required"))
+	}
+	if c.DeadLetter == nil {
+		errs = append(errs, errors.New("dead_letter: a dead-letter publisher is required"))
+	}
+	for k, h := range c.MetadataHeaders {
+		if !validHeaderName(h) {
+			errs = append(errs, fmt.Errorf("metadata_headers[%s]: invalid header name %q", k, h))
+		}
+	}
+	names := map[string]int{}
+	for i := range c.Endpoints {
+		e := &c.Endpoints[i]
+		if j, dup := names[e.Name]; dup && e.Name != "" {
+			errs = append(errs, fmt.Errorf("endpoints[%d].name: %q already used by endpoints[%d]", i, e.Name, j))
+		}
+		names[e.Name] = i
+		errs = append(errs, e.validate(fmt.Sprintf("endpoints[%d].", i))...)
+	}
+	return errors.Join(errs...)
+}
+
+// validate returns one error per invalid field, each starting with prefix.
+func (e *EndpointConfig) validate(prefix string) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(prefix+format, args...)) }
+	if e.Name == "" {
+		bad("name: required")
+	}
+	if u, err := url.Parse(e.URL); e.URL == "" {
+		bad("url: required")
+	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		// The parse error would quote the URL, which may hold a token.
+		bad("url: must be an absolute http or https URL")
+	}
+	if !validToken(e.Method) {
+		bad("method: invalid HTTP method %q", e.Method)
+	}
+	for h := range e.Headers {
+		if !validHeaderName(h) {
+			bad("headers[%s]: invalid header name", h)
+		}
+	}
+	for i, s := range e.Secrets {
+		if _, err := decodeSecret(s); err != nil {
+			bad("secrets[%d]: %w", i, err)
+		}
+	}
+	if e.Timeout < 0 {
+		bad("timeout: must not be negative")
+	}
+	if e.MaxInFlight < 0 {
+		bad("max_in_flight: must not be negative")
+	}
+	if e.RateLimit < 0 {
+		bad("rate_limit: must not be negative")
+	}
+	if e.RateBurst < 0 {
+		bad("rate_burst: must not be negative")
+	}
+	r := e.Retry
+	if r.InitialInterval <= 0 {
+		bad("retry.initial_interval: must be positive")
+	}
+	if r.MaxInterval < r.InitialInterval {
+		bad("retry.max_interval: must be at least retry.initial_interval")
+	}
+	if r.Multiplier < 1 {
+		bad("retry.multiplier: must be at least 1")
+	}
+	if r.MaxElapsedTime < 0 {
+		bad("retry.max_elapsed_time: must not be negative")
+	}
+	if r.MaxAttempts < 1 {
+		bad("retry.max_attempts: must be at least 1")
+	}
+	for i, s := range r.RetryStatuses {
+		if s < 400 || s > 499 || s == http.StatusGone {
+			bad("retry.retry_statuses[%d]: %d is not a retryable 4xx status", i, s)
+		}
+	}
+	b := e.Breaker
+	if b.Failures < 1 {
+		bad("breaker.failures: must be at least 1")
+	}
+	if b.OpenTimeout < 0 {
+		bad("breaker.open_timeout: must not be negative")
+	}
+	if b.HalfOpenRequests < 1 {
+		bad("breaker.half_open_requests: must be at least 1")
+	}
+	return errs
+}
+
+// validToken reports whether s is an RFC 9110 token (method and header
+// names).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r > 0x7e || r <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
+			return false
+		}
+	}
+	return true
+}
+
+func validHeaderName(s string) bool { return validToken(s) }
+
+// redactURL hides the parts of an endpoint URL that may carry credentials
+// (user info and query), so it can go into logs and dead letters.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid url)"
+	}
+	u.User = nil
+	if u.RawQuery != "" {
+		u.RawQuery = "redacted"
+	}
+	u.Fragment = ""
+	return u.String()
+}
+
+func newDefaultClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = 10 * time.Second
+	t.IdleConnTimeout = 90 * time.Second
+	// Fan-out keeps several requests in flight per endpoint; the default of
+	// 2 idle connections per host would make most of them redial.
+	t.MaxIdleConnsPerHost = 64
+	return &http.Client{
+		Transport: t,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
