@@ -1,0 +1,426 @@
+// Package loomtest is an in-process Loom-compatible router on loopback, for tests,
+// benchmarks and as the embedded default router of the loombridge CLI.
+//
+// It mimics the documented behaviour of loomd, the Loom server (see
+// /work/shared/loom-protocol.md): one UDP port serves both carriers (QUIC with ALPN
+// "loom/1", HTTP/3 with POST /stream), messages are routed per room by rendezvous
+// hashing of key partitions onto consumer streams, one message is in flight per
+// consumer stream, producers are read one message at a time, and the backlog and
+// chunk-buffer policies, size limits and token/mTLS authorisation follow loomd's
+// settings. It is not the real server: it keeps no state beyond the process, and where
+// loomd's documentation is silent it makes the simple choice documented on the
+// relevant code.
+package loomtest
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/loombridge/loombridge/adapter/loom/wire"
+)
+
+// Backlog and chunk-buffer policies (loomd's partition_full_behavior and
+// chunk_full_behavior).
+const (
+	FullDropNewest = "drop_newest" // a message for a full backlog is dropped
+	FullDropOldest = "drop_oldest" // the oldest queued message makes room
+	FullBlock      = "block"       // the producer waits
+	FullDrop       = "drop"        // ChunkFull: a chunk that does not fit is dropped
+)
+
+const (
+	alpnLoom = "loom/1"
+	alpnH3   = "h3"
+
+	// chunkQueueBytes bounds the chunks buffered per message in flight.
+	chunkQueueBytes = 1 << 20
+	// chunkRoom is the headroom before each pooled chunk for its length varint.
+	chunkRoom = binary.MaxVarintLen64
+	// idleTimeout is the QUIC idle timeout (above the keep-alive period).
+	idleTimeout = 30 * time.Second
+)
+
+// Config configures a Server. The zero value is a usable loopback router.
+type Config struct {
+	Addr            string      // default "127.0.0.1:0"
+	TLSConfig       *tls.Config // nil, or without certificates: a fresh self-signed ECDSA cert for 127.0.0.1, ::1, localhost
+	Limits          wire.Limits // zero value: wire.DefaultLimits()
+	PartitionCount  int         // default 64
+	MaxBacklogDepth int         // default 128
+	PartitionFull   string      // FullDropNewest (default), FullDropOldest or FullBlock
+	ChunkFull       string      // FullBlock (default) or FullDrop
+	Auth            Auth        // Mode ModeDisabled (default), ModeToken, ModeMTLS or ModeBoth
+	// MaxIncomingStreams bounds concurrent streams per QUIC connection; default 1000.
+	MaxIncomingStreams int64
+	KeepAlive          time.Duration // default 15s, loomd's
+	Logger             *slog.Logger  // nil: discard
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:0"
+	}
+	if c.Limits == (wire.Limits{}) {
+		c.Limits = wire.DefaultLimits()
+	}
+	if c.Limits.MaxChunk <= 0 || c.Limits.MaxMessage <= 0 || c.Limits.MaxKey <= 0 {
+		return c, fmt.Errorf("loomtest: limits: MaxChunk, MaxMessage and MaxKey must be positive")
+	}
+	if c.PartitionCount <= 0 {
+		c.PartitionCount = 64
+	}
+	if c.MaxBacklogDepth <= 0 {
+		c.MaxBacklogDepth = 128
+	}
+	switch c.PartitionFull {
+	case "":
+		c.PartitionFull = FullDropNewest
+	case FullDropNewest, FullDropOldest, FullBlock:
+	default:
+		return c, fmt.Errorf("loomtest: unknown PartitionFull %q", c.PartitionFull)
+	}
+	switch c.ChunkFull {
+	case "":
+		c.ChunkFull = FullBlock
+	case FullBlock, FullDrop:
+	default:
+		return c, fmt.Errorf("loomtest: unknown ChunkFull %q", c.ChunkFull)
+	}
+	if err := c.Auth.validate(); err != nil {
+		return c, err
+	}
+	if c.MaxIncomingStreams <= 0 {
+		c.MaxIncomingStreams = 1000
+	}
+	if c.KeepAlive <= 0 {
+		c.KeepAlive = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// Server is a running loomtest router. Its methods are safe for concurrent use.
+type Server struct {
+	cfg        Config
+	tlsConf    *tls.Config
+	certPEM    []byte
+	roots      *x509.CertPool
+	log        *slog.Logger
+	chunkSlots int
+	bufs       sync.Pool // *[]byte of chunkRoom+MaxChunk bytes
+
+	stats       counters
+	consumerSeq atomic.Uint64
+
+	roomsMu sync.Mutex
+	rooms   map[string]*room
+
+	life sync.Mutex // serialises Stop, Restart and Close
+
+	mu      sync.Mutex // guards the fields below
+	addr    string
+	running bool
+	closed  bool
+	udp     *net.UDPConn
+	tr      *quic.Transport
+	ln      *quic.Listener
+	h3      *http3.Server
+	conns   map[*quic.Conn]struct{}
+	wg      sync.WaitGroup // every goroutine of the current listening period
+}
+
+// Start listens on cfg.Addr and serves until Stop or Close.
+func Start(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, certPEM, err := serverTLS(cfg.TLSConfig, cfg.Auth.Mode)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if certPEM != nil {
+		roots.AppendCertsFromPEM(certPEM)
+	}
+	s := &Server{
+		cfg:        cfg,
+		tlsConf:    tlsConf,
+		certPEM:    certPEM,
+		roots:      roots,
+		log:        cfg.Logger,
+		chunkSlots: max(1, chunkQueueBytes/cfg.Limits.MaxChunk),
+		rooms:      map[string]*room{},
+		conns:      map[*quic.Conn]struct{}{},
+	}
+	size := chunkRoom + cfg.Limits.MaxChunk
+	s.bufs.New = func() any { b := make([]byte, size); return &b }
+	if err := s.listen(cfg.Addr); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Addr returns the address the server listens on, such as "127.0.0.1:4433". It stays
+// the same across Stop and Restart.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// ClientTLS returns a new client configuration that trusts the server's certificate
+// (the self-signed one, or the last certificate of a configured chain) with ServerName
+// "127.0.0.1". It sets no NextProtos: the client picks "loom/1" or "h3".
+func (s *Server) ClientTLS() *tls.Config {
+	return &tls.Config{RootCAs: s.roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
+}
+
+// CertPEM returns the certificate clients should trust, PEM encoded (for a ca_file).
+func (s *Server) CertPEM() []byte { return append([]byte(nil), s.certPEM...) }
+
+func (s *Server) room(name string) *room {
+	if name == "" {
+		name = wire.DefaultRoom
+	}
+	s.roomsMu.Lock()
+	defer s.roomsMu.Unlock()
+	rm := s.rooms[name]
+	if rm == nil {
+		rm = newRoom(name)
+		s.rooms[name] = rm
+	}
+	return rm
+}
+
+// WaitConsumers waits until at least n consumer streams are registered in room ("" is
+// "default"), or ctx ends.
+func (s *Server) WaitConsumers(ctx context.Context, room string, n int) error {
+	rm := s.room(room)
+	for {
+		rm.mu.Lock()
+		have, changed := len(rm.consumers), rm.changed
+		rm.mu.Unlock()
+		if have >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("loomtest: waiting for %d consumers in room %q (have %d): %w", n, rm.name, have, ctx.Err())
+		}
+	}
+}
+
+// Consumers returns how many consumer streams are registered in room ("" is "default").
+func (s *Server) Consumers(room string) int {
+	rm := s.room(room)
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	return len(rm.consumers)
+}
+
+// Stats returns the totals over all rooms, and the sessions that named no valid room.
+func (s *Server) Stats() Stats { return s.stats.snapshot() }
+
+// RoomStats returns one room's counters ("" is "default").
+func (s *Server) RoomStats(room string) Stats { return s.room(room).stats.snapshot() }
+
+// inc counts one event in the totals and, when rm is not nil, in the room.
+func (s *Server) inc(rm *room, k stat) {
+	s.stats[k].Add(1)
+	if rm != nil {
+		rm.stats[k].Add(1)
+	}
+}
+
+func (s *Server) getBuf() *[]byte { return s.bufs.Get().(*[]byte) }
+
+func (s *Server) putBuf(b *[]byte) {
+	*b = (*b)[:cap(*b)]
+	s.bufs.Put(b)
+}
+
+func (s *Server) quicConfig() *quic.Config {
+	idle := idleTimeout
+	if idle <= s.cfg.KeepAlive {
+		idle = 2 * s.cfg.KeepAlive
+	}
+	return &quic.Config{
+		MaxIncomingStreams: s.cfg.MaxIncomingStreams,
+		KeepAlivePeriod:    s.cfg.KeepAlive,
+		MaxIdleTimeout:     idle,
+	}
+}
+
+// listen opens the UDP socket and starts the accept loop. Caller holds life (or is
+// Start).
+func (s *Server) listen(addr string) error {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return fmt.Errorf("loomtest: resolve %s: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return fmt.Errorf("loomtest: listen %s: %w", addr, err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(s.tlsConf, s.quicConfig())
+	if err != nil {
+		_ = tr.Close()
+		_ = udp.Close()
+		return fmt.Errorf("loomtest: listen %s: %w", addr, err)
+	}
+	h3 := &http3.Server{Handler: http.HandlerFunc(s.serveHTTP), Logger: s.log}
+	s.mu.Lock()
+	s.addr = udp.LocalAddr().String()
+	s.udp, s.tr, s.ln, s.h3, s.running = udp, tr, ln, h3, true
+	s.wg.Go(func() { s.acceptLoop(ln, h3) })
+	s.mu.Unlock()
+	s.log.Debug("loomtest: listening", "addr", s.addr)
+	return nil
+}
+
+func (s *Server) acceptLoop(ln *quic.Listener, h3 *http3.Server) {
+	for {
+		conn, err := ln.Accept(context.Background())
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		if !s.running || s.ln != ln {
+			s.mu.Unlock()
+			_ = conn.CloseWithError(0, "loomtest: server stopped")
+			continue
+		}
+		s.conns[conn] = struct{}{}
+		s.wg.Go(func() {
+			s.serveConn(conn, h3)
+			s.mu.Lock()
+			delete(s.conns, conn)
+			s.mu.Unlock()
+		})
+		s.mu.Unlock()
+	}
+}
+
+// serveConn dispatches a connection on its negotiated ALPN and returns when it closed.
+func (s *Server) serveConn(conn *quic.Conn, h3 *http3.Server) {
+	switch proto := conn.ConnectionState().TLS.NegotiatedProtocol; proto {
+	case alpnLoom:
+		for {
+			str, err := conn.AcceptStream(context.Background())
+			if err != nil {
+				return
+			}
+			s.wg.Go(func() { s.serveStream(conn, str) })
+		}
+	case alpnH3:
+		if err := h3.ServeQUICConn(conn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Debug("loomtest: http3 connection ended", "err", err)
+		}
+	default:
+		_ = conn.CloseWithError(0, "loomtest: unsupported ALPN")
+	}
+}
+
+// CutConnections closes every client connection now (QUIC CONNECTION_CLOSE) and
+// keeps listening.
+func (s *Server) CutConnections() {
+	s.mu.Lock()
+	conns := make([]*quic.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.CloseWithError(0, "loomtest: connections cut")
+	}
+}
+
+// Stop stops listening, closes every connection, waits for all sessions to end and
+// releases the port. Stopping a stopped server does nothing.
+func (s *Server) Stop() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	return s.stop()
+}
+
+func (s *Server) stop() error {
+	s.mu.Lock()
+	if !s.running {
+		s.mu.Unlock()
+		return nil
+	}
+	s.running = false
+	udp, tr, ln, h3 := s.udp, s.tr, s.ln, s.h3
+	s.udp, s.tr, s.ln, s.h3 = nil, nil, nil, nil
+	conns := make([]*quic.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	errLn := ln.Close()
+	for _, c := range conns {
+		_ = c.CloseWithError(0, "loomtest: server stopped")
+	}
+	s.wg.Wait()
+	errH3 := h3.Close()
+	errTr := tr.Close()
+	errUDP := udp.Close()
+	if errors.Is(errUDP, net.ErrClosed) {
+		errUDP = nil
+	}
+	if err := errors.Join(errLn, errH3, errTr, errUDP); err != nil {
+		return fmt.Errorf("loomtest: stop: %w", err)
+	}
+	return nil
+}
+
+// Restart listens again on the same address, with the same certificate. It fails
+// unless the server is stopped (and not closed).
+func (s *Server) Restart() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.mu.Lock()
+	running, closed, addr := s.running, s.closed, s.addr
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return errors.New("loomtest: restart: server closed")
+	case running:
+		return errors.New("loomtest: restart: server is running")
+	}
+	return s.listen(addr)
+}
+
+// Close stops the server for good. It is idempotent; when it returns no goroutine of
+// the server is left.
+func (s *Server) Close() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	return s.stop()
+}
