@@ -41,6 +41,9 @@ type Publisher struct {
 	root   *os.Root
 	tmpl   *template.Template
 	now    func() time.Time // replaced in tests to age files without sleeping
+	// beforeWrite, if set, runs just before each JSONL line write; the
+	// kill -9 test uses it to time its kill inside a write.
+	beforeWrite func()
 
 	mu       sync.Mutex
 	closed   bool
@@ -132,6 +135,9 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		var err error
 		if jf, err = p.fileFor(topic, int64(len(b))); err != nil {
 			return err
+		}
+		if p.beforeWrite != nil {
+			p.beforeWrite()
 		}
 		// One Write per line: the mutex keeps lines whole within this
 		// Publisher, O_APPEND puts them at the end.

@@ -137,6 +137,9 @@ func (s *Subscriber) run(ctx context.Context, topic string, t *tail, out chan<- 
 			// At-least-once still holds: a restart re-reads from the older offset.
 			logger.Error("Saving offset failed", err, nil)
 		}
+		if ctx.Err() != nil || s.isClosing() {
+			return
+		}
 	}
 }
 
@@ -161,10 +164,22 @@ func (s *Subscriber) deliver(ctx context.Context, msg *message.Message, out chan
 				return false
 			}
 		case <-ctx.Done():
-			return false
+			return acked(m)
 		case <-s.closing:
-			return false
+			return acked(m)
 		}
+	}
+}
+
+// acked tells whether m was acked. When both the Ack and the stop signal
+// are ready, select picks at random; checking again keeps an Ack that came
+// before Close from being forgotten (and redelivered after a restart).
+func acked(m *message.Message) bool {
+	select {
+	case <-m.Acked():
+		return true
+	default:
+		return false
 	}
 }
 
