@@ -51,6 +51,11 @@
 // output channel is closed after the last line is acked, which suits replay)
 // or, with follow, like tail -f: it polls for new data every poll_interval and
 // notices when the file was rotated (renamed away and recreated) or truncated.
+// Like tail -F it follows one file at a time: after a rotation it finishes
+// the old file, then reads the new <topic>.jsonl from the start. A file that
+// is rotated away before the reader reached it (several rotations within one
+// poll, or while no Subscriber runs) is not read; read rotated files with
+// another Subscriber if that matters.
 // Messages are delivered one at a time in file order; the next is sent only
 // after Ack. After Nack the same message is sent again after
 // nack_resend_delay.
