@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/quic-go/quic-go"
@@ -48,6 +49,9 @@ type Client struct {
 	conn   *quic.Conn
 	h3     *http3.ClientConn
 	wg     sync.WaitGroup // every goroutine this client or its sessions start
+	// verified holds the rooms a producer stream was confirmed on: auth depends only
+	// on token, room and role, so later streams there need not wait for a refusal.
+	verified sync.Map
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -118,7 +122,7 @@ func (c *Client) Produce(ctx context.Context, room string) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newProducer(c, s), nil
+	return newProducer(c, s, room, time.Now()), nil
 }
 
 // Consume opens a consumer session on room. On HTTP/3 it waits for the server's
@@ -137,6 +141,18 @@ func (c *Client) Consume(ctx context.Context, room string) (*Consumer, error) {
 	return newConsumer(c, s), nil
 }
 
+// refusalWindow is how long after its hello a producer stream on a room not yet
+// verified waits before its FIN. On QUIC a refusal is a silent close; if the server's
+// transport acknowledges the whole stream before the refusal arrives, the refusal
+// is lost and the close would look like a confirm. One round trip is enough in
+// principle; the fixed part covers a server slow to read the hello.
+func (c *Client) refusalWindow() time.Duration {
+	if c.h3 != nil {
+		return 0 // HTTP/3 answers with a status
+	}
+	return 50*time.Millisecond + 2*c.conn.ConnectionStats().SmoothedRTT
+}
+
 // stream is one session's byte streams, whatever the carrier.
 type stream interface {
 	io.Reader // the server's bytes
@@ -147,6 +163,9 @@ type stream interface {
 	Abort()
 	// Wait blocks until the server has ended its side: nil for a clean end, else why.
 	Wait() error
+	// PeerStopped reports whether the server stopped reading before the end; see
+	// quicStream.PeerStopped. HTTP/3 says so in its status instead.
+	PeerStopped(probe bool) bool
 }
 
 func (c *Client) open(ctx context.Context, role wire.Role, room string) (stream, error) {
@@ -207,12 +226,41 @@ func (s quicStream) Wait() error {
 	var buf [512]byte
 	for {
 		if _, err := s.Read(buf[:]); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
+			var se *quic.StreamError
+			if errors.As(err, &se) && se.Remote {
+				return errStoppedReading
 			}
-			return err
+			if !errors.Is(err, io.EOF) {
+				return err
+			}
+			return nil
 		}
 	}
+}
+
+// PeerStopped reports whether the server stopped reading (STOP_SENDING): a server
+// that ends a stream cleanly has read it to its end, one that refuses it has not.
+// probe may only be set when no Write can be running: after our FIN, the context's
+// cause is fixed, but a zero-length Write still reports the reset.
+func (s quicStream) PeerStopped(probe bool) bool {
+	var se *quic.StreamError
+	if errors.As(context.Cause(s.Context()), &se) && se.Remote {
+		return true
+	}
+	if probe {
+		_, err := s.Write(nil)
+		return errors.As(err, &se) && se.Remote
+	}
+	return false
+}
+
+// errStoppedReading: the server closed a QUIC stream without reading it to its end.
+// QUIC does not say why, so it matches both ErrRefused and ErrProtocol.
+var errStoppedReading = fmt.Errorf("%w; or a %w", ErrRefused, ErrProtocol)
+
+// isVerdict reports whether err is the server's answer rather than a local failure.
+func isVerdict(err error) bool {
+	return errors.Is(err, ErrRefused) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrNotLoom)
 }
 
 // h3Stream is a session as one POST /stream request. The request body is a pipe the
@@ -272,6 +320,7 @@ func statusError(code int) error {
 }
 
 func (s *h3Stream) Write(p []byte) (int, error) { return s.pw.Write(p) }
+func (s *h3Stream) PeerStopped(bool) bool       { return false }
 func (s *h3Stream) CloseWrite() error           { return s.pw.Close() }
 
 func (s *h3Stream) Abort() {

@@ -4,11 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/loombridge/loombridge/adapter/loom/wire"
 )
@@ -20,11 +20,14 @@ import (
 // after the last message was acknowledged by a consumer or discarded, so Close
 // returning nil means the server is done with every message sent on this session.
 type Producer struct {
-	c     *Client
-	s     stream
-	w     *bufio.Writer
-	hdr   []byte
-	chunk []byte
+	c      *Client
+	s      stream
+	room   string
+	opened time.Time // when the hello was sent
+	w      *bufio.Writer
+	werr   *writeErr
+	hdr    []byte
+	chunk  []byte
 
 	mu      sync.Mutex // serialises Send and Close
 	sent    atomic.Int64
@@ -36,15 +39,18 @@ type Producer struct {
 	closed bool
 }
 
-func newProducer(c *Client, s stream) *Producer {
+func newProducer(c *Client, s stream, room string, opened time.Time) *Producer {
 	p := &Producer{
-		c:     c,
-		s:     s,
-		w:     bufio.NewWriterSize(s, c.cfg.ChunkSize+2*binary.MaxVarintLen64),
-		hdr:   make([]byte, 0, c.cfg.Limits.MaxKey+3*binary.MaxVarintLen64),
-		chunk: make([]byte, c.cfg.ChunkSize+binary.MaxVarintLen64),
-		done:  make(chan struct{}),
+		c:      c,
+		s:      s,
+		room:   room,
+		opened: opened,
+		werr:   &writeErr{w: s},
+		hdr:    make([]byte, 0, c.cfg.Limits.MaxKey+3*binary.MaxVarintLen64),
+		chunk:  make([]byte, c.cfg.ChunkSize+binary.MaxVarintLen64),
+		done:   make(chan struct{}),
 	}
+	p.w = bufio.NewWriterSize(p.werr, c.cfg.ChunkSize+2*binary.MaxVarintLen64)
 	c.wg.Go(p.watch)
 	return p
 }
@@ -54,15 +60,22 @@ func newProducer(c *Client, s stream) *Producer {
 // a stream nobody reads.
 func (p *Producer) watch() {
 	err := p.s.Wait()
-	if err == nil && !p.finSent.Load() {
+	fin := p.finSent.Load()
+	if err == nil && p.s.PeerStopped(fin) {
+		err = errStoppedReading
+	}
+	switch {
+	case err == nil && !fin:
+		// Before this side's end, a close can only be a refusal or a protocol error.
 		if p.sent.Load() == 0 {
 			err = ErrRefused
 		} else {
-			err = fmt.Errorf("%w: the server closed the producer stream before its end", ErrProtocol)
+			err = errStoppedReading
 		}
-	}
-	if err != nil && p.aborted.Load() {
+	case err != nil && p.aborted.Load() && !isVerdict(err):
 		err = fmt.Errorf("producer session aborted: %w", ErrClosed)
+	case err == nil:
+		p.c.verified.Store(p.room, true)
 	}
 	if err != nil {
 		p.s.Abort()
@@ -102,13 +115,21 @@ func (p *Producer) Send(ctx context.Context, key string, size uint64, body io.Re
 		return fmt.Errorf("loom: send %q: %w", key, ctx.Err())
 	}
 	if err != nil {
-		p.abort()
-		select {
-		case <-p.done:
-			if p.srvErr != nil && !errors.Is(p.srvErr, ErrClosed) {
-				return fmt.Errorf("loom: send %q: %w", key, p.srvErr)
+		if p.werr.failed() && ctx.Err() == nil {
+			// The stream refused a write: the server's verdict (a 401, a reset) is
+			// on its way and explains it better than the write error. Aborting now
+			// could cancel the request before the verdict arrives.
+			t := time.NewTimer(verdictGrace)
+			select {
+			case <-p.done:
+			case <-t.C:
 			}
-		default:
+			t.Stop()
+		}
+		p.abort()
+		<-p.done
+		if isVerdict(p.srvErr) {
+			return fmt.Errorf("loom: send %q: %w", key, p.srvErr)
 		}
 		return fmt.Errorf("loom: send %q: %w", key, err)
 	}
@@ -117,6 +138,13 @@ func (p *Producer) Send(ctx context.Context, key string, size uint64, body io.Re
 }
 
 func (p *Producer) usable() error {
+	select {
+	case <-p.done:
+		if isVerdict(p.srvErr) {
+			return fmt.Errorf("loom: producer: %w", p.srvErr)
+		}
+	default:
+	}
 	if p.closed || p.aborted.Load() {
 		return ErrClosed
 	}
@@ -146,6 +174,7 @@ func (p *Producer) Abort() {
 func (p *Producer) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.closed && !p.aborted.Load() {
+		p.awaitRefusal(ctx)
 		p.closed = true
 		p.finSent.Store(true)
 		err := p.w.Flush()
@@ -156,6 +185,9 @@ func (p *Producer) Close(ctx context.Context) error {
 			p.mu.Unlock()
 			p.abort()
 			<-p.done
+			if isVerdict(p.srvErr) {
+				err = p.srvErr
+			}
 			return fmt.Errorf("loom: producer close: %w", err)
 		}
 	}
@@ -174,5 +206,43 @@ func (p *Producer) Close(ctx context.Context) error {
 	}
 }
 
+// awaitRefusal holds the FIN of a young stream on an unverified room until a
+// refusal would have arrived; see Client.refusalWindow.
+func (p *Producer) awaitRefusal(ctx context.Context) {
+	if _, ok := p.c.verified.Load(p.room); ok {
+		return
+	}
+	wait := time.Until(p.opened.Add(p.c.refusalWindow()))
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-p.done:
+	case <-ctx.Done():
+	}
+}
+
 // Sent returns the number of messages written on this session.
 func (p *Producer) Sent() int { return int(p.sent.Load()) }
+
+// verdictGrace bounds the wait for the server's verdict after a failed write.
+const verdictGrace = time.Second
+
+// writeErr tells a failed stream write from a failed body source.
+type writeErr struct {
+	w   io.Writer
+	err atomic.Bool
+}
+
+func (w *writeErr) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if err != nil {
+		w.err.Store(true)
+	}
+	return n, err
+}
+
+func (w *writeErr) failed() bool { return w.err.Load() }
