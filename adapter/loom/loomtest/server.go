@@ -235,7 +235,8 @@ func (s *Server) Consumers(room string) int {
 	return len(rm.consumers)
 }
 
-// Stats returns the totals over all rooms, and the sessions that named no valid room.
+// Stats returns the totals over all rooms; they also count protocol errors in hellos,
+// which belong to no room.
 func (s *Server) Stats() Stats { return s.stats.snapshot() }
 
 // RoomStats returns one room's counters ("" is "default").

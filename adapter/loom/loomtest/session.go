@@ -217,18 +217,25 @@ func (s *Server) copyBody(ctx context.Context, tr *trackReader, rm *room, m *mes
 			s.putBuf(b)
 			return fmt.Errorf("%w: chunk: %w", errGone, err)
 		}
+		select {
+		case m.chunks <- b:
+			continue
+		case <-m.settled:
+			// Dropped or its consumer left: read the rest and throw it away.
+			s.putBuf(b)
+			forward = false
+			continue
+		default:
+		}
 		if s.cfg.ChunkFull == FullDrop {
-			select {
-			case m.chunks <- b:
-			default:
-				s.putBuf(b) // the message's chunk buffer is full: this chunk is lost
-			}
+			// The message's chunk buffer is full: this chunk is lost (not counted in
+			// Stats; the consumer sees fewer bytes than declared).
+			s.putBuf(b)
 			continue
 		}
 		select {
 		case m.chunks <- b:
 		case <-m.settled:
-			// Dropped or its consumer left: read the rest and throw it away.
 			s.putBuf(b)
 			forward = false
 		case <-ctx.Done():
