@@ -1,8 +1,8 @@
 // Package loomtest is an in-process Loom-compatible router on loopback, for tests,
 // benchmarks and as the embedded default router of the loombridge CLI.
 //
-// It mimics the documented behaviour of loomd, the Loom server (see
-// /work/shared/loom-protocol.md): one UDP port serves both carriers (QUIC with ALPN
+// It mimics the documented behaviour of loomd, the Loom server, as the project's Loom
+// protocol note describes it (wire version 4): one UDP port serves both carriers (QUIC with ALPN
 // "loom/1", HTTP/3 with POST /stream), messages are routed per room by rendezvous
 // hashing of key partitions onto consumer streams, one message is in flight per
 // consumer stream, producers are read one message at a time, and the backlog and
