@@ -222,9 +222,12 @@ func (e *EndpointConfig) validate(prefix string) []error {
 	if !validToken(e.Method) {
 		bad("method: invalid HTTP method %q", e.Method)
 	}
-	for h := range e.Headers {
+	for h, v := range e.Headers {
 		if !validHeaderName(h) {
 			bad("headers[%s]: invalid header name", h)
+		}
+		if !validHeaderValue(v) {
+			bad("headers[%s]: value contains control characters", h) // value not shown: may be a secret
 		}
 	}
 	for i, s := range e.Secrets {
@@ -294,6 +297,17 @@ func validToken(s string) bool {
 
 func validHeaderName(s string) bool { return validToken(s) }
 
+// validHeaderValue reports whether net/http would send v: no control
+// characters but tab.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // redactURL hides the parts of an endpoint URL that may carry credentials
 // (user info and query), so it can go into logs and dead letters.
 func redactURL(raw string) string {
@@ -317,6 +331,9 @@ func newDefaultClient() *http.Client {
 	// Fan-out keeps several requests in flight per endpoint; the default of
 	// 2 idle connections per host would make most of them redial.
 	t.MaxIdleConnsPerHost = 64
+	// Unlimited in total: the per-host limit times the endpoints bounds it,
+	// and a global cap below that makes a wide fan-out redial constantly.
+	t.MaxIdleConns = 0
 	return &http.Client{
 		Transport: t,
 		CheckRedirect: func(*http.Request, []*http.Request) error {

@@ -270,13 +270,15 @@ func (p *Publisher) send(ctx context.Context, ep *endpoint, j job, d *delivery) 
 }
 
 func (p *Publisher) setHeaders(h http.Header, ep *endpoint, j job) {
+	// Metadata values net/http would refuse are skipped: retrying could
+	// never make such a request succeed.
 	ct := j.msg.Metadata.Get(ContentTypeMetadata)
-	if ct == "" {
+	if ct == "" || !validHeaderValue(ct) {
 		ct = p.cfg.ContentType
 	}
 	h.Set("Content-Type", ct)
 	for key, name := range p.cfg.MetadataHeaders {
-		if v := j.msg.Metadata.Get(key); v != "" {
+		if v := j.msg.Metadata.Get(key); v != "" && validHeaderValue(v) {
 			h.Set(name, v)
 		}
 	}

@@ -325,6 +325,7 @@ func TestSlowEndpointDoesNotDelayOthers(t *testing.T) {
 	go func() { done <- p.Publish("t", msgs...) }()
 	// All 20 reach the fast endpoint while the slow one holds its first.
 	waitFor(t, "fast endpoint to get every message", func() bool { return fastSrv.count() == 20 })
+	waitFor(t, "slow endpoint to get its first message", func() bool { return slow.count() >= 1 })
 	if n := slow.count(); n != 1 {
 		t.Fatalf("slow endpoint with max_in_flight 1 saw %d requests", n)
 	}
@@ -461,6 +462,7 @@ func TestHeadersAndBody(t *testing.T) {
 	traced := msgWithContext(trace.ContextWithSpanContext(context.Background(), sc), `{"a":1}`)
 	traced.Metadata.Set("tenant", "acme")
 	traced.Metadata.Set("Authorization", "Bearer from-message")
+	traced.Metadata.Set(ContentTypeMetadata, "text/plain\r\nX-Injected: 1") // refused, default used
 	typed := message.NewMessage(watermill.NewUUID(), []byte("<x/>"))
 	typed.Metadata.Set(ContentTypeMetadata, "application/xml")
 
@@ -507,6 +509,9 @@ func TestHeadersAndBody(t *testing.T) {
 		if err := Verify(r.body, r.header, time.Minute, sec); err != nil {
 			t.Errorf("Verify: %v", err)
 		}
+	}
+	if inj := r.header.Get("X-Injected"); inj != "" {
+		t.Errorf("header injected from metadata")
 	}
 	if ct := reqs[1].header.Get("Content-Type"); ct != "application/xml" {
 		t.Errorf("Content-Type from metadata = %q", ct)
