@@ -1,0 +1,112 @@
+package loom_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/goleak"
+
+	"github.com/loombridge/loombridge/adapter/loom"
+	"github.com/loombridge/loombridge/adapter/loom/client"
+	"github.com/loombridge/loombridge/adapter/loom/loomtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var transports = []string{client.TransportQUIC, client.TransportH3}
+
+func startRouter(t testing.TB, cfg loomtest.Config) *loomtest.Server {
+	t.Helper()
+	srv, err := loomtest.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv
+}
+
+func clientConfig(srv *loomtest.Server, transport string) client.Config {
+	return client.Config{Addr: srv.Addr(), Transport: transport, TLSClientConfig: srv.ClientTLS()}
+}
+
+// fastReconnect keeps tests quick: the defaults start at 100 ms and grow to 30 s.
+var fastReconnect = loom.BackoffConfig{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}
+
+func newPublisher(t testing.TB, srv *loomtest.Server, transport string, mod func(*loom.PublisherConfig)) *loom.Publisher {
+	t.Helper()
+	cfg := loom.PublisherConfig{Client: clientConfig(srv, transport), Reconnect: fastReconnect}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := loom.NewPublisher(cfg, logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func newSubscriber(t testing.TB, srv *loomtest.Server, transport string, mod func(*loom.SubscriberConfig)) *loom.Subscriber {
+	t.Helper()
+	cfg := loom.SubscriberConfig{Client: clientConfig(srv, transport), Reconnect: fastReconnect, NackResendDelay: 10 * time.Millisecond}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := loom.NewSubscriber(cfg, logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func logger(t testing.TB) watermill.LoggerAdapter {
+	if testing.Verbose() {
+		return watermill.NewStdLogger(false, false)
+	}
+	return watermill.NopLogger{}
+}
+
+// waitingSubscriber subscribes and then waits until the router has registered its
+// consumer streams. Loom discards what nobody consumes, so a test that publishes
+// right after Subscribe must wait for this; a real application subscribes first and
+// keeps running.
+type waitingSubscriber struct {
+	message.Subscriber
+	srv       *loomtest.Server
+	consumers int
+}
+
+func (w waitingSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	before := w.srv.Consumers(topic)
+	ch, err := w.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return ch, w.srv.WaitConsumers(wctx, topic, before+w.consumers)
+}
+
+// readN reads n messages, acking each, or fails after timeout.
+func readN(t testing.TB, ch <-chan *message.Message, n int, timeout time.Duration) []*message.Message {
+	t.Helper()
+	var got []*message.Message
+	deadline := time.After(timeout)
+	for len(got) < n {
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				t.Fatalf("channel closed after %d of %d messages", len(got), n)
+			}
+			got = append(got, m)
+			m.Ack()
+		case <-deadline:
+			t.Fatalf("received %d of %d messages in %s", len(got), n, timeout)
+		}
+	}
+	return got
+}

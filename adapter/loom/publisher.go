@@ -1,0 +1,347 @@
+package loom
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/loombridge/loombridge/internal/buffer"
+)
+
+// ErrPublisherClosed is returned by Publish after Close.
+var ErrPublisherClosed = errors.New("loom: publisher closed")
+
+// Publisher publishes Watermill messages to Loom rooms (topic = room).
+//
+// Every message goes through a bounded buffer. Streams sender goroutines take
+// batches of up to BatchSize messages for one room, send each batch on a producer
+// stream of its own, end it, and count the batch as confirmed when the server ends
+// its side: Loom reads a producer stream one message at a time and closes it only
+// after the last message was acknowledged by a consumer or discarded. A batch that
+// fails (connection lost, refused, StreamTimeout) goes back to the front of the
+// buffer and is sent again once reconnected, so delivery is at least once. Messages
+// with the same key are never in two batches at once, so they keep their order.
+//
+// In confirm mode Publish waits until its messages are confirmed; in
+// fire_and_forget mode it returns once they are buffered.
+type Publisher struct {
+	cfg       PublisherConfig
+	logger    watermill.LoggerAdapter
+	marshaler Marshaler
+	conn      *connector
+	buf       *buffer.Buffer[*outgoing]
+
+	ctx    context.Context // senders' lifetime
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+
+	sent, batches, failedBatches, resent atomic.Uint64
+	dropped                              [3]atomic.Uint64 // by buffer.DropReason
+}
+
+// outgoing is one buffered message.
+type outgoing struct {
+	msg  *message.Message
+	room string
+	key  string
+	body []byte
+	call *call // nil in fire_and_forget mode
+}
+
+// call is one confirm-mode Publish waiting for its messages.
+type call struct {
+	remaining atomic.Int64
+	done      chan struct{}
+	abandoned atomic.Bool // Publish gave up: unsent messages expire
+	mu        sync.Mutex
+	err       error
+}
+
+func newCall(n int) *call {
+	c := &call{done: make(chan struct{})}
+	c.remaining.Store(int64(n))
+	return c
+}
+
+// finish records one message's outcome.
+func (c *call) finish(err error) {
+	if c == nil {
+		return
+	}
+	if err != nil {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}
+	if c.remaining.Add(-1) == 0 {
+		close(c.done)
+	}
+}
+
+// NewPublisher starts a publisher; it connects in the background and reconnects
+// with back-off whenever the connection is lost.
+func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publisher, error) {
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("loom publisher config: %w", err)
+	}
+	m := cfg.Marshaler
+	if m == nil {
+		m, _ = NewMarshaler(cfg.Format)
+	}
+	p := &Publisher{cfg: cfg, logger: logger.With(watermill.LogFields{"loom_addr": cfg.Client.Addr}), marshaler: m}
+	policy, _ := buffer.ParsePolicy(cfg.Buffer.Policy)
+	buf, err := buffer.New(buffer.Config[*outgoing]{
+		MaxItems: cfg.Buffer.MaxMessages,
+		MaxBytes: cfg.Buffer.MaxBytes,
+		Policy:   policy,
+		OnDrop:   p.onDrop,
+		Expired:  func(o *outgoing) bool { return o.call != nil && o.call.abandoned.Load() },
+		Key:      func(o *outgoing) string { return o.room + "\x00" + o.key },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loom publisher config: %w", err)
+	}
+	p.buf = buf
+	p.conn = newConnector(cfg.Client, cfg.Reconnect, p.logger)
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	for range cfg.Streams {
+		p.wg.Go(p.sender)
+	}
+	return p, nil
+}
+
+func (p *Publisher) onDrop(o *outgoing, reason buffer.DropReason) {
+	p.dropped[reason].Add(1)
+	r := map[buffer.DropReason]DropReason{buffer.DropFull: DropFull, buffer.DropClosed: DropClosed, buffer.DropExpired: DropExpired}[reason]
+	p.logger.Debug("Loom message dropped", watermill.LogFields{"uuid": o.msg.UUID, "room": o.room, "reason": string(r)})
+	if p.cfg.OnDrop != nil {
+		p.cfg.OnDrop(o.msg, r)
+	}
+	o.call.finish(fmt.Errorf("loom: message %s dropped: %s", o.msg.UUID, r))
+}
+
+// Publish sends msgs to the room named by topic. In confirm mode it returns nil once
+// the server is done with every message: each was acknowledged by a consumer of the
+// room, or discarded by the server (no consumer connected, backlog full under
+// drop_newest, too large). Loom tells producers nothing more, so a confirm does not
+// prove that a consumer processed the message. In fire_and_forget mode Publish
+// returns once the messages are buffered.
+//
+// When the buffer is full, the buffer policy decides; block waits at most
+// PublishTimeout. Publish may be called concurrently.
+func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
+	if p.closed.Load() {
+		return ErrPublisherClosed
+	}
+	items := make([]*outgoing, len(msgs))
+	for i, msg := range msgs {
+		o, err := p.prepare(topic, msg)
+		if err != nil {
+			return err
+		}
+		items[i] = o
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.PublishTimeout)
+	defer cancel()
+	var c *call
+	if p.cfg.Mode == ModeConfirm {
+		c = newCall(len(items))
+	}
+	for i, o := range items {
+		o.call = c
+		if err := p.buf.Push(ctx, o, len(o.body)); err != nil {
+			if c != nil {
+				c.abandoned.Store(true)
+			}
+			if errors.Is(err, buffer.ErrClosed) {
+				err = ErrPublisherClosed
+			}
+			return fmt.Errorf("loom: publish to %q: buffered %d of %d messages: %w", topic, i, len(items), err)
+		}
+	}
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.done:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.err != nil {
+			return fmt.Errorf("loom: publish to %q: %w", topic, c.err)
+		}
+		return nil
+	case <-ctx.Done():
+		c.abandoned.Store(true)
+		return fmt.Errorf("loom: publish to %q: not confirmed within publish_timeout %s (messages already on a stream may still arrive)", topic, p.cfg.PublishTimeout)
+	}
+}
+
+func (p *Publisher) prepare(topic string, msg *message.Message) (*outgoing, error) {
+	body, err := p.marshaler.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("loom: publish to %q: marshal message %s: %w", topic, msg.UUID, err)
+	}
+	if int64(len(body)) > p.cfg.MaxMessageBytes {
+		return nil, fmt.Errorf("loom: publish to %q: message %s is %d bytes, max_message_bytes is %d", topic, msg.UUID, len(body), p.cfg.MaxMessageBytes)
+	}
+	key := p.cfg.Key(topic, msg)
+	if key == "" || len(key) > p.cfg.Client.Limits.MaxKey {
+		return nil, fmt.Errorf("loom: publish to %q: message %s: key must be 1 to %d bytes, got %d", topic, msg.UUID, p.cfg.Client.Limits.MaxKey, len(key))
+	}
+	if len(topic) > p.cfg.Client.Limits.MaxRoom {
+		return nil, fmt.Errorf("loom: publish: room %q is %d bytes, limit %d", topic, len(topic), p.cfg.Client.Limits.MaxRoom)
+	}
+	return &outgoing{msg: msg, room: topic, key: key, body: body}, nil
+}
+
+// sender drains the buffer in batches until it is closed and empty or the
+// publisher stops.
+func (p *Publisher) sender() {
+	bo := p.cfg.Reconnect.newBackOff()
+	var batch []*outgoing
+	var body bytes.Reader
+	for {
+		first, err := p.buf.Pop(p.ctx)
+		if err != nil {
+			return
+		}
+		batch = append(batch[:0], first)
+		for len(batch) < p.cfg.BatchSize {
+			o, ok := p.buf.TryPop()
+			if !ok {
+				break
+			}
+			if o.room != first.room {
+				p.buf.Requeue(o, len(o.body))
+				p.buf.Done(o.room + "\x00" + o.key)
+				break
+			}
+			batch = append(batch, o)
+		}
+		err = p.sendBatch(batch, &body)
+		if err == nil {
+			bo.Reset()
+			p.batches.Add(1)
+			p.sent.Add(uint64(len(batch)))
+			for _, o := range batch {
+				o.call.finish(nil)
+				p.buf.Done(o.room + "\x00" + o.key)
+			}
+			continue
+		}
+		p.failedBatches.Add(1)
+		p.resent.Add(uint64(len(batch)))
+		// Back to the front, oldest first, before the keys are released.
+		for i := len(batch) - 1; i >= 0; i-- {
+			p.buf.Requeue(batch[i], len(batch[i].body))
+		}
+		for _, o := range batch {
+			p.buf.Done(o.room + "\x00" + o.key)
+		}
+		if p.ctx.Err() != nil {
+			return
+		}
+		wait := bo.NextBackOff()
+		p.logger.Error("Loom batch not confirmed, will resend", err, watermill.LogFields{"room": first.room, "messages": len(batch), "retry_in": wait.String()})
+		select {
+		case <-time.After(wait):
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
+// sendBatch sends batch on a stream of its own and waits for the server to end it.
+func (p *Publisher) sendBatch(batch []*outgoing, body *bytes.Reader) error {
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.StreamTimeout)
+	defer cancel()
+	cl, err := p.conn.get(ctx)
+	if err != nil {
+		return err
+	}
+	prod, err := cl.Produce(ctx, batch[0].room)
+	if err != nil {
+		return err
+	}
+	for _, o := range batch {
+		body.Reset(o.body)
+		if err := prod.Send(ctx, o.key, uint64(len(o.body)), body); err != nil {
+			prod.Abort()
+			return err
+		}
+	}
+	return prod.Close(ctx)
+}
+
+// PublisherStats are the publisher's counters.
+type PublisherStats struct {
+	Buffered      int    // messages waiting now
+	BufferedBytes int64  // their bytes
+	Sent          uint64 // messages confirmed by the server
+	Batches       uint64 // streams confirmed
+	FailedBatches uint64 // streams that failed and were requeued
+	Resent        uint64 // messages requeued after a failed stream
+	Dropped       map[DropReason]uint64
+	Dials         uint64
+	Reconnects    uint64
+}
+
+// Stats returns the publisher's counters.
+func (p *Publisher) Stats() PublisherStats {
+	dials, reconnects := p.conn.stats()
+	return PublisherStats{
+		Buffered:      p.buf.Len(),
+		BufferedBytes: p.buf.Bytes(),
+		Sent:          p.sent.Load(),
+		Batches:       p.batches.Load(),
+		FailedBatches: p.failedBatches.Load(),
+		Resent:        p.resent.Load(),
+		Dropped: map[DropReason]uint64{
+			DropFull:    p.dropped[buffer.DropFull].Load(),
+			DropClosed:  p.dropped[buffer.DropClosed].Load(),
+			DropExpired: p.dropped[buffer.DropExpired].Load(),
+		},
+		Dials:      dials,
+		Reconnects: reconnects,
+	}
+}
+
+// Close stops accepting messages, keeps sending what is buffered for at most
+// CloseTimeout, then drops the rest (reported to OnDrop with reason "closed") and
+// closes the connection. It returns an error saying how many messages were not
+// sent. Close is idempotent.
+func (p *Publisher) Close() error {
+	p.closeOnce.Do(func() {
+		p.closed.Store(true)
+		p.buf.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.CloseTimeout)
+		_ = p.buf.WaitEmpty(ctx)
+		cancel()
+		p.cancel()
+		p.wg.Wait()
+		if n := p.buf.DropRemaining(); n > 0 {
+			p.closeErr = fmt.Errorf("loom publisher: %d messages not sent within close_timeout %s", n, p.cfg.CloseTimeout)
+		}
+		p.conn.close()
+	})
+	return p.closeErr
+}
+
+var _ message.Publisher = (*Publisher)(nil)

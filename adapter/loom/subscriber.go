@@ -1,0 +1,269 @@
+package loom
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/loombridge/loombridge/adapter/loom/client"
+	"github.com/loombridge/loombridge/adapter/loom/wire"
+)
+
+// ErrSubscriberClosed is returned by Subscribe after Close.
+var ErrSubscriberClosed = errors.New("loom: subscriber closed")
+
+// Subscriber consumes Loom rooms as Watermill topics.
+//
+// Each Subscribe opens Consumers streams; each is one Loom consumer, so the room's
+// partitions spread over them. The server sends a stream its next message only after
+// the previous one was acknowledged, so a message stays in flight on its stream until
+// it is acked: Ack sends the ACK frame, Nack delivers the same message again after
+// NackResendDelay. A stream or connection that dies is reopened with back-off; the
+// message that was in flight is lost at the server (Loom never redelivers).
+type Subscriber struct {
+	cfg    SubscriberConfig
+	logger watermill.LoggerAdapter
+	conn   *connector
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+
+	received, acked, nacked, reopened atomic.Uint64
+	truncated, tooLarge, undecodable  atomic.Uint64
+}
+
+// NewSubscriber returns a subscriber; it connects in the background and reconnects
+// with back-off whenever the connection is lost.
+func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("loom subscriber config: %w", err)
+	}
+	s := &Subscriber{cfg: cfg, logger: logger.With(watermill.LogFields{"loom_addr": cfg.Client.Addr}), closing: make(chan struct{})}
+	s.conn = newConnector(cfg.Client, cfg.Reconnect, s.logger)
+	return s, nil
+}
+
+// Subscribe consumes room until ctx ends or Close. The channel is closed then.
+func (s *Subscriber) Subscribe(ctx context.Context, room string) (<-chan *message.Message, error) {
+	if len(room) > s.cfg.Client.Limits.MaxRoom {
+		return nil, fmt.Errorf("loom: subscribe: room %q is %d bytes, limit %d", room, len(room), s.cfg.Client.Limits.MaxRoom)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrSubscriberClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	out := make(chan *message.Message)
+	var streams sync.WaitGroup
+	for range s.cfg.Consumers {
+		streams.Go(func() { s.consume(ctx, room, out) })
+	}
+	s.wg.Go(func() {
+		select {
+		case <-ctx.Done():
+		case <-s.closing:
+		}
+		cancel()
+		streams.Wait()
+		close(out)
+	})
+	return out, nil
+}
+
+// consume runs one consumer stream, reopening it with back-off until ctx ends.
+func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *message.Message) {
+	bo := s.cfg.Reconnect.newBackOff()
+	for first := true; ctx.Err() == nil; first = false {
+		if !first {
+			s.reopened.Add(1)
+		}
+		delivered, err := s.session(ctx, room, out)
+		if ctx.Err() != nil {
+			return
+		}
+		if delivered {
+			bo.Reset()
+		}
+		wait := bo.NextBackOff()
+		s.logger.Error("Loom consumer stream ended, reopening", err, watermill.LogFields{"room": room, "retry_in": wait.String()})
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// session runs one consumer stream until it fails; delivered says whether any
+// message came through, to reset the back-off.
+func (s *Subscriber) session(ctx context.Context, room string, out chan<- *message.Message) (delivered bool, err error) {
+	cl, err := s.conn.get(ctx)
+	if err != nil {
+		return false, err
+	}
+	k, err := cl.Consume(ctx, room)
+	if err != nil {
+		return false, err
+	}
+	defer k.Close()
+	var body bytes.Buffer
+	for {
+		m, err := k.Next(ctx)
+		if err != nil {
+			return delivered, err
+		}
+		delivered = true
+		s.received.Add(1)
+		msg, skip := s.read(room, m, &body)
+		if skip != nil {
+			s.skip(*skip)
+		} else if err := s.deliver(ctx, msg, out); err != nil {
+			return delivered, err
+		}
+		if err := k.Ack(ctx, m.ID); err != nil {
+			return delivered, err
+		}
+	}
+}
+
+// read loads a message body, bounded by MaxMessageBytes, and decodes it. A message
+// that cannot be delivered whole is returned as skipped.
+func (s *Subscriber) read(room string, m *client.Message, body *bytes.Buffer) (*message.Message, *Skipped) {
+	skipped := func(reason string, err error) *Skipped {
+		return &Skipped{Room: room, Key: m.Key, ID: m.ID, Reason: reason, Err: err}
+	}
+	limit := s.cfg.MaxMessageBytes
+	if m.Size > uint64(limit) {
+		err := m.Body.Discard()
+		return nil, skipped("too_large", errors.Join(fmt.Errorf("declared %d bytes, max_message_bytes is %d", m.Size, limit), err))
+	}
+	body.Reset()
+	if m.Size > 0 {
+		body.Grow(int(m.Size))
+	}
+	n, err := io.Copy(body, io.LimitReader(m.Body, limit+1))
+	switch {
+	case err != nil && errors.Is(err, wire.ErrTruncated):
+		return nil, skipped("truncated", err)
+	case err != nil:
+		return nil, skipped("unreadable", err)
+	case n > limit:
+		derr := m.Body.Discard()
+		return nil, skipped("too_large", errors.Join(fmt.Errorf("more than max_message_bytes %d", limit), derr))
+	}
+	// The message keeps its own copy: body is reused for the next one.
+	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: bytes.Clone(body.Bytes())})
+	if err != nil {
+		return nil, skipped("undecodable", err)
+	}
+	return msg, nil
+}
+
+func (s *Subscriber) skip(sk Skipped) {
+	switch sk.Reason {
+	case "truncated":
+		s.truncated.Add(1)
+	case "too_large":
+		s.tooLarge.Add(1)
+	default:
+		s.undecodable.Add(1)
+	}
+	s.logger.Error("Loom message skipped", sk.Err, watermill.LogFields{"room": sk.Room, "key": sk.Key, "id": sk.ID, "reason": sk.Reason})
+	if s.cfg.OnSkip != nil {
+		s.cfg.OnSkip(sk)
+	}
+}
+
+// deliver hands msg to the subscriber's channel until it is acked, delivering it
+// again after each Nack. It returns an error only when ctx ends or the subscriber
+// closes before the Ack.
+func (s *Subscriber) deliver(ctx context.Context, msg *message.Message, out chan<- *message.Message) error {
+	for {
+		mctx, cancel := context.WithCancel(msg.Context())
+		m := msg.Copy()
+		m.SetContext(mctx)
+		select {
+		case out <- m:
+		case <-ctx.Done():
+			cancel()
+			return ctx.Err()
+		}
+		select {
+		case <-m.Acked():
+			cancel()
+			s.acked.Add(1)
+			return nil
+		case <-m.Nacked():
+			cancel()
+			s.nacked.Add(1)
+		case <-ctx.Done():
+			cancel()
+			return ctx.Err()
+		}
+		t := time.NewTimer(s.cfg.NackResendDelay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+// SubscriberStats are the subscriber's counters.
+type SubscriberStats struct {
+	Received    uint64 // messages read from streams
+	Acked       uint64
+	Nacked      uint64
+	Truncated   uint64 // skipped: body shorter or longer than declared
+	TooLarge    uint64 // skipped: above max_message_bytes
+	Undecodable uint64 // skipped: unreadable or bad envelope
+	Reopened    uint64 // consumer streams reopened after a failure
+	Dials       uint64
+	Reconnects  uint64
+}
+
+// Stats returns the subscriber's counters.
+func (s *Subscriber) Stats() SubscriberStats {
+	dials, reconnects := s.conn.stats()
+	return SubscriberStats{
+		Received: s.received.Load(), Acked: s.acked.Load(), Nacked: s.nacked.Load(),
+		Truncated: s.truncated.Load(), TooLarge: s.tooLarge.Load(), Undecodable: s.undecodable.Load(),
+		Reopened: s.reopened.Load(), Dials: dials, Reconnects: reconnects,
+	}
+}
+
+// Close stops every subscription, closes their channels and the connection, and
+// returns when no goroutine is left. A message not yet acked is lost at the server.
+// Close is idempotent.
+func (s *Subscriber) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.closing)
+		s.wg.Wait()
+		s.conn.close()
+	})
+	return nil
+}
+
+var _ message.Subscriber = (*Subscriber)(nil)
