@@ -55,8 +55,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, req *http.Request) {
 			w.WriteHeader(http.StatusOK)
 		case errors.Is(err, errProtocol):
 			http.Error(w, "protocol error", http.StatusBadRequest)
+		default:
+			// errGone: reset the stream; returning would answer 200, a confirm.
+			panic(http.ErrAbortHandler)
 		}
-		// errGone: the client is away; the http3 server resets the stream.
 		return
 	}
 	rc := http.NewResponseController(w)

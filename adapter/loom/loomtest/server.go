@@ -127,6 +127,14 @@ type Server struct {
 	stats       counters
 	consumerSeq atomic.Uint64
 
+	// hold is non-nil while producers are held, and closed to release them.
+	holdMu sync.Mutex
+	hold   chan struct{}
+	// cutting is set while connections are being closed: no producer session may
+	// end cleanly then, or a client could read a confirm for a stream whose
+	// consumer was just cut.
+	cutting atomic.Bool
+
 	roomsMu sync.Mutex
 	rooms   map[string]*room
 
@@ -343,6 +351,8 @@ func (s *Server) serveConn(conn *quic.Conn, h3 *http3.Server) {
 // CutConnections closes every client connection now (QUIC CONNECTION_CLOSE) and
 // keeps listening.
 func (s *Server) CutConnections() {
+	s.cutting.Store(true)
+	defer s.cutting.Store(false)
 	s.mu.Lock()
 	conns := make([]*quic.Conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -352,6 +362,34 @@ func (s *Server) CutConnections() {
 	for _, c := range conns {
 		_ = c.CloseWithError(0, "loomtest: connections cut")
 	}
+}
+
+// HoldProducers makes producer sessions that start from now on wait, after their
+// hello, until ReleaseProducers. Loom discards what nobody consumes; a test that cuts
+// or restarts the server holds producers until its consumers are back, as an
+// operator would start consumers first.
+func (s *Server) HoldProducers() {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	if s.hold == nil {
+		s.hold = make(chan struct{})
+	}
+}
+
+// ReleaseProducers lets held producer sessions go on.
+func (s *Server) ReleaseProducers() {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	if s.hold != nil {
+		close(s.hold)
+		s.hold = nil
+	}
+}
+
+func (s *Server) producerGate() <-chan struct{} {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	return s.hold
 }
 
 // Stop stops listening, closes every connection, waits for all sessions to end and
@@ -378,10 +416,12 @@ func (s *Server) stop() error {
 	s.mu.Unlock()
 
 	errLn := ln.Close()
+	s.cutting.Store(true)
 	for _, c := range conns {
 		_ = c.CloseWithError(0, "loomtest: server stopped")
 	}
 	s.wg.Wait()
+	s.cutting.Store(false)
 	errH3 := h3.Close()
 	errTr := tr.Close()
 	errUDP := udp.Close()

@@ -251,3 +251,22 @@ func TestStopRestart(t *testing.T) {
 		t.Fatal("Restart after Close succeeded")
 	}
 }
+
+func TestHoldProducers(t *testing.T) {
+	s := start(t, Config{})
+	conn := dialQUIC(t, s, nil, nil)
+	out := make(chan got, 1)
+	quicConsumer(t, conn, "held", "", 0, out, true)
+	if err := s.WaitConsumers(testCtx(t), "held", 1); err != nil {
+		t.Fatal(err)
+	}
+	s.HoldProducers()
+	p := openQUIC(t, conn, wire.RoleProducer, "held", "")
+	p.write(msg("k", 1, true, []byte("x")))
+	recvNone(t, out, 200*time.Millisecond)
+	if st := s.RoomStats("held"); st.Received != 0 {
+		t.Fatalf("a held producer was read: %+v", st)
+	}
+	s.ReleaseProducers()
+	checkBody(t, recv(t, out), "k", []byte("x"))
+}

@@ -133,9 +133,19 @@ func (s *Server) authorize(h wire.Hello, certs []*x509.Certificate, via string) 
 // something malformed (errProtocol) or goes away (errGone). ctx ends when the
 // producer's carrier is gone.
 func (s *Server) serveProducer(ctx context.Context, tr *trackReader, rm *room) error {
+	if gate := s.producerGate(); gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", errGone, context.Cause(ctx))
+		}
+	}
 	for {
 		hdr, err := wire.ReadHeader(tr, s.cfg.Limits)
 		if err == io.EOF { // clean end before a header
+			if s.cutting.Load() {
+				return fmt.Errorf("%w: connections are being cut", errGone)
+			}
 			return nil
 		}
 		if err != nil {
