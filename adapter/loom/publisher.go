@@ -12,11 +12,19 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/loombridge/loombridge/adapter/loom/client"
+
 	"github.com/loombridge/loombridge/internal/buffer"
 )
 
-// ErrPublisherClosed is returned by Publish after Close.
-var ErrPublisherClosed = errors.New("loom: publisher closed")
+// Errors Publish may return, for errors.Is.
+var (
+	// ErrPublisherClosed: Publish after Close.
+	ErrPublisherClosed = errors.New("loom: publisher closed")
+	// ErrBufferFull: the buffer had no room (policy "error", or "block" past
+	// publish_timeout).
+	ErrBufferFull = buffer.ErrFull
+)
 
 // Publisher publishes Watermill messages to Loom rooms (topic = room).
 //
@@ -218,6 +226,16 @@ func (p *Publisher) sender() {
 	var batch []*outgoing
 	var body bytes.Reader
 	for {
+		// Take messages only when connected: while disconnected they all stay in the
+		// buffer, so its bounds hold.
+		cl, err := p.conn.get(p.ctx)
+		if err != nil {
+			if p.ctx.Err() == nil {
+				p.logger.Error("Loom publisher cannot connect; messages stay buffered until Close", err, nil)
+				<-p.ctx.Done()
+			}
+			return
+		}
 		first, err := p.buf.Pop(p.ctx)
 		if err != nil {
 			return
@@ -235,7 +253,7 @@ func (p *Publisher) sender() {
 			}
 			batch = append(batch, o)
 		}
-		err = p.sendBatch(batch, &body)
+		batch, err = p.sendBatch(cl, batch, &body)
 		if err == nil {
 			bo.Reset()
 			p.batches.Add(1)
@@ -269,25 +287,35 @@ func (p *Publisher) sender() {
 }
 
 // sendBatch sends batch on a stream of its own and waits for the server to end it.
-func (p *Publisher) sendBatch(batch []*outgoing, body *bytes.Reader) error {
+// Messages whose confirm Publish gave up meanwhile are dropped as expired, not sent;
+// it returns the batch without them.
+func (p *Publisher) sendBatch(cl *client.Client, batch []*outgoing, body *bytes.Reader) ([]*outgoing, error) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.StreamTimeout)
 	defer cancel()
-	cl, err := p.conn.get(ctx)
-	if err != nil {
-		return err
-	}
-	prod, err := cl.Produce(ctx, batch[0].room)
-	if err != nil {
-		return err
-	}
+	live := batch[:0]
 	for _, o := range batch {
+		if o.call != nil && o.call.abandoned.Load() {
+			p.onDrop(o, buffer.DropExpired)
+			p.buf.Done(o.room + "\x00" + o.key)
+			continue
+		}
+		live = append(live, o)
+	}
+	if len(live) == 0 {
+		return live, nil
+	}
+	prod, err := cl.Produce(ctx, live[0].room)
+	if err != nil {
+		return live, err
+	}
+	for _, o := range live {
 		body.Reset(o.body)
 		if err := prod.Send(ctx, o.key, uint64(len(o.body)), body); err != nil {
 			prod.Abort()
-			return err
+			return live, err
 		}
 	}
-	return prod.Close(ctx)
+	return live, prod.Close(ctx)
 }
 
 // PublisherStats are the publisher's counters.

@@ -109,7 +109,9 @@ func New[T any](cfg Config[T]) (*Buffer[T], error) {
 // not fit, the policy decides: PolicyBlock waits for room, returning an
 // error wrapping both ErrFull and ctx.Err() if ctx ends first (the item is
 // then not added); PolicyError returns ErrFull; PolicyDropOldest evicts the
-// oldest items until it fits. Push returns ErrTooLarge if size exceeds
+// oldest items never requeued until it fits (a requeued item may have been
+// delivered already, so evicting it could report a loss that is none; when
+// only requeued items are left, the new item is dropped instead). Push returns ErrTooLarge if size exceeds
 // MaxBytes, ErrClosed once the buffer is closed, and an error wrapping
 // ctx.Err() if ctx is already done.
 func (b *Buffer[T]) Push(ctx context.Context, item T, size int) error {
@@ -135,7 +137,17 @@ func (b *Buffer[T]) Push(ctx context.Context, item T, size int) error {
 			b.mu.Unlock()
 			return ErrFull
 		case PolicyDropOldest:
-			evicted = append(evicted, b.remove(0))
+			i, ok := b.oldestUnsent()
+			if !ok {
+				// Only requeued items are left, and they may have arrived already:
+				// dropping one could report a loss that is none. The new item goes.
+				b.stats.Pushed++
+				b.stats.Dropped[DropFull]++
+				b.mu.Unlock()
+				b.report(append(evicted, e), DropFull)
+				return nil
+			}
+			evicted = append(evicted, b.remove(i))
 			b.stats.Dropped[DropFull]++
 			continue
 		}
@@ -262,7 +274,7 @@ func (b *Buffer[T]) Requeue(item T, size int) {
 	if size < 0 {
 		panic(fmt.Sprintf("buffer: Requeue with negative size %d", size))
 	}
-	e := entry[T]{item: item, size: int64(size), key: b.key(item)}
+	e := entry[T]{item: item, size: int64(size), key: b.key(item), requeued: true}
 	b.mu.Lock()
 	b.q.pushFront(e)
 	b.bytes += e.size
@@ -352,6 +364,17 @@ func (b *Buffer[T]) key(item T) string {
 // fits reports whether an item of size fits now. Called with mu held.
 func (b *Buffer[T]) fits(size int64) bool {
 	return b.q.n < b.cfg.MaxItems && b.bytes+size <= b.cfg.MaxBytes
+}
+
+// oldestUnsent returns the index of the oldest item never requeued, the one
+// drop_oldest evicts. Called with mu held.
+func (b *Buffer[T]) oldestUnsent() (int, bool) {
+	for i := range b.q.n {
+		if !b.q.at(i).requeued {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // next returns the index of the item Pop should take. Called with mu held.

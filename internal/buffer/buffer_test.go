@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -831,5 +832,40 @@ func TestTryPop(t *testing.T) {
 	}
 	if len(dropped) != 1 || dropped[0] != -1 {
 		t.Fatalf("dropped %v, want [-1]", dropped)
+	}
+}
+
+// TestDropOldestSparesRequeued: a requeued item may have reached the server before
+// its send failed, so drop_oldest never evicts one; when only requeued items are
+// left, the new item is dropped instead. Every reported drop is a real loss.
+func TestDropOldestSparesRequeued(t *testing.T) {
+	var dropped []int
+	b, err := New(Config[int]{MaxItems: 2, Policy: PolicyDropOldest, OnDrop: func(i int, _ DropReason) { dropped = append(dropped, i) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, i := range []int{1, 2} {
+		if err := b.Push(ctx, i, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one, _ := b.Pop(ctx)
+	b.Requeue(one, 1)                         // [1(requeued) 2]
+	if err := b.Push(ctx, 3, 1); err != nil { // evicts 2, not 1
+		t.Fatal(err)
+	}
+	two, _ := b.Pop(ctx) // 1
+	three, _ := b.Pop(ctx)
+	b.Requeue(three, 1)
+	b.Requeue(two, 1) // [1 3], both requeued
+	if err := b.Push(ctx, 4, 1); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(dropped, []int{2, 4}) {
+		t.Fatalf("dropped %v, want [2 4]", dropped)
+	}
+	if st := b.Stats(); st.Len != 2 || st.Dropped[DropFull] != 2 || st.Pushed != 4 {
+		t.Fatalf("stats %+v", st)
 	}
 }

@@ -22,10 +22,11 @@ type model struct {
 	policy   Policy
 	keyed    bool
 
-	items   []mItem
-	held    map[string]bool
-	stats   Stats
-	dropped []mItem
+	items    []mItem
+	requeued map[int]bool // ids put back by Requeue: drop_oldest spares them
+	held     map[string]bool
+	stats    Stats
+	dropped  []mItem
 }
 
 func (m *model) bytes() (n int) {
@@ -48,8 +49,15 @@ func (m *model) push(it mItem) (err error, ok bool) {
 		case PolicyBlock:
 			return nil, false
 		}
-		m.dropped = append(m.dropped, m.items[0])
-		m.items = m.items[1:]
+		i := slices.IndexFunc(m.items, func(it mItem) bool { return !m.requeued[it.id] })
+		if i < 0 {
+			m.dropped = append(m.dropped, it)
+			m.stats.Pushed++
+			m.stats.Dropped[DropFull]++
+			return nil, true
+		}
+		m.dropped = append(m.dropped, m.items[i])
+		m.items = slices.Delete(m.items, i, i+1)
 		m.stats.Dropped[DropFull]++
 	}
 	m.items = append(m.items, it)
@@ -83,6 +91,10 @@ func (m *model) clone() *model {
 	c := *m
 	c.items = slices.Clone(m.items)
 	c.held = make(map[string]bool)
+	c.requeued = make(map[int]bool)
+	for k, v := range m.requeued {
+		c.requeued[k] = v
+	}
 	for k, v := range m.held {
 		c.held[k] = v
 	}
@@ -109,6 +121,7 @@ func FuzzModel(f *testing.F) {
 			policy:   []Policy{PolicyBlock, PolicyError, PolicyDropOldest}[data[2]%3],
 			keyed:    data[2]&4 != 0,
 			held:     map[string]bool{},
+			requeued: map[int]bool{},
 		}
 		var got []mItem // OnDrop calls
 		cfg := Config[mItem]{
@@ -158,6 +171,7 @@ func FuzzModel(f *testing.F) {
 				b.Requeue(it, it.size)
 				b.Done(it.key)
 				m.items = slices.Insert(m.items, 0, it)
+				m.requeued[it.id] = true
 				m.stats.Requeued++
 				delete(m.held, it.key)
 			case 4: // delivered

@@ -3,9 +3,10 @@ package buffer
 // entry is one buffered item with its caller-given size and, in keyed mode,
 // its key (computed once, outside the lock).
 type entry[T any] struct {
-	item T
-	size int64
-	key  string
+	item     T
+	size     int64
+	key      string
+	requeued bool // put back after a failed send: it may have arrived already
 }
 
 // ring is a growable circular deque. Its backing array grows by doubling
