@@ -74,7 +74,7 @@ type PublisherConfig struct {
 	// CloseTimeout bounds how long Close keeps sending what is buffered; default 30 s.
 	CloseTimeout time.Duration `koanf:"close_timeout"`
 	// MaxMessageBytes refuses larger bodies at Publish; default 64 MiB.
-	MaxMessageBytes int64 `koanf:"max_message_bytes"`
+	MaxMessageBytes int64         `koanf:"max_message_bytes"`
 	Buffer          BufferConfig  `koanf:"buffer"`
 	Reconnect       BackoffConfig `koanf:"reconnect"`
 	// OnDrop is told of every message dropped, with the reason.
