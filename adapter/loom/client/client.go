@@ -55,6 +55,9 @@ type Client struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	smu     sync.Mutex
+	streams map[stream]struct{} // open sessions, aborted by Close
 }
 
 // Dial connects to the server in cfg. The context bounds the handshake only.
@@ -87,7 +90,7 @@ func Dial(ctx context.Context, cfg Config, logger watermill.LoggerAdapter) (*Cli
 	if err != nil {
 		return nil, fmt.Errorf("loom: dial %s over %s: %w", cfg.Addr, cfg.Transport, err)
 	}
-	c := &Client{cfg: cfg, token: tok, logger: logger, conn: conn, closed: make(chan struct{})}
+	c := &Client{cfg: cfg, token: tok, logger: logger, conn: conn, closed: make(chan struct{}), streams: map[stream]struct{}{}}
 	if cfg.Transport == TransportH3 {
 		c.h3 = (&http3.Transport{}).NewClientConn(conn)
 	}
@@ -109,7 +112,14 @@ func (c *Client) Err() error {
 // goroutines. It is idempotent.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		c.smu.Lock()
 		close(c.closed)
+		// Sessions nobody closed: abort them, or an HTTP/3 request body pipe would
+		// keep the transport's copy goroutine waiting.
+		for s := range c.streams {
+			s.Abort()
+		}
+		c.smu.Unlock()
 		_ = c.conn.CloseWithError(0, "client closed")
 	})
 	c.wg.Wait()
@@ -135,6 +145,7 @@ func (c *Client) Consume(ctx context.Context, room string) (*Consumer, error) {
 	if hs, ok := s.(*h3Stream); ok {
 		if err := hs.waitResponse(ctx); err != nil {
 			hs.Abort()
+			c.forget(hs)
 			return nil, fmt.Errorf("loom: consume %q: %w", room, err)
 		}
 	}
@@ -190,6 +201,10 @@ func (c *Client) open(ctx context.Context, role wire.Role, room string) (stream,
 	if err != nil {
 		return nil, fmt.Errorf("loom: open %s stream on room %q: %w", role, room, err)
 	}
+	if !c.track(s) {
+		s.Abort()
+		return nil, ErrClosed
+	}
 	stop := context.AfterFunc(ctx, s.Abort)
 	_, err = s.Write(wire.AppendHello(nil, h))
 	if !stop() {
@@ -197,9 +212,30 @@ func (c *Client) open(ctx context.Context, role wire.Role, room string) (stream,
 	}
 	if err != nil {
 		s.Abort()
+		c.forget(s)
 		return nil, fmt.Errorf("loom: send %s hello on room %q: %w", role, room, err)
 	}
 	return s, nil
+}
+
+// track registers an open session; false once the client is closed.
+func (c *Client) track(s stream) bool {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	select {
+	case <-c.closed:
+		return false
+	default:
+		c.streams[s] = struct{}{}
+		return true
+	}
+}
+
+// forget drops a session that has ended.
+func (c *Client) forget(s stream) {
+	c.smu.Lock()
+	delete(c.streams, s)
+	c.smu.Unlock()
 }
 
 func (c *Client) openQUIC(ctx context.Context) (stream, error) {

@@ -492,3 +492,34 @@ func (l *recordingLogger) Info(msg string, f watermill.LogFields)           { l.
 func (l *recordingLogger) Debug(msg string, f watermill.LogFields)          { l.log(msg, f) }
 func (l *recordingLogger) Trace(msg string, f watermill.LogFields)          { l.log(msg, f) }
 func (l *recordingLogger) With(watermill.LogFields) watermill.LoggerAdapter { return l }
+
+// TestClientCloseWithOpenSessions: closing the client ends sessions nobody closed,
+// and leaves no goroutine (goleak checks at the end).
+func TestClientCloseWithOpenSessions(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			srv := startRouter(t, loomtest.Config{})
+			c, err := client.Dial(context.Background(), client.Config{Addr: srv.Addr(), Transport: tr, TLSClientConfig: srv.ClientTLS()}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := c.Consume(ctxT(t, time.Second), "open")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Produce(ctxT(t, time.Second), "open"); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { _ = c.Close(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Client.Close hung with sessions open")
+			}
+			if _, err := k.Next(ctxT(t, time.Second)); !errors.Is(err, client.ErrClosed) {
+				t.Fatalf("Next after Client.Close: %v", err)
+			}
+		})
+	}
+}

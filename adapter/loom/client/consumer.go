@@ -76,6 +76,8 @@ func (k *Consumer) readHeaders() {
 		case k.headers <- header{h, err}:
 		case <-k.closed:
 			return
+		case <-k.c.closed: // Client.Close waits for this goroutine
+			return
 		}
 		if err != nil {
 			return
@@ -83,6 +85,8 @@ func (k *Consumer) readHeaders() {
 		select {
 		case <-k.resume:
 		case <-k.closed:
+			return
+		case <-k.c.closed:
 			return
 		}
 	}
@@ -110,6 +114,8 @@ func (k *Consumer) Next(ctx context.Context) (*Message, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-k.closed:
+		return nil, ErrClosed
+	case <-k.c.closed:
 		return nil, ErrClosed
 	}
 	if hd.err != nil {
@@ -164,6 +170,7 @@ func (k *Consumer) Close() error {
 	k.closeOnce.Do(func() {
 		close(k.closed)
 		k.s.Abort()
+		k.c.forget(k.s)
 	})
 	return nil
 }

@@ -81,6 +81,7 @@ func (p *Producer) watch() {
 		p.s.Abort()
 	}
 	p.srvErr = err
+	p.c.forget(p.s)
 	close(p.done)
 }
 
