@@ -43,8 +43,12 @@ type Publisher struct {
 	cfg       PublisherConfig
 	logger    watermill.LoggerAdapter
 	marshaler Marshaler
-	conn      *connector
-	buf       *buffer.Buffer[*outgoing]
+	// conns holds one connection per sender. Senders write a batch ahead of what
+	// the server reads (it reads a producer stream one message at a time); on a
+	// shared connection that unread data would fill the connection's flow-control
+	// window and could starve the body a consumer is waiting for.
+	conns []*connector
+	buf   *buffer.Buffer[*outgoing]
 
 	ctx    context.Context // senders' lifetime
 	cancel context.CancelFunc
@@ -54,8 +58,8 @@ type Publisher struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	sent, batches, failedBatches, resent atomic.Uint64
-	dropped                              [3]atomic.Uint64 // by buffer.DropReason
+	sent, batches, failedBatches, resent, unconfirmed atomic.Uint64
+	dropped                                           [3]atomic.Uint64 // by buffer.DropReason
 }
 
 // outgoing is one buffered message.
@@ -127,10 +131,11 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 		return nil, fmt.Errorf("loom publisher config: %w", err)
 	}
 	p.buf = buf
-	p.conn = newConnector(cfg.Client, cfg.Reconnect, p.logger)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for range cfg.Streams {
-		p.wg.Go(p.sender)
+		conn := newConnector(cfg.Client, cfg.Reconnect, p.logger)
+		p.conns = append(p.conns, conn)
+		p.wg.Go(func() { p.sender(conn) })
 	}
 	return p, nil
 }
@@ -221,14 +226,14 @@ func (p *Publisher) prepare(topic string, msg *message.Message) (*outgoing, erro
 
 // sender drains the buffer in batches until it is closed and empty or the
 // publisher stops.
-func (p *Publisher) sender() {
+func (p *Publisher) sender(conn *connector) {
 	bo := p.cfg.Reconnect.newBackOff()
 	var batch []*outgoing
 	var body bytes.Reader
 	for {
 		// Take messages only when connected: while disconnected they all stay in the
 		// buffer, so its bounds hold.
-		cl, err := p.conn.get(p.ctx)
+		cl, err := conn.get(p.ctx)
 		if err != nil {
 			if p.ctx.Err() == nil {
 				p.logger.Error("Loom publisher cannot connect; messages stay buffered until Close", err, nil)
@@ -253,7 +258,8 @@ func (p *Publisher) sender() {
 			}
 			batch = append(batch, o)
 		}
-		batch, err = p.sendBatch(cl, batch, &body)
+		var written int
+		batch, written, err = p.sendBatch(cl, batch, &body)
 		if err == nil {
 			bo.Reset()
 			p.batches.Add(1)
@@ -265,12 +271,25 @@ func (p *Publisher) sender() {
 			continue
 		}
 		p.failedBatches.Add(1)
-		p.resent.Add(uint64(len(batch)))
-		// Back to the front, oldest first, before the keys are released.
-		for i := len(batch) - 1; i >= 0; i-- {
-			p.buf.Requeue(batch[i], len(batch[i].body))
+		unsent := batch
+		if p.ctx.Err() != nil {
+			// Close gave up waiting. What was written may have arrived: count it as
+			// unconfirmed rather than report a loss that may be none; only what was
+			// never written goes back, to be dropped as "closed".
+			p.unconfirmed.Add(uint64(written))
+			for _, o := range batch[:written] {
+				o.call.finish(fmt.Errorf("loom: message %s: publisher closed before the server confirmed it", o.msg.UUID))
+				p.buf.Done(o.room + "\x00" + o.key)
+			}
+			unsent = batch[written:]
+		} else {
+			p.resent.Add(uint64(len(batch)))
 		}
-		for _, o := range batch {
+		// Back to the front, oldest first, before the keys are released.
+		for i := len(unsent) - 1; i >= 0; i-- {
+			p.buf.Requeue(unsent[i], len(unsent[i].body))
+		}
+		for _, o := range unsent {
 			p.buf.Done(o.room + "\x00" + o.key)
 		}
 		if p.ctx.Err() != nil {
@@ -287,12 +306,12 @@ func (p *Publisher) sender() {
 }
 
 // sendBatch sends batch on a stream of its own and waits for the server to end it.
-// Messages whose confirm Publish gave up meanwhile are dropped as expired, not sent;
-// it returns the batch without them.
-func (p *Publisher) sendBatch(cl *client.Client, batch []*outgoing, body *bytes.Reader) ([]*outgoing, error) {
+// Messages whose confirm Publish gave up meanwhile are dropped as expired, not sent.
+// It returns the batch without them and how many of it were written to the stream.
+func (p *Publisher) sendBatch(cl *client.Client, batch []*outgoing, body *bytes.Reader) (live []*outgoing, written int, err error) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.StreamTimeout)
 	defer cancel()
-	live := batch[:0]
+	live = batch[:0]
 	for _, o := range batch {
 		if o.call != nil && o.call.abandoned.Load() {
 			p.onDrop(o, buffer.DropExpired)
@@ -302,20 +321,21 @@ func (p *Publisher) sendBatch(cl *client.Client, batch []*outgoing, body *bytes.
 		live = append(live, o)
 	}
 	if len(live) == 0 {
-		return live, nil
+		return live, 0, nil
 	}
 	prod, err := cl.Produce(ctx, live[0].room)
 	if err != nil {
-		return live, err
+		return live, 0, err
 	}
 	for _, o := range live {
 		body.Reset(o.body)
 		if err := prod.Send(ctx, o.key, uint64(len(o.body)), body); err != nil {
 			prod.Abort()
-			return live, err
+			return live, written, err
 		}
+		written++
 	}
-	return live, prod.Close(ctx)
+	return live, written, prod.Close(ctx)
 }
 
 // PublisherStats are the publisher's counters.
@@ -326,14 +346,21 @@ type PublisherStats struct {
 	Batches       uint64 // streams confirmed
 	FailedBatches uint64 // streams that failed and were requeued
 	Resent        uint64 // messages requeued after a failed stream
-	Dropped       map[DropReason]uint64
-	Dials         uint64
-	Reconnects    uint64
+	// Unconfirmed counts messages written to a stream whose confirm had not come
+	// when Close gave up: they may or may not have arrived.
+	Unconfirmed uint64
+	Dropped     map[DropReason]uint64
+	Dials       uint64
+	Reconnects  uint64
 }
 
 // Stats returns the publisher's counters.
 func (p *Publisher) Stats() PublisherStats {
-	dials, reconnects := p.conn.stats()
+	var dials, reconnects uint64
+	for _, c := range p.conns {
+		d, r := c.stats()
+		dials, reconnects = dials+d, reconnects+r
+	}
 	return PublisherStats{
 		Buffered:      p.buf.Len(),
 		BufferedBytes: p.buf.Bytes(),
@@ -341,6 +368,7 @@ func (p *Publisher) Stats() PublisherStats {
 		Batches:       p.batches.Load(),
 		FailedBatches: p.failedBatches.Load(),
 		Resent:        p.resent.Load(),
+		Unconfirmed:   p.unconfirmed.Load(),
 		Dropped: map[DropReason]uint64{
 			DropFull:    p.dropped[buffer.DropFull].Load(),
 			DropClosed:  p.dropped[buffer.DropClosed].Load(),
@@ -351,10 +379,12 @@ func (p *Publisher) Stats() PublisherStats {
 	}
 }
 
-// Close stops accepting messages, keeps sending what is buffered for at most
-// CloseTimeout, then drops the rest (reported to OnDrop with reason "closed") and
-// closes the connection. It returns an error saying how many messages were not
-// sent. Close is idempotent.
+// Close stops accepting messages and keeps sending, and waiting for confirms, for
+// at most CloseTimeout. Then messages never sent are dropped (reported to OnDrop
+// with reason "closed") and Close returns an error saying how many. Messages already
+// written to a stream whose confirm had not come (say, a consumer still held one
+// unacknowledged) are not drops: they may have arrived; Stats().Unconfirmed counts
+// them and a confirm Publish waiting for them returns an error. Close is idempotent.
 func (p *Publisher) Close() error {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
@@ -367,7 +397,12 @@ func (p *Publisher) Close() error {
 		if n := p.buf.DropRemaining(); n > 0 {
 			p.closeErr = fmt.Errorf("loom publisher: %d messages not sent within close_timeout %s", n, p.cfg.CloseTimeout)
 		}
-		p.conn.close()
+		if n := p.unconfirmed.Load(); n > 0 {
+			p.logger.Info("Loom publisher closed with messages sent but not confirmed (a consumer still held them, or the server did not answer)", watermill.LogFields{"unconfirmed": n})
+		}
+		for _, c := range p.conns {
+			c.close()
+		}
 	})
 	return p.closeErr
 }

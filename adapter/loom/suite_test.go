@@ -26,23 +26,12 @@ package loom_test
 // (subscriber.BulkReadWithDeduplication), as the upstream suite does for Pub/Subs
 // without ExactlyOnceDelivery.
 //
-// Upstream helpers: the acceptance asks to call tests.TestMessageCtx and the exported
-// helpers (tests.AddSimpleMessagesParallel, tests.PublishSimpleMessages,
-// tests.AssertAllMessagesReceived, tests.AssertMessagesPayloads,
-// tests.AssertMessagesMetadata) directly. Package pubsub/tests imports
-// github.com/stretchr/testify, which is not in this module's go.sum, so importing it
-// fails ("missing go.sum entry") without a go.mod/go.sum change, which is outside
-// this file. Until that change is made, the functions at the bottom of this file are
-// line-for-line ports of those upstream functions with the same names and
-// signatures (testify's require/assert replaced by t.Errorf/t.Fatalf). Once
-// `go get github.com/ThreeDotsLabs/watermill/pubsub/tests@v1.5.1` has added the sums,
-// delete the ports, import the package and prefix the calls with "tests." (and
-// testMessageCtx becomes tests.TestMessageCtx); nothing else changes.
+// The upstream helpers (tests.TestMessageCtx, tests.AddSimpleMessagesParallel,
+// tests.PublishSimpleMessages and the Assert functions) are called directly.
 
 import (
 	"context"
 	"fmt"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -50,6 +39,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/subscriber"
+	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
 
 	"github.com/loombridge/loombridge/adapter/loom"
 	"github.com/loombridge/loombridge/adapter/loom/loomtest"
@@ -180,7 +170,7 @@ func TestUniversalPublishSubscribe(t *testing.T) {
 			messagesPayloads[id] = payload
 		}
 		published := beside(mode, func() {
-			if err := publishWithRetry(pub, topicName, messagesToPublish...); err != nil {
+			if err := pub.Publish(topicName, messagesToPublish...); err != nil {
 				t.Errorf("cannot publish message: %v", err)
 			}
 		})
@@ -190,9 +180,9 @@ func TestUniversalPublishSubscribe(t *testing.T) {
 		if !all {
 			t.Errorf("received %d of %d messages", len(receivedMessages), len(messagesToPublish))
 		}
-		AssertAllMessagesReceived(t, messagesToPublish, receivedMessages)
-		AssertMessagesPayloads(t, messagesPayloads, receivedMessages)
-		AssertMessagesMetadata(t, "test", messagesTestMetadata, receivedMessages)
+		tests.AssertAllMessagesReceived(t, messagesToPublish, receivedMessages)
+		tests.AssertMessagesPayloads(t, messagesPayloads, receivedMessages)
+		tests.AssertMessagesMetadata(t, "test", messagesTestMetadata, receivedMessages)
 
 		closePubSub(t, pub, sub)
 		assertChannelClosed(t, messages)
@@ -220,14 +210,14 @@ func TestUniversalConcurrentSubscribe(t *testing.T) {
 
 		var publishedMessages message.Messages
 		published := beside(loom.ModeConfirm, func() {
-			publishedMessages = AddSimpleMessagesParallel(t, messagesCount, pub, topicName, 50)
+			publishedMessages = tests.AddSimpleMessagesParallel(t, messagesCount, pub, topicName, 50)
 		})
 		receivedMessages, all := bulkRead(messages, messagesCount, suiteTimeout*3)
 		published()
 		if !all {
 			t.Errorf("received %d of %d messages", len(receivedMessages), messagesCount)
 		}
-		AssertAllMessagesReceived(t, publishedMessages, receivedMessages)
+		tests.AssertAllMessagesReceived(t, publishedMessages, receivedMessages)
 
 		closePubSub(t, pub, sub)
 		assertChannelClosed(t, messages)
@@ -266,7 +256,7 @@ func TestUniversalConcurrentSubscribeMultipleTopics(t *testing.T) {
 					return
 				}
 				channels <- messages
-				if err := publishWithRetry(pub, topicName, messagesToPublishForTopic...); err != nil {
+				if err := pub.Publish(topicName, messagesToPublishForTopic...); err != nil {
 					t.Error(err)
 				}
 				topicMessages, _ := bulkRead(messages, len(messagesToPublishForTopic), suiteTimeout*5)
@@ -279,7 +269,7 @@ func TestUniversalConcurrentSubscribeMultipleTopics(t *testing.T) {
 
 		topicsReceivedMessages := 0
 		for msgs := range receivedMessagesCh {
-			AssertAllMessagesReceived(t, messagesToPublish, msgs)
+			tests.AssertAllMessagesReceived(t, messagesToPublish, msgs)
 			topicsReceivedMessages++
 		}
 		if topicsReceivedMessages != topicsCount {
@@ -309,7 +299,7 @@ func TestUniversalResendOnError(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		publishedMessages := PublishSimpleMessages(t, messagesToSend, pub, topicName)
+		publishedMessages := tests.PublishSimpleMessages(t, messagesToSend, pub, topicName)
 
 	NackLoop:
 		for range nacksCount {
@@ -325,7 +315,7 @@ func TestUniversalResendOnError(t *testing.T) {
 		}
 
 		receivedMessages, _ := bulkRead(messages, messagesToSend, suiteTimeout)
-		AssertAllMessagesReceived(t, publishedMessages, receivedMessages)
+		tests.AssertAllMessagesReceived(t, publishedMessages, receivedMessages)
 
 		closePubSub(t, pub, sub)
 		assertChannelClosed(t, messages)
@@ -356,7 +346,7 @@ func TestUniversalContinueAfterErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		messagesToPublish := PublishSimpleMessages(t, totalMessagesCount, pub, topicName)
+		messagesToPublish := tests.PublishSimpleMessages(t, totalMessagesCount, pub, topicName)
 
 		for range subscribersToNack {
 			for range nacksPerSubscriber {
@@ -371,7 +361,7 @@ func TestUniversalContinueAfterErrors(t *testing.T) {
 
 		// only nacks were sent, so all messages should be consumed
 		receivedMessages, _ := bulkRead(messages, totalMessagesCount, suiteTimeout*6)
-		AssertAllMessagesReceived(t, messagesToPublish, receivedMessages)
+		tests.AssertAllMessagesReceived(t, messagesToPublish, receivedMessages)
 
 		closePubSub(t, pub, sub)
 		assertChannelClosed(t, messages)
@@ -409,7 +399,7 @@ func TestUniversalPublisherClose(t *testing.T) {
 			read <- result{msgs, all}
 		}()
 
-		producedMessages := AddSimpleMessagesParallel(t, messagesCount, pub, topicName, 20)
+		producedMessages := tests.AddSimpleMessagesParallel(t, messagesCount, pub, topicName, 20)
 		if err := pub.Close(); err != nil {
 			t.Errorf("publisher Close: %v", err)
 		}
@@ -418,7 +408,7 @@ func TestUniversalPublisherClose(t *testing.T) {
 		if !r.all {
 			t.Errorf("received %d of %d messages", len(r.msgs), messagesCount)
 		}
-		AssertAllMessagesReceived(t, producedMessages, r.msgs)
+		tests.AssertAllMessagesReceived(t, producedMessages, r.msgs)
 
 		closePubSub(t, pub, sub)
 		assertChannelClosed(t, messages)
@@ -445,10 +435,10 @@ func TestUniversalTopic(t *testing.T) {
 		topic1Msg := message.NewMessage(watermill.NewUUID(), []byte("x"))
 		topic2Msg := message.NewMessage(watermill.NewUUID(), []byte("x"))
 		published := beside(loom.ModeConfirm, func() {
-			if err := publishWithRetry(pub, topic1, topic1Msg); err != nil {
+			if err := pub.Publish(topic1, topic1Msg); err != nil {
 				t.Error(err)
 			}
-			if err := publishWithRetry(pub, topic2, topic2Msg); err != nil {
+			if err := pub.Publish(topic2, topic2Msg); err != nil {
 				t.Error(err)
 			}
 		})
@@ -492,7 +482,7 @@ func TestUniversalTopic(t *testing.T) {
 // names the cause.
 func TestUniversalMessageCtx(t *testing.T) {
 	forTransports(t, func(t *testing.T, srv *loomtest.Server, tr string) {
-		testMessageCtx(t, TestContext{TestID: NewTestID()}, func(t *testing.T) (message.Publisher, message.Subscriber) {
+		tests.TestMessageCtx(t, tests.TestContext{TestID: tests.NewTestID()}, func(t *testing.T) (message.Publisher, message.Subscriber) {
 			pub := newPublisher(t, srv, tr, func(c *loom.PublisherConfig) {
 				c.Mode = loom.ModeFireAndForget
 				c.Format = loom.FormatEnvelope
@@ -532,7 +522,7 @@ func TestUniversalSubscribeCtx(t *testing.T) {
 			t.Fatal(err)
 		}
 		firstBatch := beside(loom.ModeConfirm, func() {
-			PublishSimpleMessages(t, messagesCount, pub, topicName)
+			tests.PublishSimpleMessages(t, messagesCount, pub, topicName)
 		})
 		select {
 		case msg := <-msgsToCancel:
@@ -566,11 +556,11 @@ func TestUniversalSubscribeCtx(t *testing.T) {
 		}
 		var publishedMessages message.Messages
 		secondBatch := beside(loom.ModeConfirm, func() {
-			publishedMessages = PublishSimpleMessages(t, messagesCount, pub, topicName)
+			publishedMessages = tests.PublishSimpleMessages(t, messagesCount, pub, topicName)
 		})
 		receivedMessages, _ := bulkRead(msgs, messagesCount, suiteTimeout)
 		secondBatch()
-		AssertAllMessagesReceived(t, publishedMessages, receivedMessages)
+		tests.AssertAllMessagesReceived(t, publishedMessages, receivedMessages)
 
 		closePubSub(t, pub, sub)
 		assertChannelClosed(t, msgs)
@@ -629,7 +619,7 @@ func TestUniversalConcurrentClose(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		expectedMessages := PublishSimpleMessages(t, totalMessagesCount, pub, topicName)
+		expectedMessages := tests.PublishSimpleMessages(t, totalMessagesCount, pub, topicName)
 		closed := make(chan error, 1)
 		go func() { closed <- pub.Close() }()
 
@@ -640,7 +630,7 @@ func TestUniversalConcurrentClose(t *testing.T) {
 		if err := <-closed; err != nil {
 			t.Errorf("publisher Close: %v", err)
 		}
-		AssertAllMessagesReceived(t, expectedMessages, receivedMessages)
+		tests.AssertAllMessagesReceived(t, expectedMessages, receivedMessages)
 
 		closePubSub(t, pub, sub)
 		assertChannelClosed(t, messages)
@@ -711,211 +701,4 @@ func (m *multipliedSubscriber) Close() error {
 		}
 	})
 	return nil
-}
-
-// ---------------------------------------------------------------------------------
-// Ports of github.com/ThreeDotsLabs/watermill/pubsub/tests v1.5.1 (see the file
-// comment for why they are not imported). Same names, signatures and logic;
-// testify's require/assert became t.Fatalf/t.Errorf, and, in functions that may run
-// outside the test's goroutine, t.Errorf only.
-
-// TestID is tests.TestID.
-type TestID string
-
-// NewTestID is tests.NewTestID.
-func NewTestID() TestID { return TestID(watermill.NewUUID()) }
-
-// TestContext is tests.TestContext, reduced to what TestMessageCtx reads: Loom does
-// not preserve the publisher's message context (Features.ContextPreserved false).
-type TestContext struct {
-	TestID   TestID
-	Features struct{ ContextPreserved bool }
-}
-
-// PubSubConstructor is tests.PubSubConstructor.
-type PubSubConstructor func(t *testing.T) (message.Publisher, message.Subscriber)
-
-// testMessageCtx is tests.TestMessageCtx (lower-case: go test would take an
-// exported TestMessageCtx in a _test.go file for a test with the wrong signature).
-func testMessageCtx(t *testing.T, tCtx TestContext, pubSubConstructor PubSubConstructor) {
-	pub, sub := pubSubConstructor(t)
-	defer closePubSub(t, pub, sub)
-
-	topicName := "topic-" + string(tCtx.TestID)
-
-	messages, err := sub.Subscribe(context.Background(), topicName)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	msg1 := message.NewMessage(watermill.NewUUID(), []byte("x"))
-	msg2 := message.NewMessage(watermill.NewUUID(), []byte("x"))
-
-	// this might actually be an error in some pubsubs (http), because we close the subscriber without ACK.
-	_ = pub.Publish(topicName, msg1)
-	_ = pub.Publish(topicName, msg2)
-
-	select {
-	case msg := <-messages:
-		if !msg.Ack() {
-			t.Fatal("Ack returned false")
-		}
-		if !tCtx.Features.ContextPreserved {
-			select {
-			case <-msg.Context().Done():
-				// ok
-			case <-time.After(suiteTimeout):
-				t.Fatal("context should be canceled after Ack")
-			}
-		}
-	case <-time.After(suiteTimeout):
-		t.Fatal("no message received")
-	}
-
-	select {
-	case msg := <-messages:
-		go closePubSub(t, pub, sub)
-
-		if !tCtx.Features.ContextPreserved {
-			select {
-			case <-msg.Context().Done():
-				// ok
-			case <-time.After(suiteTimeout):
-				t.Fatal("context should be canceled after pubSub.Close()")
-			}
-		}
-	case <-time.After(suiteTimeout):
-		t.Fatal("no message received")
-	}
-}
-
-// PublishSimpleMessages is tests.PublishSimpleMessages.
-func PublishSimpleMessages(t *testing.T, messagesCount int, publisher message.Publisher, topicName string) message.Messages {
-	var messagesToPublish []*message.Message
-	for range messagesCount {
-		msg := message.NewMessage(watermill.NewUUID(), []byte("x"))
-		messagesToPublish = append(messagesToPublish, msg)
-		if err := publishWithRetry(publisher, topicName, msg); err != nil {
-			t.Errorf("cannot publish messages: %v", err)
-			return messagesToPublish
-		}
-	}
-	return messagesToPublish
-}
-
-// AddSimpleMessagesParallel is tests.AddSimpleMessagesParallel.
-func AddSimpleMessagesParallel(t *testing.T, messagesCount int, publisher message.Publisher, topicName string, publishers int) message.Messages {
-	var messagesToPublish []*message.Message
-	publishMsg := make(chan *message.Message)
-
-	var wg sync.WaitGroup
-	wg.Add(messagesCount)
-	for range publishers {
-		go func() {
-			for msg := range publishMsg {
-				if err := publishWithRetry(publisher, topicName, msg.Copy()); err != nil {
-					t.Errorf("cannot publish messages: %v", err)
-				}
-				wg.Done()
-			}
-		}()
-	}
-	for range messagesCount {
-		msg := message.NewMessage(watermill.NewUUID(), []byte("x"))
-		messagesToPublish = append(messagesToPublish, msg)
-		publishMsg <- msg
-	}
-	close(publishMsg)
-	wg.Wait()
-
-	return messagesToPublish
-}
-
-// publishWithRetry is upstream's publishWithRetry: five attempts.
-func publishWithRetry(publisher message.Publisher, topic string, messages ...*message.Message) error {
-	retries := 5
-	for {
-		err := publisher.Publish(topic, messages...)
-		if err == nil {
-			return nil
-		}
-		retries--
-		if retries == 0 {
-			return err
-		}
-	}
-}
-
-// MissingMessages is tests.MissingMessages.
-func MissingMessages(expected message.Messages, received message.Messages) []string {
-	sentIDs := expected.IDs()
-	receivedIDs := received.IDs()
-	sort.Strings(sentIDs)
-	sort.Strings(receivedIDs)
-	return difference(sentIDs, receivedIDs)
-}
-
-func difference(a, b []string) []string {
-	mb := map[string]bool{}
-	for _, x := range b {
-		mb[x] = true
-	}
-	ab := []string{}
-	for _, x := range a {
-		if _, ok := mb[x]; !ok {
-			ab = append(ab, x)
-		}
-	}
-	return ab
-}
-
-// AssertAllMessagesReceived is tests.AssertAllMessagesReceived.
-func AssertAllMessagesReceived(t *testing.T, sent message.Messages, received message.Messages) bool {
-	t.Helper()
-	if len(sent) != len(received) {
-		t.Errorf("id's count is different: received: %d, sent: %d", len(received), len(sent))
-	}
-	missing := MissingMessages(sent, received)
-	extra := MissingMessages(received, sent)
-	if len(missing) > 0 || len(extra) > 0 {
-		t.Errorf("received different messages ID's, missing: %s, extra %s", missing, extra)
-		return false
-	}
-	return true
-}
-
-// AssertMessagesPayloads is tests.AssertMessagesPayloads.
-func AssertMessagesPayloads(t *testing.T, expectedPayloads map[string][]byte, received []*message.Message) bool {
-	t.Helper()
-	if len(received) != len(expectedPayloads) {
-		t.Errorf("received %d messages, want %d", len(received), len(expectedPayloads))
-	}
-	receivedMsgs := map[string]string{}
-	for _, msg := range received {
-		receivedMsgs[msg.UUID] = string(msg.Payload)
-	}
-	ok := true
-	for msgUUID, sentMsgPayload := range expectedPayloads {
-		if got, found := receivedMsgs[msgUUID]; !found || got != string(sentMsgPayload) {
-			t.Errorf("message %s: payload %q, want %q", msgUUID, got, sentMsgPayload)
-			ok = false
-		}
-	}
-	return ok
-}
-
-// AssertMessagesMetadata is tests.AssertMessagesMetadata.
-func AssertMessagesMetadata(t *testing.T, key string, expectedValues map[string]string, received []*message.Message) bool {
-	t.Helper()
-	if len(received) != len(expectedValues) {
-		t.Errorf("received %d messages, want %d", len(received), len(expectedValues))
-	}
-	ok := true
-	for _, msg := range received {
-		if got, want := msg.Metadata[key], expectedValues[msg.UUID]; got != want {
-			t.Errorf("message %s: metadata %s = %q, want %q", msg.UUID, key, got, want)
-			ok = false
-		}
-	}
-	return ok
 }

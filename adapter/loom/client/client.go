@@ -10,6 +10,7 @@ package client
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,18 @@ type Client struct {
 
 	smu     sync.Mutex
 	streams map[stream]struct{} // open sessions, aborted by Close
+
+	// chunks holds Send's chunk buffers, so a stream per batch costs no 64 KiB each.
+	chunks sync.Pool
+}
+
+// chunkBuf returns a buffer for wire.WriteBody; put it back in c.chunks.
+func (c *Client) chunkBuf() *[]byte {
+	if b, ok := c.chunks.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, c.cfg.ChunkSize+binary.MaxVarintLen64)
+	return &b
 }
 
 // Dial connects to the server in cfg. The context bounds the handshake only.

@@ -27,7 +27,6 @@ type Producer struct {
 	w      *bufio.Writer
 	werr   *writeErr
 	hdr    []byte
-	chunk  []byte
 
 	mu      sync.Mutex // serialises Send and Close
 	sent    atomic.Int64
@@ -47,10 +46,10 @@ func newProducer(c *Client, s stream, room string, opened time.Time) *Producer {
 		opened: opened,
 		werr:   &writeErr{w: s},
 		hdr:    make([]byte, 0, c.cfg.Limits.MaxKey+3*binary.MaxVarintLen64),
-		chunk:  make([]byte, c.cfg.ChunkSize+binary.MaxVarintLen64),
 		done:   make(chan struct{}),
 	}
-	p.w = bufio.NewWriterSize(p.werr, c.cfg.ChunkSize+2*binary.MaxVarintLen64)
+	// Small: it only coalesces a header with a small body; chunks pass through.
+	p.w = bufio.NewWriterSize(p.werr, 4<<10)
 	c.wg.Go(p.watch)
 	return p
 }
@@ -107,7 +106,9 @@ func (p *Producer) Send(ctx context.Context, key string, size uint64, body io.Re
 	p.hdr = wire.AppendHeader(p.hdr[:0], h)
 	_, err := p.w.Write(p.hdr)
 	if err == nil {
-		_, err = wire.WriteBody(p.w, body, size, p.c.cfg.Limits, p.c.cfg.ChunkSize, p.chunk)
+		chunk := p.c.chunkBuf()
+		_, err = wire.WriteBody(p.w, body, size, p.c.cfg.Limits, p.c.cfg.ChunkSize, *chunk)
+		p.c.chunks.Put(chunk)
 	}
 	if err == nil {
 		err = p.w.Flush()
