@@ -28,9 +28,9 @@ const confirmPublishers = 64
 // mode confirmPublishers goroutines publish one message per call; in
 // fire_and_forget mode one goroutine publishes them all (Publish returns once a
 // message is buffered). Keys are the message UUIDs (the default), so messages spread
-// over the consumer streams. With streams=8 the batch size is bounded (see
-// benchBatchSize); msgs/batch reports what it was. The router runs in this process, so B/op and allocs/op
-// include the router's and both QUIC stacks' allocations; building the messages is
+// over the consumer streams. msgs/batch reports how many messages each producer stream carried
+// (batch_size is the default, 256). The router runs in this process, so B/op and
+// allocs/op include the router's and both QUIC stacks' allocations; building the messages is
 // not counted.
 func BenchmarkPubSub(b *testing.B) {
 	sizes := []struct {
@@ -67,7 +67,6 @@ func runPubSub(b *testing.B, transport, mode string, payload []byte, streams int
 	pub := newPublisher(b, srv, transport, func(c *loom.PublisherConfig) {
 		c.Mode = mode
 		c.Streams = streams
-		c.BatchSize = benchBatchSize(streams, len(payload))
 	})
 
 	// The subscriber counts and acks; done is signalled when it reaches target.
@@ -173,26 +172,6 @@ func runPubSub(b *testing.B, transport, mode string, payload []byte, streams int
 	if got := received.Load(); got != 1+int64(b.N) {
 		b.Fatalf("subscriber received %d messages, want %d (duplicates?)", got, 1+b.N)
 	}
-}
-
-// benchBatchSize is the publisher's BatchSize: the default (256) with one stream;
-// with several, small enough that all streams together write at most 512 KiB ahead
-// (one message per stream at least).
-//
-// With the default, streams=8 stalls for StreamTimeout (30 s) in about half the
-// runs, then resends (duplicates). The publisher writes a whole batch on each stream
-// without waiting, the router reads each stream one message at a time, and all
-// streams share the connection's QUIC flow-control window (768 KiB at first). Keys
-// route several streams' current messages to the same consumer, where they queue
-// behind the one it is delivering; their streams' next messages sit unread in the
-// router's receive buffers and use up the connection window, so the rest of the
-// body the consumer waits for cannot be sent. Nothing moves until StreamTimeout
-// aborts the batches.
-func benchBatchSize(streams, size int) int {
-	if streams == 1 {
-		return 0
-	}
-	return max(1, (512<<10)/(streams*size))
 }
 
 // benchWait bounds how long the subscriber may take after the last Publish returned.

@@ -325,3 +325,75 @@ func TestConfirmTimesOutWhenNothingAnswers(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestParallelStreamsDoNotStall: eight senders with full batches of 64 KiB messages
+// to one room. On one shared connection, batches written ahead of what the server
+// reads filled the connection's flow-control window and starved a body a consumer
+// waited for, until stream_timeout and a resend. Each sender has its own connection
+// now: everything arrives once, nothing is resent.
+func TestParallelStreamsDoNotStall(t *testing.T) {
+	const total, size = 800, 64 << 10
+	srv := startRouter(t, loomtest.Config{})
+	// One consumer stream: every sender's current message queues at it, which is
+	// when the others' written-ahead data can starve the one being delivered.
+	lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) { c.Consumers = 1 })
+	ch, err := waitingSubscriber{lsub, srv, 1}.Subscribe(context.Background(), "wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := collect(ch)
+	pub := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
+		c.Mode = loom.ModeFireAndForget
+		c.Streams = 8
+		c.StreamTimeout = 5 * time.Minute // a stall shows as a missed deadline, not a resend
+	})
+	payload := make([]byte, size)
+	for i := range total {
+		copy(payload, strconv.Itoa(i)+"|")
+		if err := pub.Publish("wide", message.NewMessage(strconv.Itoa(i), append([]byte(nil), payload...))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for got.distinct() < total {
+		if time.Now().After(deadline) {
+			t.Fatalf("stalled: %d of %d arrived; publisher %+v", got.distinct(), total, pub.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := pub.Stats(); st.Resent != 0 || got.dups != 0 {
+		t.Fatalf("resent %d, duplicates %d", st.Resent, got.dups)
+	}
+}
+
+// TestCloseWithHeldMessageReportsNoDrop: a consumer holding the last message of a
+// batch unacked keeps the batch unconfirmed. Close gives up after close_timeout
+// without calling the written messages lost: they were delivered.
+func TestCloseWithHeldMessageReportsNoDrop(t *testing.T) {
+	srv := startRouter(t, loomtest.Config{})
+	lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) { c.Consumers = 1 })
+	ch, err := waitingSubscriber{lsub, srv, 1}.Subscribe(context.Background(), "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drops atomic.Int64
+	pub := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
+		c.Mode = loom.ModeFireAndForget
+		c.Streams = 1
+		c.CloseTimeout = 300 * time.Millisecond
+		c.OnDrop = func(*message.Message, loom.DropReason) { drops.Add(1) }
+	})
+	if err := pub.Publish("held", message.NewMessage("1", []byte("1")), message.NewMessage("2", []byte("2"))); err != nil {
+		t.Fatal(err)
+	}
+	(<-ch).Ack()
+	held := <-ch // not acked: the server cannot end the batch's stream
+	if err := pub.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	st := pub.Stats()
+	if drops.Load() != 0 || st.Unconfirmed == 0 {
+		t.Fatalf("drops %d, stats %+v", drops.Load(), st)
+	}
+	held.Ack()
+}
