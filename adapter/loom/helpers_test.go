@@ -2,6 +2,7 @@ package loom_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,9 +50,14 @@ func newPublisher(t testing.TB, srv *loomtest.Server, transport string, mod func
 	return p
 }
 
+// subscriberNames maps each *loom.Subscriber made by newSubscriber to its client
+// name, unique per subscriber, so that waitingSubscriber counts only its own streams.
+var subscriberNames sync.Map
+
 func newSubscriber(t testing.TB, srv *loomtest.Server, transport string, mod func(*loom.SubscriberConfig)) *loom.Subscriber {
 	t.Helper()
 	cfg := loom.SubscriberConfig{Client: clientConfig(srv, transport), Reconnect: fastReconnect, NackResendDelay: 10 * time.Millisecond}
+	cfg.Client.Name = "sub-" + watermill.NewShortUUID()
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -59,8 +65,32 @@ func newSubscriber(t testing.TB, srv *loomtest.Server, transport string, mod fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Close() })
+	subscriberNames.Store(s, cfg.Client.Name)
+	t.Cleanup(func() {
+		_ = s.Close()
+		subscriberNames.Delete(s)
+	})
 	return s
+}
+
+// waitRegistered waits until the router has n more consumer streams of sub in topic
+// than before; before comes from registered.
+func waitRegistered(ctx context.Context, srv *loomtest.Server, sub message.Subscriber, topic string, before, n int) error {
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if name, ok := subscriberNames.Load(sub); ok {
+		return srv.WaitClientConsumers(wctx, topic, name.(string), before+n)
+	}
+	return srv.WaitConsumers(wctx, topic, before+n)
+}
+
+// registered counts sub's consumer streams in topic: by its client name when
+// newSubscriber made it, else every stream in the room.
+func registered(srv *loomtest.Server, sub message.Subscriber, topic string) int {
+	if name, ok := subscriberNames.Load(sub); ok {
+		return srv.ClientConsumers(topic, name.(string))
+	}
+	return srv.Consumers(topic)
 }
 
 func logger(t testing.TB) watermill.LoggerAdapter {
@@ -81,14 +111,12 @@ type waitingSubscriber struct {
 }
 
 func (w waitingSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	before := w.srv.Consumers(topic)
+	before := registered(w.srv, w.Subscriber, topic)
 	ch, err := w.Subscriber.Subscribe(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return ch, w.srv.WaitConsumers(wctx, topic, before+w.consumers)
+	return ch, waitRegistered(ctx, w.srv, w.Subscriber, topic, before, w.consumers)
 }
 
 // readN reads n messages, acking each, or fails after timeout.

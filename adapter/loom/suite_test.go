@@ -178,7 +178,7 @@ func TestUniversalPublishSubscribe(t *testing.T) {
 		receivedMessages, all := bulkRead(messages, len(messagesToPublish), suiteTimeout*3)
 		published()
 		if !all {
-			t.Errorf("received %d of %d messages", len(receivedMessages), len(messagesToPublish))
+			t.Errorf("received %d of %d messages; router: %+v", len(receivedMessages), len(messagesToPublish), srv.RoomStats(topicName))
 		}
 		tests.AssertAllMessagesReceived(t, messagesToPublish, receivedMessages)
 		tests.AssertMessagesPayloads(t, messagesPayloads, receivedMessages)
@@ -215,7 +215,7 @@ func TestUniversalConcurrentSubscribe(t *testing.T) {
 		receivedMessages, all := bulkRead(messages, messagesCount, suiteTimeout*3)
 		published()
 		if !all {
-			t.Errorf("received %d of %d messages", len(receivedMessages), messagesCount)
+			t.Errorf("received %d of %d messages; router: %+v", len(receivedMessages), messagesCount, srv.RoomStats(topicName))
 		}
 		tests.AssertAllMessagesReceived(t, publishedMessages, receivedMessages)
 
@@ -406,7 +406,7 @@ func TestUniversalPublisherClose(t *testing.T) {
 
 		r := <-read
 		if !r.all {
-			t.Errorf("received %d of %d messages", len(r.msgs), messagesCount)
+			t.Errorf("received %d of %d messages; router: %+v", len(r.msgs), messagesCount, srv.RoomStats(topicName))
 		}
 		tests.AssertAllMessagesReceived(t, producedMessages, r.msgs)
 
@@ -625,7 +625,7 @@ func TestUniversalConcurrentClose(t *testing.T) {
 
 		receivedMessages, all := bulkRead(messages, len(expectedMessages), suiteTimeout*3)
 		if !all {
-			t.Errorf("received %d of %d messages", len(receivedMessages), len(expectedMessages))
+			t.Errorf("received %d of %d messages; router: %+v", len(receivedMessages), len(expectedMessages), srv.RoomStats(topicName))
 		}
 		if err := <-closed; err != nil {
 			t.Errorf("publisher Close: %v", err)
@@ -660,7 +660,10 @@ func newMultipliedSubscriber(t *testing.T, srv *loomtest.Server, tr string, n in
 
 // Subscribe may be called once.
 func (m *multipliedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	before := m.srv.Consumers(topic)
+	before := make([]int, len(m.subs))
+	for i, s := range m.subs {
+		before[i] = registered(m.srv, s, topic)
+	}
 	out := make(chan *message.Message)
 	var fwd sync.WaitGroup
 	defer func() {
@@ -685,9 +688,12 @@ func (m *multipliedSubscriber) Subscribe(ctx context.Context, topic string) (<-c
 			}
 		})
 	}
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	return out, m.srv.WaitConsumers(wctx, topic, before+4*len(m.subs))
+	for i, s := range m.subs {
+		if err := waitRegistered(ctx, m.srv, s, topic, before[i], 4); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 func (m *multipliedSubscriber) Close() error {

@@ -67,7 +67,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	s.serveConsumer(tr, rm, carrier{w: w, flush: rc.Flush, abort: func() {
+	s.serveConsumer(tr, rm, h.Name, carrier{w: w, flush: rc.Flush, abort: func() {
 		past := time.Unix(1, 0)
 		_ = rc.SetReadDeadline(past)
 		_ = rc.SetWriteDeadline(past)

@@ -86,6 +86,7 @@ func (m *message) end() {
 // are guarded by the room's mutex.
 type consumer struct {
 	id        uint64 // server-wide sequence number: QUIC stream ids repeat across connections
+	client    string // the hello's client name
 	rm        *room
 	backlog   []*message    // queued, not in flight
 	space     chan struct{} // closed when a blocked producer may retry (spaceWait set)
@@ -163,6 +164,17 @@ func (rm *room) pick(key string, partitions int) *consumer {
 func (rm *room) changedLocked() {
 	close(rm.changed)
 	rm.changed = make(chan struct{})
+}
+
+// countLocked counts the consumers that match. Caller holds mu.
+func (rm *room) countLocked(match func(*consumer) bool) int {
+	n := 0
+	for _, c := range rm.consumers {
+		if match(c) {
+			n++
+		}
+	}
+	return n
 }
 
 func (rm *room) join(c *consumer) {

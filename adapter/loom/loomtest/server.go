@@ -219,10 +219,21 @@ func (s *Server) room(name string) *room {
 // WaitConsumers waits until at least n consumer streams are registered in room ("" is
 // "default"), or ctx ends.
 func (s *Server) WaitConsumers(ctx context.Context, room string, n int) error {
+	return s.waitConsumers(ctx, room, n, "", func(*consumer) bool { return true })
+}
+
+// WaitClientConsumers waits until at least n consumer streams whose hello named client
+// are registered in room, or ctx ends. Streams of other clients do not count: a
+// client that closed may still have a stream on its way in.
+func (s *Server) WaitClientConsumers(ctx context.Context, room, client string, n int) error {
+	return s.waitConsumers(ctx, room, n, fmt.Sprintf(" of client %q", client), func(c *consumer) bool { return c.client == client })
+}
+
+func (s *Server) waitConsumers(ctx context.Context, room string, n int, what string, match func(*consumer) bool) error {
 	rm := s.room(room)
 	for {
 		rm.mu.Lock()
-		have, changed := len(rm.consumers), rm.changed
+		have, changed := rm.countLocked(match), rm.changed
 		rm.mu.Unlock()
 		if have >= n {
 			return nil
@@ -230,7 +241,7 @@ func (s *Server) WaitConsumers(ctx context.Context, room string, n int) error {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return fmt.Errorf("loomtest: waiting for %d consumers in room %q (have %d): %w", n, rm.name, have, ctx.Err())
+			return fmt.Errorf("loomtest: waiting for %d consumers%s in room %q (have %d): %w", n, what, rm.name, have, ctx.Err())
 		}
 	}
 }
@@ -241,6 +252,15 @@ func (s *Server) Consumers(room string) int {
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
 	return len(rm.consumers)
+}
+
+// ClientConsumers returns how many consumer streams whose hello named client are
+// registered in room.
+func (s *Server) ClientConsumers(room, client string) int {
+	rm := s.room(room)
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	return rm.countLocked(func(c *consumer) bool { return c.client == client })
 }
 
 // Stats returns the totals over all rooms; they also count protocol errors in hellos,
@@ -349,10 +369,20 @@ func (s *Server) serveConn(conn *quic.Conn, h3 *http3.Server) {
 }
 
 // CutConnections closes every client connection now (QUIC CONNECTION_CLOSE) and
-// keeps listening.
+// keeps listening. It returns once every consumer stream registered before the cut
+// has left its room, so that Consumers and WaitConsumers count only streams opened
+// afterwards, however fast a client reconnects.
 func (s *Server) CutConnections() {
 	s.cutting.Store(true)
 	defer s.cutting.Store(false)
+	var cut []*consumer
+	s.roomsMu.Lock()
+	for _, rm := range s.rooms {
+		rm.mu.Lock()
+		cut = append(cut, rm.consumers...)
+		rm.mu.Unlock()
+	}
+	s.roomsMu.Unlock()
 	s.mu.Lock()
 	conns := make([]*quic.Conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -361,6 +391,10 @@ func (s *Server) CutConnections() {
 	s.mu.Unlock()
 	for _, c := range conns {
 		_ = c.CloseWithError(0, "loomtest: connections cut")
+	}
+	// A closed connection fails every read of its streams, so each session leaves.
+	for _, c := range cut {
+		<-c.done
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,7 +186,9 @@ func TestCutConnections(t *testing.T) {
 			t.Fatal("consumer still connected")
 		}
 	}
-	eventually(t, "consumers gone", func() bool { return s.Consumers("r") == 0 })
+	if n := s.Consumers("r"); n != 0 {
+		t.Fatalf("%d consumers still registered after CutConnections returned", n)
+	}
 	roundTrip(t, s, "r")
 }
 
@@ -269,4 +272,32 @@ func TestHoldProducers(t *testing.T) {
 	}
 	s.ReleaseProducers()
 	checkBody(t, recv(t, out), "k", []byte("x"))
+}
+
+func TestClientConsumersCountByHelloName(t *testing.T) {
+	s := start(t, Config{})
+	conn := dialQUIC(t, s, nil, nil)
+	out := make(chan got, 1)
+	quicConsumer(t, conn, "r", "", 0, out, false) // hello name "test"
+	str, err := conn.OpenStreamSync(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &sess{t: t, w: str, str: str}
+	other.write(wire.AppendHello(nil, wire.Hello{Role: wire.RoleConsumer, Name: "other", Room: "r"}))
+	if err := s.WaitClientConsumers(testCtx(t), "r", "other", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitConsumers(testCtx(t), "r", 2); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := s.ClientConsumers("r", "test"), s.ClientConsumers("r", "other"); a != 1 || b != 1 {
+		t.Fatalf("test %d, other %d: want 1 each", a, b)
+	}
+	ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
+	defer cancel()
+	err = s.WaitClientConsumers(ctx, "r", "other", 2)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), `client "other"`) {
+		t.Fatalf("got %v, want a deadline naming the client", err)
+	}
 }

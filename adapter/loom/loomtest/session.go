@@ -96,7 +96,7 @@ func (s *Server) serveStream(conn *quic.Conn, str *quic.Stream) {
 		return
 	}
 	if h.Role == wire.RoleConsumer {
-		s.serveConsumer(tr, rm, carrier{w: str, abort: func() {
+		s.serveConsumer(tr, rm, h.Name, carrier{w: str, abort: func() {
 			str.CancelRead(0)
 			str.CancelWrite(0)
 		}})
@@ -257,13 +257,14 @@ func (s *Server) copyBody(ctx context.Context, tr *trackReader, rm *room, m *mes
 
 // serveConsumer registers a consumer stream in rm and writes it messages until it
 // goes away.
-func (s *Server) serveConsumer(tr *trackReader, rm *room, car carrier) {
+func (s *Server) serveConsumer(tr *trackReader, rm *room, client string, car carrier) {
 	c := &consumer{
-		id:    s.consumerSeq.Add(1),
-		rm:    rm,
-		wake:  make(chan struct{}, 1),
-		done:  make(chan struct{}),
-		abort: car.abort,
+		id:     s.consumerSeq.Add(1),
+		client: client,
+		rm:     rm,
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		abort:  car.abort,
 	}
 	acks := make(chan uint64)
 	rm.join(c)
