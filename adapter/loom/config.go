@@ -68,8 +68,12 @@ type PublisherConfig struct {
 	// PublishTimeout bounds how long Publish waits: for room in the buffer under the
 	// block policy, and in confirm mode for the confirmation; default 30 s.
 	PublishTimeout time.Duration `koanf:"publish_timeout"`
-	// StreamTimeout bounds one batch from open to confirmed, so a message the
-	// server strands cannot hold a stream forever; default 30 s.
+	// StreamTimeout bounds, per message, how long a batch may take from open to
+	// confirmed: a batch of n messages is given n × StreamTimeout. The server reads
+	// a producer stream one message per consumer acknowledgement, so a batch takes
+	// as long as its consumers' handlers together; a bound per batch would make a
+	// slow consumer's batches time out and be resent forever. It keeps a message
+	// the server strands from holding a stream forever; default 30 s.
 	StreamTimeout time.Duration `koanf:"stream_timeout"`
 	// CloseTimeout bounds how long Close keeps sending what is buffered; default 30 s.
 	CloseTimeout time.Duration `koanf:"close_timeout"`
@@ -122,9 +126,10 @@ func (c *PublisherConfig) setDefaults() {
 	c.Reconnect.setDefaults()
 }
 
-// Validate names every invalid field by its config key.
+// Validate names every invalid field by its config key. It also checks that the
+// token and TLS files can be read.
 func (c PublisherConfig) Validate() error {
-	errs := []error{c.Client.Validate()}
+	errs := []error{c.Client.Check()}
 	if c.Mode != ModeConfirm && c.Mode != ModeFireAndForget {
 		errs = append(errs, fmt.Errorf("mode: must be %q or %q, got %q", ModeConfirm, ModeFireAndForget, c.Mode))
 	}
@@ -201,17 +206,18 @@ func (c *SubscriberConfig) setDefaults() {
 	c.Reconnect.setDefaults()
 }
 
-// Validate names every invalid field by its config key.
+// Validate names every invalid field by its config key. It also checks that the
+// token and TLS files can be read.
 func (c SubscriberConfig) Validate() error {
-	errs := []error{c.Client.Validate()}
+	errs := []error{c.Client.Check()}
 	if c.Consumers < 1 {
 		errs = append(errs, fmt.Errorf("consumers: must be >= 1, got %d", c.Consumers))
 	}
 	if c.NackResendDelay < 0 {
 		errs = append(errs, fmt.Errorf("nack_resend_delay: must be >= 0, got %s", c.NackResendDelay))
 	}
-	if c.MaxMessageBytes < 1 {
-		errs = append(errs, fmt.Errorf("max_message_bytes: must be >= 1, got %d", c.MaxMessageBytes))
+	if c.MaxMessageBytes < 1 || c.MaxMessageBytes > c.Client.Limits.MaxMessage {
+		errs = append(errs, fmt.Errorf("max_message_bytes: must be 1 to %d, got %d", c.Client.Limits.MaxMessage, c.MaxMessageBytes))
 	}
 	errs = append(errs, c.Reconnect.validate("reconnect."))
 	return errors.Join(errs...)

@@ -69,7 +69,13 @@ type outgoing struct {
 	key  string
 	body []byte
 	call *call // nil in fire_and_forget mode
+	// written is set once the message was written whole to a stream: from then on
+	// it may have arrived, so it is never reported as dropped.
+	written atomic.Bool
 }
+
+// streamKey is the buffer key that keeps a room's messages of one key in order.
+func (o *outgoing) streamKey() string { return o.room + "\x00" + o.key }
 
 // call is one confirm-mode Publish waiting for its messages.
 type call struct {
@@ -124,8 +130,8 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 		MaxBytes: cfg.Buffer.MaxBytes,
 		Policy:   policy,
 		OnDrop:   p.onDrop,
-		Expired:  func(o *outgoing) bool { return o.call != nil && o.call.abandoned.Load() },
-		Key:      func(o *outgoing) string { return o.room + "\x00" + o.key },
+		Expired:  func(o *outgoing) bool { return o.abandoned() && !o.written.Load() },
+		Key:      (*outgoing).streamKey,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loom publisher config: %w", err)
@@ -162,6 +168,9 @@ func (p *Publisher) onDrop(o *outgoing, reason buffer.DropReason) {
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if p.closed.Load() {
 		return ErrPublisherClosed
+	}
+	if len(msgs) == 0 {
+		return nil
 	}
 	items := make([]*outgoing, len(msgs))
 	for i, msg := range msgs {
@@ -252,8 +261,8 @@ func (p *Publisher) sender(conn *connector) {
 				break
 			}
 			if o.room != first.room {
-				p.buf.Requeue(o, len(o.body))
-				p.buf.Done(o.room + "\x00" + o.key)
+				p.putBack(o)
+				p.buf.Done(o.streamKey())
 				break
 			}
 			batch = append(batch, o)
@@ -266,7 +275,7 @@ func (p *Publisher) sender(conn *connector) {
 			p.sent.Add(uint64(len(batch)))
 			for _, o := range batch {
 				o.call.finish(nil)
-				p.buf.Done(o.room + "\x00" + o.key)
+				p.buf.Done(o.streamKey())
 			}
 			continue
 		}
@@ -279,7 +288,7 @@ func (p *Publisher) sender(conn *connector) {
 			p.unconfirmed.Add(uint64(written))
 			for _, o := range batch[:written] {
 				o.call.finish(fmt.Errorf("loom: message %s: publisher closed before the server confirmed it", o.msg.UUID))
-				p.buf.Done(o.room + "\x00" + o.key)
+				p.buf.Done(o.streamKey())
 			}
 			unsent = batch[written:]
 		} else {
@@ -287,10 +296,10 @@ func (p *Publisher) sender(conn *connector) {
 		}
 		// Back to the front, oldest first, before the keys are released.
 		for i := len(unsent) - 1; i >= 0; i-- {
-			p.buf.Requeue(unsent[i], len(unsent[i].body))
+			p.putBack(unsent[i])
 		}
 		for _, o := range unsent {
-			p.buf.Done(o.room + "\x00" + o.key)
+			p.buf.Done(o.streamKey())
 		}
 		if p.ctx.Err() != nil {
 			return
@@ -305,24 +314,45 @@ func (p *Publisher) sender(conn *connector) {
 	}
 }
 
+// putBack returns a popped message to the front of the buffer: as requeued (spared
+// by drop_oldest) once it was written to a stream, as never sent otherwise.
+func (p *Publisher) putBack(o *outgoing) {
+	if o.written.Load() {
+		p.buf.Requeue(o, len(o.body))
+	} else {
+		p.buf.PutBack(o, len(o.body))
+	}
+}
+
+// abandoned reports whether the confirm Publish of o gave up waiting.
+func (o *outgoing) abandoned() bool { return o.call != nil && o.call.abandoned.Load() }
+
 // sendBatch sends batch on a stream of its own and waits for the server to end it.
-// Messages whose confirm Publish gave up meanwhile are dropped as expired, not sent.
+// Messages whose confirm Publish gave up meanwhile are not sent again: dropped as
+// expired if never written, else counted as unconfirmed (they may have arrived).
 // It returns the batch without them and how many of it were written to the stream.
 func (p *Publisher) sendBatch(cl *client.Client, batch []*outgoing, body *bytes.Reader) (live []*outgoing, written int, err error) {
-	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.StreamTimeout)
-	defer cancel()
 	live = batch[:0]
 	for _, o := range batch {
-		if o.call != nil && o.call.abandoned.Load() {
-			p.onDrop(o, buffer.DropExpired)
-			p.buf.Done(o.room + "\x00" + o.key)
+		switch {
+		case !o.abandoned():
+			live = append(live, o)
 			continue
+		case o.written.Load():
+			p.unconfirmed.Add(1)
+			o.call.finish(fmt.Errorf("loom: message %s: not confirmed, not resent after publish_timeout", o.msg.UUID))
+		default:
+			p.onDrop(o, buffer.DropExpired)
 		}
-		live = append(live, o)
+		p.buf.Done(o.streamKey())
 	}
 	if len(live) == 0 {
 		return live, 0, nil
 	}
+	// The server takes one message per consumer acknowledgement: the bound grows
+	// with the batch.
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.StreamTimeout*time.Duration(len(live)))
+	defer cancel()
 	prod, err := cl.Produce(ctx, live[0].room)
 	if err != nil {
 		return live, 0, err
@@ -333,6 +363,7 @@ func (p *Publisher) sendBatch(cl *client.Client, batch []*outgoing, body *bytes.
 			prod.Abort()
 			return live, written, err
 		}
+		o.written.Store(true)
 		written++
 	}
 	return live, written, prod.Close(ctx)
@@ -347,7 +378,8 @@ type PublisherStats struct {
 	FailedBatches uint64 // streams that failed and were requeued
 	Resent        uint64 // messages requeued after a failed stream
 	// Unconfirmed counts messages written to a stream whose confirm had not come
-	// when Close gave up: they may or may not have arrived.
+	// when Close gave up, or whose confirm Publish gave up before a resend: they
+	// may or may not have arrived, and are not sent again.
 	Unconfirmed uint64
 	Dropped     map[DropReason]uint64
 	Dials       uint64

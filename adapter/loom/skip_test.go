@@ -100,3 +100,99 @@ func TestSkipsTruncatedAndTooLarge(t *testing.T) {
 		})
 	}
 }
+
+// TestDeclaredSizeIsNotAllocated: a header declaring 512 GiB, followed by 100 KiB and
+// the producer's death, is skipped as truncated. The subscriber allocates for what
+// arrives, not for what a peer declares (growing a buffer to the declared size
+// would kill the process here).
+func TestDeclaredSizeIsNotAllocated(t *testing.T) {
+	lim := wire.DefaultLimits()
+	lim.MaxMessage = 1 << 40
+	srv := startRouter(t, loomtest.Config{Limits: lim})
+	skipped := make(chan loom.Skipped, 1)
+	lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) {
+		c.Client.Limits = lim
+		c.Consumers = 1
+		c.MaxMessageBytes = lim.MaxMessage
+		c.OnSkip = func(s loom.Skipped) { skipped <- s }
+	})
+	if _, err := (waitingSubscriber{lsub, srv, 1}).Subscribe(context.Background(), "huge"); err != nil {
+		t.Fatal(err)
+	}
+	cc := clientConfig(srv, client.TransportQUIC)
+	cc.Limits = lim
+	c, err := client.Dial(context.Background(), cc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := c.Produce(ctx, "huge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Send(ctx, "k", 1<<39, io.MultiReader(bytes.NewReader(make([]byte, 100<<10)), failingReader{}))
+	select {
+	case s := <-skipped:
+		if s.Reason != "truncated" || s.Key != "k" {
+			t.Fatalf("skip %+v, want k truncated", s)
+		}
+	case <-ctx.Done():
+		t.Fatal("the message was not reported")
+	}
+}
+
+// TestSubscriberCloseStopsStalledBody: a producer that sends part of a body and then
+// stalls, with its connection alive, must not hold Close: the body read takes no
+// context, so the subscriber closes the consumer stream when its context ends.
+func TestSubscriberCloseStopsStalledBody(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			srv := startRouter(t, loomtest.Config{})
+			lsub := newSubscriber(t, srv, tr, func(c *loom.SubscriberConfig) { c.Consumers = 1 })
+			ch, err := (waitingSubscriber{lsub, srv, 1}).Subscribe(context.Background(), "stall")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := client.Dial(context.Background(), clientConfig(srv, tr), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			p, err := c.Produce(context.Background(), "stall")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Abort()
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go func() { _ = p.Send(context.Background(), "k", 1<<20, pr) }()
+			if _, err := pw.Write(make([]byte, 200<<10)); err != nil { // then the source stalls
+				t.Fatal(err)
+			}
+			// Received counts a header taken from the stream: the body read is next.
+			deadline := time.Now().Add(10 * time.Second)
+			for lsub.Stats().Received == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("the message header never arrived")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- lsub.Close() }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				_ = pw.CloseWithError(errors.New("test gave up")) // let the old code finish
+				t.Fatal("Close did not return while a body was stalled mid-message")
+			}
+			if _, open := <-ch; open {
+				t.Fatal("a message was delivered, or the channel is still open")
+			}
+		})
+	}
+}

@@ -124,7 +124,9 @@ func (s *Subscriber) session(ctx context.Context, room string, out chan<- *messa
 		return false, err
 	}
 	defer k.Close()
-	var body bytes.Buffer
+	// Reading a body takes no context; closing the consumer when ctx ends stops a
+	// read stalled on a producer that stopped mid-message.
+	defer context.AfterFunc(ctx, func() { _ = k.Close() })()
 	for {
 		m, err := k.Next(ctx)
 		if err != nil {
@@ -132,7 +134,11 @@ func (s *Subscriber) session(ctx context.Context, room string, out chan<- *messa
 		}
 		delivered = true
 		s.received.Add(1)
-		msg, skip := s.read(room, m, &body)
+		msg, skip := s.read(room, m)
+		if ctx.Err() != nil {
+			// Closing aborted the body: that is no skip to report.
+			return delivered, ctx.Err()
+		}
 		if skip != nil {
 			s.skip(*skip)
 		} else if err := s.deliver(ctx, msg, out); err != nil {
@@ -144,9 +150,12 @@ func (s *Subscriber) session(ctx context.Context, room string, out chan<- *messa
 	}
 }
 
+// initialBodyBytes is the most a body buffer starts with, before any byte arrived.
+const initialBodyBytes = 1 << 20
+
 // read loads a message body, bounded by MaxMessageBytes, and decodes it. A message
 // that cannot be delivered whole is returned as skipped.
-func (s *Subscriber) read(room string, m *client.Message, body *bytes.Buffer) (*message.Message, *Skipped) {
+func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Skipped) {
 	skipped := func(reason string, err error) *Skipped {
 		return &Skipped{Room: room, Key: m.Key, ID: m.ID, Reason: reason, Err: err}
 	}
@@ -155,10 +164,10 @@ func (s *Subscriber) read(room string, m *client.Message, body *bytes.Buffer) (*
 		err := m.Body.Discard()
 		return nil, skipped("too_large", errors.Join(fmt.Errorf("declared %d bytes, max_message_bytes is %d", m.Size, limit), err))
 	}
-	body.Reset()
-	if m.Size > 0 {
-		body.Grow(int(m.Size))
-	}
+	// A fresh buffer per message: the message keeps it, so nothing is copied, and a
+	// large message pins no memory after it is handled. Its first allocation is
+	// bounded, whatever size the peer declared; it grows with what really arrives.
+	body := bytes.NewBuffer(make([]byte, 0, min(m.Size, initialBodyBytes)))
 	n, err := io.Copy(body, io.LimitReader(m.Body, limit+1))
 	switch {
 	case err != nil && errors.Is(err, wire.ErrTruncated):
@@ -169,8 +178,7 @@ func (s *Subscriber) read(room string, m *client.Message, body *bytes.Buffer) (*
 		derr := m.Body.Discard()
 		return nil, skipped("too_large", errors.Join(fmt.Errorf("more than max_message_bytes %d", limit), derr))
 	}
-	// The message keeps its own copy: body is reused for the next one.
-	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: bytes.Clone(body.Bytes())})
+	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: body.Bytes()})
 	if err != nil {
 		return nil, skipped("undecodable", err)
 	}

@@ -70,7 +70,7 @@ type Stats struct {
 	Len      int    // items buffered now
 	Bytes    int64  // sum of their sizes
 	Pushed   uint64 // items accepted by Push
-	Requeued uint64 // items put back by Requeue
+	Requeued uint64 // items put back by Requeue or PutBack
 	Popped   uint64 // items returned by Pop
 	// Dropped counts discarded items by reason, e.g. Dropped[DropFull].
 	Dropped [numDropReasons]uint64
@@ -269,12 +269,24 @@ func (b *Buffer[T]) Done(key string) {
 // to the limits or the policy (the item was already admitted) and works
 // even after Close, so DropRemaining can still report it; the counts and
 // bytes may then exceed MaxItems and MaxBytes for a while. size must be the
-// size given to Push. Requeue panics if size is negative.
+// size given to Push. Requeue panics if size is negative. A requeued item may
+// have been delivered already, so drop_oldest spares it.
 func (b *Buffer[T]) Requeue(item T, size int) {
+	b.putFront(item, size, true)
+}
+
+// PutBack is Requeue for an item popped but never sent (say, taken and then left
+// for another batch): it goes back to the front as well, but drop_oldest may still
+// evict it, since dropping it is a real loss that reporting describes truly.
+func (b *Buffer[T]) PutBack(item T, size int) {
+	b.putFront(item, size, false)
+}
+
+func (b *Buffer[T]) putFront(item T, size int, requeued bool) {
 	if size < 0 {
-		panic(fmt.Sprintf("buffer: Requeue with negative size %d", size))
+		panic(fmt.Sprintf("buffer: putting an item back with negative size %d", size))
 	}
-	e := entry[T]{item: item, size: int64(size), key: b.key(item), requeued: true}
+	e := entry[T]{item: item, size: int64(size), key: b.key(item), requeued: requeued}
 	b.mu.Lock()
 	b.q.pushFront(e)
 	b.bytes += e.size

@@ -281,6 +281,32 @@ func TestErrorPolicy(t *testing.T) {
 	})
 }
 
+// TestDropOldestEvictsPutBackNotRequeued: an item put back unsent is still the
+// oldest never sent, and drop_oldest takes it; a requeued one may have arrived and
+// is spared.
+func TestDropOldestEvictsPutBackNotRequeued(t *testing.T) {
+	var rec recorder[int]
+	b := newBuf(t, Config[int]{MaxItems: 3, Policy: PolicyDropOldest, OnDrop: rec.onDrop})
+	mustPush(t, b, 1, 1)
+	mustPush(t, b, 2, 1)
+	mustPop(t, b, 1)
+	mustPop(t, b, 2)
+	b.PutBack(2, 1) // never sent
+	b.Requeue(1, 1) // sent, may have arrived: in front of 2 again
+	mustPush(t, b, 3, 1)
+	mustPush(t, b, 4, 1) // full: 2 is the oldest never sent
+	want := []drop[int]{{2, DropFull}}
+	if got := rec.get(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("OnDrop calls = %v, want %v", got, want)
+	}
+	if s := b.Stats(); s.Requeued != 2 || s.Len != 3 {
+		t.Fatalf("Stats = %+v", s)
+	}
+	for _, want := range []int{1, 3, 4} {
+		mustPop(t, b, want)
+	}
+}
+
 func TestDropOldest(t *testing.T) {
 	t.Run("count", func(t *testing.T) {
 		var rec recorder[int]

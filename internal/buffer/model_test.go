@@ -23,7 +23,7 @@ type model struct {
 	keyed    bool
 
 	items    []mItem
-	requeued map[int]bool // ids put back by Requeue: drop_oldest spares them
+	requeued map[int]bool // ids last put back by Requeue (not PutBack): drop_oldest spares them
 	held     map[string]bool
 	stats    Stats
 	dropped  []mItem
@@ -162,16 +162,21 @@ func FuzzModel(f *testing.F) {
 					t.Fatalf("op %d: Pop = %+v, %v; want %+v", i, it, err, want)
 				}
 				inFlight = append(inFlight, it)
-			case 3: // failed send: requeue, then release the key
+			case 3: // failed send: requeue (or put back, never sent), then release the key
 				if len(inFlight) == 0 {
 					continue
 				}
 				it := inFlight[len(inFlight)-1]
 				inFlight = inFlight[:len(inFlight)-1]
-				b.Requeue(it, it.size)
+				sent := op&8 != 0
+				if sent {
+					b.Requeue(it, it.size)
+				} else {
+					b.PutBack(it, it.size)
+				}
 				b.Done(it.key)
 				m.items = slices.Insert(m.items, 0, it)
-				m.requeued[it.id] = true
+				m.requeued[it.id] = sent
 				m.stats.Requeued++
 				delete(m.held, it.key)
 			case 4: // delivered

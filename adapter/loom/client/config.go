@@ -145,6 +145,20 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Check is Validate plus what only reading files tells: that token_file, tls.ca_file
+// and tls.cert_file/tls.key_file can be read and parsed now. Dial reads them again
+// on every connection, so rotated files are picked up.
+func (c Config) Check() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if _, err := c.token(); err != nil {
+		return err
+	}
+	_, err := c.tlsConfig(ALPNLoom, watermill.NopLogger{})
+	return err
+}
+
 // token returns the token, reading TokenFile if set. Errors name the file, never
 // its content.
 func (c Config) token() (string, error) {

@@ -93,7 +93,8 @@ func (k *Consumer) readHeaders() {
 }
 
 // Next waits for the next message. The previous message's body, if not read to its
-// end, is skipped first.
+// end, is skipped first. Reading a body takes no context: to stop a read that waits
+// on a producer stalled mid-message, Close the consumer from another goroutine.
 func (k *Consumer) Next(ctx context.Context) (*Message, error) {
 	if k.err != nil {
 		return nil, k.err

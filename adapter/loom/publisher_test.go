@@ -1,0 +1,186 @@
+package loom_test
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/loombridge/loombridge/adapter/loom"
+	"github.com/loombridge/loombridge/adapter/loom/client"
+	"github.com/loombridge/loombridge/adapter/loom/loomtest"
+)
+
+func TestPublishNothingReturnsAtOnce(t *testing.T) {
+	srv := startRouter(t, loomtest.Config{})
+	for _, mode := range []string{loom.ModeConfirm, loom.ModeFireAndForget} {
+		pub := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
+			c.Mode = mode
+			c.PublishTimeout = time.Minute // a wait for nothing would outlast the test
+		})
+		if err := pub.Publish("empty"); err != nil {
+			t.Fatalf("%s: Publish with no messages: %v", mode, err)
+		}
+	}
+}
+
+// TestSlowConsumerBatchIsNotResent: the server takes a batch's messages one per
+// consumer acknowledgement, so a batch of 20 with a 100 ms handler takes 2 s. With
+// a stream_timeout of 1 s per message that is no timeout: each message arrives
+// once and nothing is resent. (A bound on the whole batch timed it out and resent
+// it forever, the head arriving again every round.)
+func TestSlowConsumerBatchIsNotResent(t *testing.T) {
+	for _, mode := range []string{loom.ModeConfirm, loom.ModeFireAndForget} {
+		t.Run(mode, func(t *testing.T) {
+			srv := startRouter(t, loomtest.Config{})
+			lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) { c.Consumers = 1 })
+			ch, err := waitingSubscriber{lsub, srv, 1}.Subscribe(context.Background(), "slow")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
+				c.Mode = mode
+				c.Streams = 1
+				c.BatchSize = 20
+				c.StreamTimeout = time.Second
+				c.PublishTimeout = 20 * time.Second
+			})
+			var msgs []*message.Message
+			for i := range 20 {
+				msgs = append(msgs, message.NewMessage(strconv.Itoa(i), []byte(strconv.Itoa(i))))
+			}
+			published := make(chan error, 1)
+			go func() { published <- pub.Publish("slow", msgs...) }()
+			seen := map[string]int{}
+			deadline := time.After(15 * time.Second)
+			for len(seen) < len(msgs) {
+				select {
+				case m := <-ch:
+					time.Sleep(100 * time.Millisecond) // the handler
+					seen[string(m.Payload)]++
+					m.Ack()
+				case <-deadline:
+					t.Fatalf("%d of %d arrived; publisher %+v", len(seen), len(msgs), pub.Stats())
+				}
+			}
+			if err := <-published; err != nil {
+				t.Fatal(err)
+			}
+			if err := pub.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for id, n := range seen {
+				if n != 1 {
+					t.Errorf("message %s arrived %d times", id, n)
+				}
+			}
+			if st := pub.Stats(); st.Resent != 0 || st.FailedBatches != 0 {
+				t.Fatalf("resent %d, failed batches %d: want none", st.Resent, st.FailedBatches)
+			}
+		})
+	}
+}
+
+// TestDropOldestTakesBouncedMessage: a sender takes messages for its batch and
+// leaves one for another room at the front, unsent. It is still the oldest message
+// never sent, so drop_oldest drops it, not a newer one.
+func TestDropOldestTakesBouncedMessage(t *testing.T) {
+	srv := startRouter(t, loomtest.Config{})
+	lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) { c.Consumers = 1 })
+	ch, err := waitingSubscriber{lsub, srv, 1}.Subscribe(context.Background(), "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := make(chan string, 10)
+	pub := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
+		c.Mode = loom.ModeFireAndForget
+		c.Streams = 1
+		c.CloseTimeout = 100 * time.Millisecond
+		c.Buffer = loom.BufferConfig{MaxMessages: 3, Policy: "drop_oldest"}
+		c.OnDrop = func(m *message.Message, r loom.DropReason) {
+			if r == loom.DropFull {
+				dropped <- m.UUID
+			}
+		}
+	})
+	publish := func(room, id string) {
+		t.Helper()
+		if err := pub.Publish(room, message.NewMessage(id, []byte(id))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("A", "X")
+	x := <-ch // held: the only sender waits on its batch [X]
+	publish("A", "A2")
+	publish("B", "B1")
+	publish("B", "B2")
+	x.Ack()
+	a2 := <-ch // the sender took A2, left B1 at the front, and waits on [A2]
+	defer a2.Ack()
+	publish("B", "B3")
+	publish("B", "B4") // full: B1 is the oldest never sent
+	select {
+	case id := <-dropped:
+		if id != "B1" {
+			t.Fatalf("drop_oldest dropped %s; B1 is the oldest message never sent", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing dropped")
+	}
+}
+
+// TestAbandonedWrittenMessageIsNotReportedDropped: a confirm Publish gives up while
+// its batch waits on a held message; the batch then times out. Both messages were
+// delivered, so neither may be reported as dropped: they count as unconfirmed and
+// are not sent again.
+func TestAbandonedWrittenMessageIsNotReportedDropped(t *testing.T) {
+	srv := startRouter(t, loomtest.Config{})
+	lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) { c.Consumers = 1 })
+	ch, err := waitingSubscriber{lsub, srv, 1}.Subscribe(context.Background(), "exp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var drops []string
+	pub := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
+		c.Streams = 1
+		c.PublishTimeout = 300 * time.Millisecond
+		c.StreamTimeout = 300 * time.Millisecond // 600 ms for the batch of two
+		c.CloseTimeout = 100 * time.Millisecond
+		c.OnDrop = func(m *message.Message, r loom.DropReason) {
+			mu.Lock()
+			drops = append(drops, m.UUID+":"+string(r))
+			mu.Unlock()
+		}
+	})
+	published := make(chan error, 1)
+	go func() {
+		published <- pub.Publish("exp", message.NewMessage("m1", []byte("1")), message.NewMessage("m2", []byte("2")))
+	}()
+	(<-ch).Ack() // m1 delivered and acknowledged
+	held := <-ch // m2 delivered and held: Publish gives up, then the batch times out
+	if err := <-published; err == nil {
+		t.Fatal("Publish confirmed although m2 is held")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for pub.Stats().Unconfirmed < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("publisher %+v: want 2 unconfirmed", pub.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	held.Ack()
+	select {
+	case m := <-ch:
+		t.Fatalf("%s was sent again after its Publish gave up", m.UUID)
+	case <-time.After(300 * time.Millisecond):
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(drops) > 0 {
+		t.Fatalf("reported as dropped although both were delivered: %v", drops)
+	}
+}
