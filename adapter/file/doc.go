@@ -7,9 +7,14 @@
 //
 // "jsonl" appends one JSON object per message to <dir>/<topic>.jsonl. The line
 // format is described at [MarshalLine]. Topics must be a single, plain file
-// name element (no path separators, not "." or ".."). Many goroutines may
+// name element (no path separators, not "." or "..") whose file names fit in
+// 255 bytes: at most 249 bytes, or 201 with rotation. Many goroutines may
 // Publish on one Publisher at once; each line is written with a single write
-// under a mutex, so lines never interleave.
+// under a mutex, so lines never interleave. A write that fails part-way
+// (disk full) is cut off again by truncating the file to its size before
+// the write, so the next line does not start mid-line; if even that fails
+// the file is closed and the next Publish ends the torn line with a
+// newline on reopening.
 //
 // Two Publisher instances (or processes) writing the same file are NOT
 // supported. The file is opened with O_APPEND and each line is one write(2),
@@ -35,8 +40,12 @@
 // elements; anything else is rejected, and all file operations go through
 // an [os.Root] so symlinks cannot escape dir either. The payload is written to
 // ".<name>.<seq>-<random>.tmp" in the same directory, fsynced per policy,
-// closed and renamed, so no reader ever sees a partial file under its final
-// name. A crash can leave such dot-temp files behind; they are safe to delete.
+// closed, hard-linked to its final name and removed, so no reader ever sees
+// a partial file under its final name. An existing file is never replaced
+// (a rename would: {{.Seq}} starts at 1 again after a restart): Publish
+// fails with an error wrapping [io/fs.ErrExist] that names the file. The
+// directory must therefore support hard links. A crash can leave dot-temp
+// files behind; they are safe to delete.
 //
 // Fsync policy: "always" fsyncs the file (and, after creating or renaming a
 // file, its directory) before Publish returns; "interval" fsyncs from a
@@ -63,9 +72,17 @@
 // After each Ack the byte offset past that line is stored in
 // <offset_dir>/<topic>.jsonl.offset (written to a temp file, fsynced and
 // renamed), so a restarted Subscriber continues after the last acked line.
-// The offset is stored as a byte offset into the current file only; if the
-// file is rotated while no Subscriber runs, the offset is applied to the new
-// file (and reset to 0 when the file is shorter than it).
+// With the offset it stores the identity (device and inode) of the file it
+// belongs to. If <topic>.jsonl is another file at restart (it was rotated
+// while no Subscriber ran), the offset is not applied to it: the rotated
+// file with that identity is looked up among <topic>-*.jsonl and finished
+// first, then <topic>.jsonl is read from the start; if the rotated file is
+// gone, <topic>.jsonl is read from the start. Files rotated in between
+// are not read (as above). An inode number reused by a new file after the
+// old one was deleted is taken for the old file. Offset files without an
+// identity (written by older versions, or where the system has no inode
+// numbers) keep the old behaviour: the offset is applied to the current
+// file, and reset to 0 when the file is shorter than it.
 //
 // A line that is not a valid message (bad JSON, missing uuid or payload, bad
 // base64, longer than max_line_bytes, or a final line without newline at the

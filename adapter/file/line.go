@@ -14,18 +14,23 @@ import (
 // DefaultKeyMetadata is the metadata name that carries a message's key.
 const DefaultKeyMetadata = "loom_key"
 
-// PayloadEncodingBase64 marks a line whose payload is base64 (standard
-// encoding with padding) because it was not valid UTF-8.
+// PayloadEncodingBase64 marks a field stored as base64 (standard encoding
+// with padding) because it was not valid UTF-8. It is the value of
+// "payload_encoding", and of "uuid_encoding", "key_encoding" and
+// "metadata_encoding" for those fields.
 const PayloadEncodingBase64 = "base64"
 
 // line is the JSON shape of one JSONL line. Payload is a pointer so that a
 // missing payload can be told apart from an empty one.
 type line struct {
-	UUID            string            `json:"uuid"`
-	Key             string            `json:"key,omitempty"`
-	Metadata        map[string]string `json:"metadata,omitempty"`
-	Payload         *string           `json:"payload"`
-	PayloadEncoding string            `json:"payload_encoding,omitempty"`
+	UUID             string            `json:"uuid"`
+	UUIDEncoding     string            `json:"uuid_encoding,omitempty"`
+	Key              string            `json:"key,omitempty"`
+	KeyEncoding      string            `json:"key_encoding,omitempty"`
+	Metadata         map[string]string `json:"metadata,omitempty"`
+	MetadataEncoding string            `json:"metadata_encoding,omitempty"`
+	Payload          *string           `json:"payload"`
+	PayloadEncoding  string            `json:"payload_encoding,omitempty"`
 }
 
 // MarshalLine encodes msg as one JSONL line, including the trailing newline:
@@ -35,30 +40,79 @@ type line struct {
 //
 // key is msg.Metadata[keyMeta] (omitted when empty); it duplicates the
 // metadata entry so that tools like jq can use it without knowing keyMeta.
-// The payload is stored as text when it is valid UTF-8 and as base64 with
-// "payload_encoding":"base64" otherwise, because JSON strings cannot carry
-// arbitrary bytes.
+// JSON strings cannot carry arbitrary bytes (encoding/json would replace
+// invalid UTF-8 with U+FFFD), so a field that is not valid UTF-8 is stored
+// as base64 and marked: the payload with "payload_encoding":"base64", the
+// uuid and key (Loom keys may be binary) with "uuid_encoding" and
+// "key_encoding", and the metadata, when any of its names or values is not
+// valid UTF-8, with all names and values in base64 and
+// "metadata_encoding":"base64".
 func MarshalLine(msg *message.Message, keyMeta string) ([]byte, error) {
 	if msg.UUID == "" {
 		return nil, errors.New("marshal line: message has an empty UUID")
 	}
-	l := line{UUID: msg.UUID, Metadata: msg.Metadata}
+	var l line
+	l.UUID, l.UUIDEncoding = encodeString(msg.UUID)
 	if keyMeta != "" {
-		l.Key = msg.Metadata.Get(keyMeta)
+		l.Key, l.KeyEncoding = encodeString(msg.Metadata.Get(keyMeta))
+	}
+	l.Metadata = msg.Metadata
+	if !metadataValid(msg.Metadata) {
+		l.Metadata = make(map[string]string, len(msg.Metadata))
+		for k, v := range msg.Metadata {
+			l.Metadata[b64(k)] = b64(v)
+		}
+		l.MetadataEncoding = PayloadEncodingBase64
 	}
 	var payload string
 	if utf8.Valid(msg.Payload) {
 		payload = string(msg.Payload)
 	} else {
-		payload = base64.StdEncoding.EncodeToString(msg.Payload)
+		payload = b64(string(msg.Payload))
 		l.PayloadEncoding = PayloadEncodingBase64
 	}
 	l.Payload = &payload
 	b, err := json.Marshal(l)
 	if err != nil {
-		return nil, fmt.Errorf("marshal line for message %s: %w", msg.UUID, err)
+		return nil, fmt.Errorf("marshal line for message %q: %w", msg.UUID, err)
 	}
 	return append(b, '\n'), nil
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// encodeString returns s, or its base64 and the marker when s is not
+// valid UTF-8.
+func encodeString(s string) (string, string) {
+	if utf8.ValidString(s) {
+		return s, ""
+	}
+	return b64(s), PayloadEncodingBase64
+}
+
+func metadataValid(m message.Metadata) bool {
+	for k, v := range m {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeString undoes encodeString; field names the field in errors.
+func decodeString(s, encoding, field string) (string, error) {
+	switch encoding {
+	case "":
+		return s, nil
+	case PayloadEncodingBase64:
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return "", fmt.Errorf("bad base64 %s: %w", field, err)
+		}
+		return string(b), nil
+	default:
+		return "", fmt.Errorf("unknown %s_encoding %q", field, encoding)
+	}
 }
 
 // UnmarshalLine decodes one line written by [MarshalLine] (a trailing newline
@@ -82,25 +136,31 @@ func UnmarshalLine(b []byte, keyMeta string) (*message.Message, error) {
 	if l.Payload == nil {
 		return nil, errors.New("missing field payload")
 	}
-	var payload []byte
-	switch l.PayloadEncoding {
-	case "":
-		payload = []byte(*l.Payload)
-	case PayloadEncodingBase64:
-		var err error
-		if payload, err = base64.StdEncoding.DecodeString(*l.Payload); err != nil {
-			return nil, fmt.Errorf("bad base64 payload: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("unknown payload_encoding %q", l.PayloadEncoding)
+	uuid, err := decodeString(l.UUID, l.UUIDEncoding, "uuid")
+	if err != nil {
+		return nil, err
 	}
-	msg := message.NewMessage(l.UUID, payload)
+	key, err := decodeString(l.Key, l.KeyEncoding, "key")
+	if err != nil {
+		return nil, err
+	}
+	payload, err := decodeString(*l.Payload, l.PayloadEncoding, "payload")
+	if err != nil {
+		return nil, err
+	}
+	msg := message.NewMessage(uuid, []byte(payload))
 	for k, v := range l.Metadata {
+		if k, err = decodeString(k, l.MetadataEncoding, "metadata"); err != nil {
+			return nil, err
+		}
+		if v, err = decodeString(v, l.MetadataEncoding, "metadata"); err != nil {
+			return nil, err
+		}
 		msg.Metadata.Set(k, v)
 	}
-	if keyMeta != "" && l.Key != "" {
+	if keyMeta != "" && key != "" {
 		if _, ok := msg.Metadata[keyMeta]; !ok {
-			msg.Metadata.Set(keyMeta, l.Key)
+			msg.Metadata.Set(keyMeta, key)
 		}
 	}
 	return msg, nil

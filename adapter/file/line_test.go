@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -50,6 +51,44 @@ func TestLineRoundTrip(t *testing.T) {
 	}
 }
 
+// Loom keys (and any metadata) may be binary; encoding/json would replace
+// the invalid UTF-8 with U+FFFD, so such fields go as marked base64.
+func TestLineRoundTripNotUTF8(t *testing.T) {
+	in := message.NewMessage("id-\xff", []byte("p"))
+	in.Metadata.Set("loom_key", "\xff\xfe")
+	in.Metadata.Set("name\x80", "plain")
+	in.Metadata.Set("text", "héllo")
+	b, err := MarshalLine(in, DefaultKeyMetadata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !utf8.Valid(b) {
+		t.Fatalf("line is not valid UTF-8: %q", b)
+	}
+	for _, marker := range []string{`"uuid_encoding":"base64"`, `"key_encoding":"base64"`, `"metadata_encoding":"base64"`} {
+		if !bytes.Contains(b, []byte(marker)) {
+			t.Errorf("marker %s missing: %s", marker, b)
+		}
+	}
+	if bytes.Contains(b, []byte("payload_encoding")) {
+		t.Errorf("text payload marked as base64: %s", b)
+	}
+	out, err := UnmarshalLine(b, DefaultKeyMetadata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.Equals(in) {
+		t.Fatalf("round trip changed the message:\n in: %q %q %q\nout: %q %q %q",
+			in.UUID, in.Payload, in.Metadata, out.UUID, out.Payload, out.Metadata)
+	}
+	// The key field alone (a line written by another tool) restores it too.
+	b, _ = MarshalLine(message.NewMessage("u", nil), "")
+	b = bytes.Replace(b, []byte(`"uuid":"u"`), []byte(`"uuid":"u","key":"//4=","key_encoding":"base64"`), 1)
+	if m, err := UnmarshalLine(b, "k"); err != nil || m.Metadata.Get("k") != "\xff\xfe" {
+		t.Fatalf("key from key field = %q, %v", m.Metadata.Get("k"), err)
+	}
+}
+
 func TestUnmarshalLineRestoresKeyFromKeyField(t *testing.T) {
 	msg, err := UnmarshalLine([]byte(`{"uuid":"u","key":"k9","payload":"p"}`), "my_key")
 	if err != nil {
@@ -69,6 +108,9 @@ func TestUnmarshalLineErrors(t *testing.T) {
 		"missing payload":  {`{"uuid":"u"}`, "missing field payload"},
 		"bad base64":       {`{"uuid":"u","payload":"!!!","payload_encoding":"base64"}`, "bad base64"},
 		"unknown encoding": {`{"uuid":"u","payload":"p","payload_encoding":"hex"}`, "unknown payload_encoding"},
+		"bad base64 uuid":  {`{"uuid":"!","uuid_encoding":"base64","payload":"p"}`, "bad base64 uuid"},
+		"bad base64 meta":  {`{"uuid":"u","metadata":{"a":"!"},"metadata_encoding":"base64","payload":"p"}`, "bad base64 metadata"},
+		"unknown key enc":  {`{"uuid":"u","key":"k","key_encoding":"hex","payload":"p"}`, "unknown key_encoding"},
 		"invalid utf-8":    {"{\"uuid\":\"u\",\"payload\":\"\xff\"}", "not valid UTF-8"},
 	}
 	for name, tc := range cases {

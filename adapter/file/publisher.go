@@ -115,6 +115,10 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := checkTopic(topic); err != nil {
 		return fmt.Errorf("file publisher: %w", err)
 	}
+	if limit := p.maxTopicBytes(); len(topic) > limit {
+		return fmt.Errorf("file publisher: topic %q: %d bytes, longer than %d: its file names would not fit in %d bytes",
+			topic, len(topic), limit, maxNameBytes)
+	}
 	// Encode outside the lock so concurrent publishers only serialise on I/O.
 	lines := make([][]byte, len(msgs))
 	for i, msg := range msgs {
@@ -141,11 +145,13 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		}
 		// One Write per line: the mutex keeps lines whole within this
 		// Publisher, O_APPEND puts them at the end.
+		before := jf.size
 		n, err := jf.f.Write(b)
 		jf.size += int64(n)
 		jf.dirty = true
 		if err != nil {
-			return fmt.Errorf("file publisher: write %s: %w", jf.f.Name(), err)
+			err = fmt.Errorf("file publisher: write %s: %w", jf.f.Name(), err)
+			return errors.Join(err, p.undoWrite(topic, jf, before))
 		}
 	}
 	if p.cfg.Fsync == FsyncAlways && jf != nil {
@@ -154,6 +160,37 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		}
 	}
 	return nil
+}
+
+// undoWrite removes the part of a failed (short) write, so the file does
+// not end mid-line: the next line would be glued to the torn one and the
+// reader would drop both. If the truncate fails too, the file is closed so
+// that the next Publish reopens it and repairTail ends the torn line.
+// Called with p.mu held.
+func (p *Publisher) undoWrite(topic string, jf *jsonlFile, size int64) error {
+	if jf.size == size {
+		return nil
+	}
+	err := jf.f.Truncate(size)
+	if err == nil {
+		jf.size = size
+		return nil
+	}
+	delete(p.files, topic)
+	return fmt.Errorf("file publisher: remove partial line from %s: %w", jf.f.Name(), errors.Join(err, jf.f.Close()))
+}
+
+// maxNameBytes is NAME_MAX of Linux file systems.
+const maxNameBytes = 255
+
+// maxTopicBytes is the longest topic whose file names fit in maxNameBytes:
+// <topic>.jsonl and, with rotation, <topic>-<time, 26 bytes>-<seq, up to
+// 20 digits>.jsonl.
+func (p *Publisher) maxTopicBytes() int {
+	if p.cfg.MaxBytes > 0 || p.cfg.MaxAge > 0 {
+		return maxNameBytes - len("-20060102T150405.000000000Z-18446744073709551615.jsonl")
+	}
+	return maxNameBytes - len(".jsonl")
 }
 
 // fileFor returns the open file for topic, rotating it first when writing n
@@ -256,8 +293,12 @@ func (p *Publisher) rotate(topic string, jf *jsonlFile) error {
 		p.rotSeq++
 		newName = fmt.Sprintf("%s-%s-%d.jsonl", topic, ts, p.rotSeq)
 		// Rename overwrites; never clobber an older rotated file.
-		if _, err := p.root.Lstat(newName); errors.Is(err, fs.ErrNotExist) {
+		_, err := p.root.Lstat(newName)
+		if errors.Is(err, fs.ErrNotExist) {
 			break
+		}
+		if err != nil { // e.g. ENAMETOOLONG: trying the next seq would loop forever
+			return fmt.Errorf("file publisher: rotate %s of topic %q: %w", jf.f.Name(), topic, err)
 		}
 	}
 	if err := p.root.Rename(jf.name, newName); err != nil {
@@ -310,9 +351,20 @@ func (p *Publisher) publishRaw(topic string, msg *message.Message) error {
 		_ = p.root.Remove(tmp)
 		return err
 	}
-	if err := p.root.Rename(tmp, name); err != nil {
+	// Link instead of rename: rename would silently replace a file of an
+	// earlier message with the same name (e.g. {{.Seq}} after a restart);
+	// link fails with EEXIST instead.
+	if err := p.root.Link(tmp, name); err != nil {
 		_ = p.root.Remove(tmp)
-		return fmt.Errorf("file publisher: rename %s to %s: %w", p.abs(tmp), p.abs(name), err)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("file publisher: message %s: %s already exists, not replacing it: %w", msg.UUID, p.abs(name), err)
+		}
+		return fmt.Errorf("file publisher: link %s to %s: %w", p.abs(tmp), p.abs(name), err)
+	}
+	if err := p.root.Remove(tmp); err != nil {
+		// The message is in place; failing now would make a retry hit
+		// EEXIST. A leftover dot-temp file is safe to delete.
+		p.logger.Error("Removing temp file failed", err, watermill.LogFields{"file": p.abs(tmp)})
 	}
 	switch p.cfg.Fsync {
 	case FsyncAlways:

@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -341,5 +343,109 @@ func TestConcurrentPublishers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A failed (short) write must not leave a torn line: the next line would be
+// glued to it and the reader would drop a message whose Publish returned
+// nil. RLIMIT_FSIZE makes write(2) stop part-way with EFBIG, as a full disk
+// does with ENOSPC.
+func TestPublishShortWriteLeavesNoTornLine(t *testing.T) {
+	dir := t.TempDir()
+	p := newPub(t, PublisherConfig{Dir: dir, Fsync: FsyncNever})
+	publish(t, p, "t", message.NewMessage("m1", []byte("first")))
+	st, err := os.Stat(filepath.Join(dir, "t.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := syscall.Rlimit{Cur: uint64(st.Size()) + 20, Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
+	}
+	err = p.Publish("t", message.NewMessage("m2", []byte(strings.Repeat("z", 100))))
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !errors.Is(err, syscall.EFBIG) || !strings.Contains(err.Error(), "t.jsonl") {
+		t.Fatalf("publish past the size limit = %v, want EFBIG naming the file", err)
+	}
+	if after, _ := os.Stat(filepath.Join(dir, "t.jsonl")); after.Size() != st.Size() {
+		t.Fatalf("file has %d bytes after the failed write, want %d (partial line removed)", after.Size(), st.Size())
+	}
+
+	publish(t, p, "t", message.NewMessage("m3", []byte("third")))
+	if got := readLines(t, filepath.Join(dir, "t.jsonl")); len(got) != 2 || got[0].UUID != "m1" || got[1].UUID != "m3" {
+		t.Fatalf("file holds %v, want m1 and m3", got)
+	}
+}
+
+// A topic whose rotated file name would exceed NAME_MAX is refused at once
+// (it used to make rotation spin forever holding the mutex), and rotation
+// itself returns errors other than "not exist" from checking a name.
+func TestRotationNameTooLong(t *testing.T) {
+	dir := t.TempDir()
+	p := newPub(t, PublisherConfig{Dir: dir, MaxBytes: 10, Fsync: FsyncNever})
+	long := strings.Repeat("a", 240)
+	err := p.Publish(long, message.NewMessage("1", []byte("x")))
+	if err == nil || !strings.Contains(err.Error(), "longer than 201") {
+		t.Fatalf("Publish to a 240-byte topic with rotation = %v, want it refused", err)
+	}
+	// Without rotation the same topic fits (<topic>.jsonl is 246 bytes).
+	p2 := newPub(t, PublisherConfig{Dir: dir, Fsync: FsyncNever})
+	publish(t, p2, long, message.NewMessage("1", []byte("x")))
+
+	// rotate itself, bypassing the check: the rotated name is too long.
+	// Not closed on timeout: a rotate stuck holding p.mu would hang Close.
+	p3, err := NewPublisher(PublisherConfig{Dir: dir, MaxBytes: 10, Fsync: FsyncNever}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		p3.mu.Lock()
+		defer p3.mu.Unlock()
+		jf, err := p3.openJSONL(long)
+		if err == nil {
+			err = p3.rotate(long, jf)
+		}
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(waitTime):
+		t.Fatal("rotate did not return")
+	}
+	if !errors.Is(err, syscall.ENAMETOOLONG) || !strings.Contains(err.Error(), long+".jsonl") {
+		t.Fatalf("rotate = %v, want ENAMETOOLONG naming the file", err)
+	}
+	if err := p3.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Raw files are never replaced: {{.Seq}} starts at 1 again after a restart.
+func TestPublishRawNeverReplacesAFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := PublisherConfig{Dir: dir, Format: FormatRaw, NameTemplate: "{{.Topic}}/{{.Seq}}.bin"}
+	p1 := newPub(t, cfg)
+	publish(t, p1, "t", message.NewMessage("a", []byte("first run")))
+	if err := p1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p2 := newPub(t, cfg)
+	err := p2.Publish("t", message.NewMessage("b", []byte("second run")))
+	if !errors.Is(err, fs.ErrExist) || !strings.Contains(err.Error(), filepath.Join(dir, "t", "1.bin")) {
+		t.Fatalf("Publish onto an existing name = %v, want ErrExist naming the file", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "t", "1.bin")); string(b) != "first run" {
+		t.Fatalf("earlier message replaced: file holds %q", b)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "t")); len(entries) != 1 {
+		t.Fatalf("temp file left behind: %v", entries)
 	}
 }

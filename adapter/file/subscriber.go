@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,7 +130,7 @@ func (s *Subscriber) run(ctx context.Context, topic string, t *tail, out chan<- 
 			msg, l.bad = UnmarshalLine(l.data, s.cfg.KeyMetadata)
 		}
 		if l.bad != nil {
-			s.deadLetter(logger, t.path, l)
+			s.deadLetter(logger, t.name(), l)
 		} else if !s.deliver(ctx, msg, out) {
 			return
 		}
@@ -258,6 +259,12 @@ type tail struct {
 	poll    time.Duration
 	closing <-chan struct{}
 
+	// want is the identity of the file a loaded offset belongs to (nil:
+	// unknown); the first open checks it against the current file.
+	want *fileID
+	old  bool    // reading a rotated file found by want; the current file comes next
+	id   *fileID // identity of f, stored with the offset
+
 	f       *os.File
 	br      *bufio.Reader
 	offset  int64  // byte offset past the last consumed line
@@ -269,6 +276,17 @@ type tail struct {
 type offsetFile struct {
 	Offset int64 `json:"offset"`
 	Line   int64 `json:"line"`
+	// File identifies the file Offset belongs to, so that it is not applied
+	// to another file after a rotation. Absent in offset files of older
+	// versions and where the identity is unknown.
+	File *fileID `json:"file,omitempty"`
+}
+
+// fileID is a file's identity: it stays the same when the file is renamed
+// (rotated) and differs for a recreated file.
+type fileID struct {
+	Dev uint64 `json:"dev"`
+	Ino uint64 `json:"ino"`
 }
 
 func (t *tail) loadOffset() error {
@@ -288,7 +306,7 @@ func (t *tail) loadOffset() error {
 	if err := json.Unmarshal(b, &o); err != nil {
 		return fmt.Errorf("file subscriber: offset file %s: %w", t.offPath, err)
 	}
-	t.offset, t.lineNo = o.Offset, o.Line
+	t.offset, t.lineNo, t.want = o.Offset, o.Line, o.File
 	return nil
 }
 
@@ -299,7 +317,7 @@ func (t *tail) saveOffset(offset, line int64) error {
 		return nil
 	}
 	dir := filepath.Dir(t.offPath)
-	b, _ := json.Marshal(offsetFile{Offset: offset, Line: line})
+	b, _ := json.Marshal(offsetFile{Offset: offset, Line: line, File: t.id})
 	f, err := os.CreateTemp(dir, "."+filepath.Base(t.offPath)+"-*.tmp")
 	if err != nil {
 		return fmt.Errorf("file subscriber: save offset: %w", err)
@@ -324,44 +342,116 @@ func (t *tail) saveOffset(offset, line int64) error {
 	return nil
 }
 
-// open opens the file at the current offset; an offset past the end means
-// the file was replaced or truncated, so reading starts over.
+// open opens the file at the current offset. The first open checks the
+// identity stored with the offset: if <topic>.jsonl is another file (it was
+// rotated while no Subscriber ran), the rotated file is finished first when
+// it can be found among <topic>-*.jsonl, and otherwise the current file is
+// read from the start. An offset past the end means the file was replaced
+// or truncated, so reading starts over.
 func (t *tail) open(logger watermill.LoggerAdapter) error {
-	f, err := os.Open(t.path)
-	if err != nil {
-		return fmt.Errorf("file subscriber: %w", err)
+	f, st, err := openStat(t.path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("file subscriber: %w", err)
+	if t.want != nil && (f == nil || differs(idOf(st), t.want)) {
+		if rf, rst := t.findRotated(*t.want, logger); rf != nil {
+			if f != nil {
+				f.Close()
+			}
+			logger.Info("Stored offset belongs to a rotated file, finishing it first",
+				watermill.LogFields{"file": t.path, "rotated": rf.Name(), "offset": t.offset})
+			f, st, err, t.old = rf, rst, nil, true
+		} else if f != nil {
+			logger.Info("Stored offset belongs to a file that is gone, reading the current file from the start",
+				watermill.LogFields{"file": t.path, "offset": t.offset})
+			t.offset, t.lineNo = 0, 0
+		}
 	}
+	if f == nil {
+		return err // not there yet; want is checked again on the next open
+	}
+	t.want = nil
 	if t.offset > st.Size() {
 		logger.Info("Stored offset is past the end of the file, starting from the beginning",
-			watermill.LogFields{"file": t.path, "offset": t.offset, "size": st.Size()})
+			watermill.LogFields{"file": f.Name(), "offset": t.offset, "size": st.Size()})
 		t.offset, t.lineNo = 0, 0
 	}
 	if _, err := f.Seek(t.offset, io.SeekStart); err != nil {
 		f.Close()
-		return fmt.Errorf("file subscriber: seek %s: %w", t.path, err)
+		return fmt.Errorf("file subscriber: seek %s: %w", f.Name(), err)
 	}
-	t.f = f
+	t.f, t.id = f, idOf(st)
 	t.br = bufio.NewReaderSize(f, 64<<10)
 	t.partial, t.pending = nil, 0
 	return nil
 }
 
+func openStat(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("file subscriber: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("file subscriber: %w", err)
+	}
+	return f, st, nil
+}
+
+// differs reports whether two identities are known and different.
+func differs(a, b *fileID) bool { return a != nil && b != nil && *a != *b }
+
+// findRotated opens the rotated file <topic>-*.jsonl with identity id, or
+// returns nil. Errors only mean it is not found: the caller falls back to
+// the current file.
+func (t *tail) findRotated(id fileID, logger watermill.LoggerAdapter) (*os.File, os.FileInfo) {
+	dir := filepath.Dir(t.path)
+	prefix := strings.TrimSuffix(filepath.Base(t.path), ".jsonl") + "-"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		logger.Error("Listing rotated files failed", err, watermill.LogFields{"dir": dir})
+		return nil, nil
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) || !strings.HasSuffix(e.Name(), ".jsonl") {
+			continue
+		}
+		f, st, err := openStat(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // removed meanwhile
+		}
+		if got := idOf(st); got != nil && *got == id {
+			return f, st
+		}
+		f.Close()
+	}
+	return nil, nil
+}
+
 func (t *tail) close() {
 	if t.f != nil {
 		t.f.Close()
-		t.f = nil
+		t.f, t.id = nil, nil
 	}
 }
 
-// restart drops the current file and continues at the start of path.
-func (t *tail) restart() error {
+// name is the file being read, for logs and dead letters.
+func (t *tail) name() string {
+	if t.f != nil {
+		return t.f.Name()
+	}
+	return t.path
+}
+
+// restart drops the current file and continues at the start of path. It
+// opens the new file at once so the stored offset 0 carries its identity.
+func (t *tail) restart(logger watermill.LoggerAdapter) error {
 	t.close()
-	t.offset, t.lineNo = 0, 0
+	t.offset, t.lineNo, t.old = 0, 0, false
+	if err := t.open(logger); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	return t.saveOffset(0, 0)
 }
 
@@ -374,6 +464,9 @@ func (t *tail) next(ctx context.Context, logger watermill.LoggerAdapter) (rawLin
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return rawLine{}, err
 			}
+			if err != nil && !t.follow {
+				return rawLine{}, io.EOF // a finished rotated file and no current one
+			}
 			if err != nil { // follow mode: wait for the file to appear
 				if !sleep(ctx, t.closing, t.poll) {
 					return rawLine{}, t.stopErr(ctx)
@@ -385,7 +478,7 @@ func (t *tail) next(ctx context.Context, logger watermill.LoggerAdapter) (rawLin
 			return l, err
 		}
 		// At EOF with no complete line.
-		if !t.follow {
+		if !t.follow && !t.old {
 			if t.pending > 0 {
 				return t.torn(), nil
 			}
@@ -396,10 +489,11 @@ func (t *tail) next(ctx context.Context, logger watermill.LoggerAdapter) (rawLin
 		switch {
 		case cerr != nil:
 			return rawLine{}, fmt.Errorf("file subscriber: %w", cerr)
-		case err == nil && !os.SameFile(st, cur):
-			// Rotated or recreated. First drain lines written to the old
-			// file between our EOF and the Stat. The writer is done with
-			// it, so an unfinished last line is torn, not incomplete.
+		case t.old || err == nil && !os.SameFile(st, cur):
+			// Rotated or recreated (or a rotated file found at startup is
+			// done). First drain lines written to the old file between our
+			// EOF and the Stat. The writer is done with it, so an
+			// unfinished last line is torn, not incomplete.
 			if l, ok, err := t.readLine(); ok || err != nil {
 				return l, err
 			}
@@ -407,13 +501,13 @@ func (t *tail) next(ctx context.Context, logger watermill.LoggerAdapter) (rawLin
 				return t.torn(), nil
 			}
 			logger.Info("File was replaced, reading the new one", nil)
-			if err := t.restart(); err != nil {
+			if err := t.restart(logger); err != nil {
 				return rawLine{}, err
 			}
 			continue
 		case err == nil && st.Size() < t.offset+t.pending:
 			logger.Info("File was truncated, reading from the start", nil)
-			if err := t.restart(); err != nil {
+			if err := t.restart(logger); err != nil {
 				return rawLine{}, err
 			}
 			continue

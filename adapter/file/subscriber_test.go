@@ -137,6 +137,96 @@ func TestOffsetSurvivesRestart(t *testing.T) {
 	}
 }
 
+// The offset file records which file its offset belongs to. After a
+// rotation while no Subscriber ran, the offset is not applied to the new
+// file (that skipped its unacked lines): the rotated file is finished
+// first, or, if it is gone, the new file is read from the start.
+func TestOffsetAcrossRotationWhileStopped(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		follow        bool
+		deleteRotated bool
+		want          string
+	}{
+		{"rotated file finished first", false, false, "u03,u04,u05,u06,u07,u08,u09"},
+		{"rotated file finished first, follow", true, false, "u03,u04,u05,u06,u07,u08,u09"},
+		{"rotated file gone", false, true, "u06,u07,u08,u09"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			all := msgs(10)
+			one, _ := MarshalLine(all[0], DefaultKeyMetadata)
+			// Six lines per file: u00-u05 in the rotated file, u06-u09 in the new one.
+			p := newPub(t, PublisherConfig{Dir: dir, MaxBytes: int64(6 * len(one))})
+			publish(t, p, "t", all[:4]...)
+
+			s1 := newSub(t, SubscriberConfig{Dir: dir})
+			ch := subscribe(t, s1, "t")
+			receiveAck(t, ch, 3)
+			receive(t, ch) // u03, never acked
+			if err := s1.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(dir, "t.jsonl.offset")); !strings.Contains(string(b), `"file":{"dev":`) {
+				t.Errorf("offset file lacks the file identity: %s", b)
+			}
+
+			publish(t, p, "t", all[4:]...) // rotates once, while no reader runs
+			rotated := rotatedFiles(t, dir, "t")
+			if len(rotated) != 1 {
+				t.Fatalf("rotated files %v, want one", rotated)
+			}
+			if tc.deleteRotated {
+				if err := os.Remove(filepath.Join(dir, rotated[0])); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			dl := &capturePub{}
+			cfg := SubscriberConfig{Dir: dir, Follow: tc.follow, PollInterval: time.Millisecond, DeadLetterTopic: "dl", DeadLetterPublisher: dl}
+			s2 := newSub(t, cfg)
+			var got []*message.Message
+			if tc.follow {
+				got = receiveAck(t, subscribe(t, s2, "t"), strings.Count(tc.want, ",")+1)
+			} else {
+				got = drain(t, subscribe(t, s2, "t"))
+			}
+			if uuids(got) != tc.want {
+				t.Fatalf("after restart read %s, want %s", uuids(got), tc.want)
+			}
+			if _, dls := dl.got(); len(dls) != 0 {
+				t.Fatalf("%d dead letters, want none", len(dls))
+			}
+			if err := s2.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// Everything is acked: a third reader has nothing left.
+			s3 := newSub(t, SubscriberConfig{Dir: dir})
+			if left := drain(t, subscribe(t, s3, "t")); len(left) != 0 {
+				t.Fatalf("re-read %s", uuids(left))
+			}
+		})
+	}
+}
+
+// Offset files of older versions hold no file identity; their offset is
+// applied to the current file as before.
+func TestOffsetFileWithoutIdentity(t *testing.T) {
+	dir := t.TempDir()
+	all := msgs(3)
+	one, _ := MarshalLine(all[0], DefaultKeyMetadata)
+	p := newPub(t, PublisherConfig{Dir: dir})
+	publish(t, p, "t", all...)
+	legacy := fmt.Sprintf(`{"offset":%d,"line":1}`, len(one))
+	if err := os.WriteFile(filepath.Join(dir, "t.jsonl.offset"), []byte(legacy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newSub(t, SubscriberConfig{Dir: dir})
+	if got := uuids(drain(t, subscribe(t, s, "t"))); got != "u01,u02" {
+		t.Fatalf("read %s, want u01,u02", got)
+	}
+}
+
 func TestBadLinesGoToDeadLetters(t *testing.T) {
 	dir := t.TempDir()
 	good := func(uuid string) string {

@@ -27,6 +27,7 @@ const (
 	DefaultBreakerFailures      = 5
 	DefaultBreakerOpenTimeout   = 30 * time.Second
 	DefaultBreakerHalfOpenProbe = 1
+	DefaultRememberAccepted     = 10000
 )
 
 // ContentTypeMetadata is the message metadata key whose value, when set,
@@ -54,6 +55,12 @@ type PublisherConfig struct {
 	// idle timeouts, TLS verification on, and redirects not followed (a
 	// redirected POST would silently turn into a GET).
 	HTTPClient *http.Client `koanf:"-"`
+	// RememberAccepted is how many accepted message UUIDs each endpoint
+	// remembers, oldest forgotten first (default 10000, about 100 bytes
+	// each). Publish skips an endpoint that accepted the message's UUID,
+	// so a caller retrying a Publish that returned an error does not send
+	// the message again to endpoints that already took it.
+	RememberAccepted int `koanf:"remember_accepted"`
 }
 
 // EndpointConfig configures one receiver of the fan-out.
@@ -109,7 +116,11 @@ type RetryConfig struct {
 }
 
 // BreakerConfig configures the endpoint's circuit breaker. While it is
-// open, messages wait (within MaxElapsedTime) instead of using attempts.
+// open, the endpoint's messages are dead-lettered at once with reason
+// "breaker_open" (Replay sends them later) rather than waiting: a caller
+// that publishes one message at a time would otherwise get nothing to the
+// healthy endpoints while this one is down. While it is half-open,
+// messages beyond the probes wait for the probes' outcome.
 type BreakerConfig struct {
 	// Failures is the number of consecutive failed attempts that opens the
 	// breaker (default 5).
@@ -131,6 +142,9 @@ func (c *PublisherConfig) setDefaults() {
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = newDefaultClient()
+	}
+	if c.RememberAccepted == 0 {
+		c.RememberAccepted = DefaultRememberAccepted
 	}
 	for i := range c.Endpoints {
 		c.Endpoints[i].setDefaults()
@@ -188,6 +202,12 @@ func (c *PublisherConfig) Validate() error {
 	}
 	if c.DeadLetter == nil {
 		errs = append(errs, errors.New("dead_letter: a dead-letter publisher is required"))
+	}
+	if !validHeaderValue(c.ContentType) {
+		errs = append(errs, fmt.Errorf("content_type: invalid header value %q: contains control characters", c.ContentType))
+	}
+	if c.RememberAccepted < 0 {
+		errs = append(errs, errors.New("remember_accepted: must not be negative"))
 	}
 	for k, h := range c.MetadataHeaders {
 		if !validHeaderName(h) {
@@ -308,19 +328,20 @@ func validHeaderValue(v string) bool {
 	return true
 }
 
-// redactURL hides the parts of an endpoint URL that may carry credentials
-// (user info and query), so it can go into logs and dead letters.
+// redactURL keeps only scheme://host[:port] of an endpoint URL, for logs,
+// errors and dead letters: user info, query and path may all carry
+// credentials (Slack, Discord and Teams webhook URLs hold their token in
+// the path). Anything after the host shows as "/…".
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
+	if err != nil || u.Host == "" {
 		return "(invalid url)"
 	}
-	u.User = nil
-	if u.RawQuery != "" {
-		u.RawQuery = "redacted"
+	r := u.Scheme + "://" + u.Host
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		r += "/…"
 	}
-	u.Fragment = ""
-	return u.String()
+	return r
 }
 
 func newDefaultClient() *http.Client {

@@ -35,8 +35,9 @@ func TestConfigDefaults(t *testing.T) {
 	if e.Breaker != (BreakerConfig{Failures: 5, OpenTimeout: 30 * time.Second, HalfOpenRequests: 1}) {
 		t.Errorf("breaker defaults %+v", e.Breaker)
 	}
-	if c.ContentType != DefaultContentType || c.DeadLetterTopic != DefaultDeadLetterTopic || c.HTTPClient == nil {
-		t.Errorf("publisher defaults: content type %q, topic %q", c.ContentType, c.DeadLetterTopic)
+	if c.ContentType != DefaultContentType || c.DeadLetterTopic != DefaultDeadLetterTopic || c.HTTPClient == nil ||
+		c.RememberAccepted != DefaultRememberAccepted {
+		t.Errorf("publisher defaults: content type %q, topic %q, remember_accepted %d", c.ContentType, c.DeadLetterTopic, c.RememberAccepted)
 	}
 	if c.HTTPClient.CheckRedirect == nil {
 		t.Errorf("default client follows redirects")
@@ -63,6 +64,8 @@ func TestConfigValidation(t *testing.T) {
 			c.Endpoints[1].Headers = map[string]string{"Authorization": "TOPSECRET\r\nX: y"}
 		}, "endpoints[1].headers[Authorization]: "},
 		{"bad metadata header", func(c *PublisherConfig) { c.MetadataHeaders = map[string]string{"k": "a:b"} }, "metadata_headers[k]: "},
+		{"bad content type", func(c *PublisherConfig) { c.ContentType = "text/plain\r\nX-Injected: 1" }, "content_type: invalid header value"},
+		{"negative remember_accepted", func(c *PublisherConfig) { c.RememberAccepted = -1 }, "remember_accepted: "},
 		{"negative timeout", func(c *PublisherConfig) { c.Endpoints[1].Timeout = -1 }, "endpoints[1].timeout: "},
 		{"negative max_in_flight", func(c *PublisherConfig) { c.Endpoints[1].MaxInFlight = -1 }, "endpoints[1].max_in_flight: "},
 		{"negative rate", func(c *PublisherConfig) { c.Endpoints[1].RateLimit = -1 }, "endpoints[1].rate_limit: "},
@@ -109,9 +112,22 @@ func TestConfigReportsEveryError(t *testing.T) {
 	}
 }
 
+// Slack, Discord and Teams webhook URLs carry their secret in the path:
+// only scheme, host and port may appear in logs, errors and dead letters.
 func TestRedactURL(t *testing.T) {
-	got := redactURL("https://user:pass@h.example:8443/p/a?token=s3cret#frag")
-	if got != "https://h.example:8443/p/a?redacted" {
-		t.Fatalf("redactURL = %q", got)
+	cases := map[string]string{
+		"https://user:pass@h.example:8443/p/a?token=s3cret#frag": "https://h.example:8443/…",
+		"https://hooks.slack.com/services/T0/B0/XXXXSECRETXXXX":  "https://hooks.slack.com/…",
+		"https://discord.com/api/webhooks/123/SECRET-TOKEN":      "https://discord.com/…",
+		"http://h.example:8080":                                  "http://h.example:8080",
+		"http://h.example/":                                      "http://h.example",
+		"https://h.example?sig=SECRET":                           "https://h.example/…",
+		"https://h.example/%2Fescaped%2FSECRET":                  "https://h.example/…",
+		"::not a url":                                            "(invalid url)",
+	}
+	for in, want := range cases {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,9 @@ const (
 	ReasonGone      = "gone"      // 410 Gone: the endpoint is disabled
 	ReasonClosed    = "closed"    // the Publisher was closed first
 	ReasonCanceled  = "canceled"  // the message's context was canceled
+	// ReasonBreakerOpen: the endpoint's circuit breaker was open. Such
+	// messages are not held back; Replay sends them once it recovers.
+	ReasonBreakerOpen = "breaker_open"
 )
 
 // errGone is the last error of messages refused because an earlier 410
@@ -49,6 +53,7 @@ type endpoint struct {
 	// workers, so no job sits in a buffer when the workers stop.
 	queue    chan job
 	disabled atomic.Bool
+	accepted *acceptedSet
 
 	delivered, retried, deadLettered atomic.Uint64
 }
@@ -89,8 +94,8 @@ func (e *attemptError) Error() string {
 
 func (e *attemptError) Unwrap() error { return e.err }
 
-func newEndpoint(cfg EndpointConfig) (*endpoint, error) {
-	ep := &endpoint{cfg: cfg, url: redactURL(cfg.URL), queue: make(chan job)}
+func newEndpoint(cfg EndpointConfig, remember int) (*endpoint, error) {
+	ep := &endpoint{cfg: cfg, url: redactURL(cfg.URL), queue: make(chan job), accepted: newAcceptedSet(remember)}
 	if len(cfg.Secrets) > 0 {
 		keys, err := decodeSecrets(cfg.Secrets)
 		if err != nil {
@@ -156,6 +161,7 @@ func (p *Publisher) process(ep *endpoint, j job) error {
 	)
 	if err == nil {
 		ep.delivered.Add(1)
+		ep.accepted.add(j.msg.UUID)
 		p.logger.Trace("webhook: delivered", p.fields(ep, j, &d))
 		return nil
 	}
@@ -191,11 +197,18 @@ func (p *Publisher) attempt(ctx context.Context, ep *endpoint, j job, d *deliver
 		return struct{}{}, p.send(ctx, ep, j, d)
 	})
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-		// Waiting for the breaker costs no attempt; poll at the initial
-		// interval so the message goes soon after the breaker closes.
 		if d.lastErr == nil {
 			d.lastErr = err
 		}
+		if errors.Is(err, gobreaker.ErrOpenState) {
+			// Waiting up to the retry budget would hold a caller that
+			// publishes one message at a time, and with it the healthy
+			// endpoints; the dead letter is replayed later.
+			d.reason = ReasonBreakerOpen
+			return backoff.Permanent(err)
+		}
+		// Half-open: the probes in flight decide soon. Waiting costs no
+		// attempt; poll at the initial interval.
 		return &backoff.RetryAfterError{Duration: min(ep.cfg.Retry.InitialInterval, ep.cfg.Breaker.OpenTimeout)}
 	}
 	if err == nil {
@@ -336,11 +349,48 @@ func (p *Publisher) fields(ep *endpoint, j job, d *delivery) watermill.LogFields
 }
 
 // redactErr replaces the URL that net/http quotes in its errors with the
-// redacted one (net/http hides only the password, not query tokens).
+// redacted one (net/http hides only the password; path and query may
+// hold tokens).
 func redactErr(err error, redacted string) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		return &url.Error{Op: ue.Op, URL: redacted, Err: ue.Err}
 	}
 	return err
+}
+
+// acceptedSet remembers the last n message UUIDs an endpoint accepted, so
+// that a Publish the caller retries (it returned an error because of
+// another endpoint) skips this one. A ring evicts the oldest.
+type acceptedSet struct {
+	mu   sync.Mutex
+	ids  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newAcceptedSet(n int) *acceptedSet {
+	return &acceptedSet{ids: map[string]struct{}{}, ring: make([]string, n)}
+}
+
+func (s *acceptedSet) add(id string) {
+	if id == "" || len(s.ring) == 0 {
+		return // "" marks a free slot; an empty UUID identifies nothing
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.ids[id]; ok {
+		return
+	}
+	delete(s.ids, s.ring[s.next])
+	s.ring[s.next] = id
+	s.ids[id] = struct{}{}
+	s.next = (s.next + 1) % len(s.ring)
+}
+
+func (s *acceptedSet) has(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ids[id]
+	return ok
 }

@@ -13,7 +13,16 @@
 // Publish returns nil once every endpoint has accepted each message or it
 // has been dead-lettered for that endpoint. Because of the retry budget
 // (24h by default) that can take long; endpoints progress concurrently, so
-// a slow one does not delay the others.
+// a slow one does not delay the others. An endpoint that keeps failing
+// opens its circuit breaker; while it is open, its messages are
+// dead-lettered at once with reason "breaker_open" instead of waiting, so
+// a caller that publishes one message at a time (a Watermill handler)
+// keeps delivering to the healthy endpoints. Replay sends those dead
+// letters once the endpoint is back.
+//
+// Logs, errors and dead letters show an endpoint URL only as
+// scheme://host[:port] followed by "/…": user info, path and query may
+// hold secrets (Slack, Discord and Teams put their token in the path).
 package webhook
 
 import (
@@ -32,7 +41,7 @@ import (
 // Replay reads MetadataEndpoint and strips all of them.
 const (
 	MetadataEndpoint   = "dlq_endpoint"    // endpoint name
-	MetadataURL        = "dlq_url"         // endpoint URL, user info and query redacted
+	MetadataURL        = "dlq_url"         // endpoint URL as scheme://host[:port], the rest redacted
 	MetadataTopic      = "dlq_topic"       // topic given to Publish
 	MetadataAttempts   = "dlq_attempts"    // HTTP requests made
 	MetadataLastStatus = "dlq_last_status" // last HTTP status, 0 if none
@@ -86,7 +95,7 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 		byName:    map[string]*endpoint{},
 	}
 	for _, ec := range cfg.Endpoints {
-		ep, err := newEndpoint(ec)
+		ep, err := newEndpoint(ec, cfg.RememberAccepted)
 		if err != nil {
 			return nil, fmt.Errorf("webhook: %w", err)
 		}
@@ -109,11 +118,18 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 // what is then undelivered is dead-lettered with reason "canceled" (and
 // "closed" on Close), so Publish still returns nil and nothing is lost or
 // sent twice. An error means a dead letter could not be published: that
-// message may be lost for that endpoint unless the caller retries it.
+// message may be lost for that endpoint unless the caller retries it. A
+// retry (the same UUID) skips the endpoints that accepted the message,
+// within the last remember_accepted messages of each endpoint.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	jobs := make(map[*endpoint][]job, len(p.endpoints))
 	for _, ep := range p.endpoints {
 		for _, m := range msgs {
+			if ep.accepted.has(m.UUID) {
+				p.logger.Debug("webhook: endpoint accepted this message before, not sending it again",
+					watermill.LogFields{"endpoint": ep.cfg.Name, "message_uuid": m.UUID})
+				continue
+			}
 			jobs[ep] = append(jobs[ep], job{msg: m, topic: topic, ctx: m.Context(), deadLetter: true})
 		}
 	}
@@ -126,9 +142,10 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 // Replay sends dead letters (as published by this package) again, each to
 // the endpoint named in its MetadataEndpoint only, with that endpoint's
 // retries. The message keeps its UUID (the webhook-id), payload and
-// original metadata; ctx cancels it. A replay that fails again is not
-// dead-lettered again: the returned error lists each failed or unknown
-// message so the caller can keep it.
+// original metadata; ctx cancels it. A dead letter whose endpoint has
+// accepted that UUID since (a retried Publish) is skipped as done. A replay
+// that fails again is not dead-lettered again: the returned error lists
+// each failed or unknown message so the caller can keep it.
 func (p *Publisher) Replay(ctx context.Context, deadLetters []*message.Message) error {
 	jobs := map[*endpoint][]job{}
 	var errs []error
@@ -137,6 +154,9 @@ func (p *Publisher) Replay(ctx context.Context, deadLetters []*message.Message) 
 		ep := p.byName[name]
 		if ep == nil {
 			errs = append(errs, fmt.Errorf("replay of message %s: unknown endpoint %q", dl.UUID, name))
+			continue
+		}
+		if ep.accepted.has(dl.UUID) {
 			continue
 		}
 		m := message.NewMessage(dl.UUID, dl.Payload)

@@ -289,7 +289,7 @@ func TestEndpointsAreIndependent(t *testing.T) {
 	}
 	want := map[string]string{
 		MetadataEndpoint:   "bad",
-		MetadataURL:        bad.URL + "/hook?redacted",
+		MetadataURL:        bad.URL + "/…",
 		MetadataTopic:      "orders",
 		MetadataAttempts:   "3",
 		MetadataLastStatus: "500",
@@ -355,9 +355,14 @@ func TestCircuitBreakerStopsRequests(t *testing.T) {
 	if st := endpointStats(t, p, "a"); st.Breaker != "open" {
 		t.Fatalf("breaker is %q, want open", st.Breaker)
 	}
+	// The message is dead-lettered as soon as the breaker opens, not when
+	// its retry budget runs out.
 	dl := dlq.all()
-	if len(dl) != 1 || dl[0].Metadata.Get(MetadataAttempts) != "3" || dl[0].Metadata.Get(MetadataLastStatus) != "500" {
-		t.Fatalf("dead letters = %v", dl)
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dl))
+	}
+	if md := dl[0].Metadata; md.Get(MetadataAttempts) != "3" || md.Get(MetadataLastStatus) != "500" || md.Get(MetadataReason) != ReasonBreakerOpen {
+		t.Fatalf("dead letter metadata %v, want 3 attempts, last status 500, reason %s", md, ReasonBreakerOpen)
 	}
 }
 
@@ -367,21 +372,143 @@ func TestCircuitBreakerHalfOpenProbe(t *testing.T) {
 	ep := endpointFor("a", s)
 	ep.Retry.MaxAttempts = 10
 	ep.Breaker = BreakerConfig{Failures: 3, OpenTimeout: openFor}
-	p := newTestPublisher(t, &dlqRecorder{}, nil, ep)
-	if err := p.Publish("t", message.NewMessage(watermill.NewUUID(), nil)); err != nil {
+	dlq := &dlqRecorder{}
+	p := newTestPublisher(t, dlq, nil, ep)
+	first, second, third := message.NewMessage(watermill.NewUUID(), nil), message.NewMessage(watermill.NewUUID(), nil),
+		message.NewMessage(watermill.NewUUID(), nil)
+	// The first opens the breaker; the second finds it open.
+	for _, m := range []*message.Message{first, second} {
+		if err := p.Publish("t", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dl := dlq.all()
+	if len(dl) != 2 || dl[1].UUID != second.UUID || dl[1].Metadata.Get(MetadataAttempts) != "0" ||
+		dl[1].Metadata.Get(MetadataReason) != ReasonBreakerOpen {
+		t.Fatalf("dead letters = %v, want both messages, the second with 0 attempts and reason %s", dl, ReasonBreakerOpen)
+	}
+	time.Sleep(openFor)
+	if err := p.Publish("t", third); err != nil {
 		t.Fatal(err)
 	}
 	reqs := s.seen()
-	if len(reqs) != 4 || reqs[3].status != 200 {
+	if len(reqs) != 4 || reqs[3].status != 200 || reqs[3].header.Get(HeaderID) != third.UUID {
 		t.Fatalf("server saw %d requests, want 3 failures then one successful probe", len(reqs))
 	}
-	// Retries are 5ms apart at most; the probe waits for the open state
-	// to end (lower bound only).
 	if gap := reqs[3].at.Sub(reqs[2].at); gap < openFor*9/10 {
 		t.Fatalf("probe came %v after the breaker opened, want >= %v", gap, openFor)
 	}
 	if st := endpointStats(t, p, "a"); st.Breaker != "closed" || st.Delivered != 1 {
 		t.Fatalf("stats = %+v, want delivered with the breaker closed again", st)
+	}
+	// Replay delivers what the open breaker dead-lettered.
+	if err := p.Replay(context.Background(), dl); err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	if n := s.count(); n != 6 {
+		t.Fatalf("server saw %d requests, want 6 after replaying 2", n)
+	}
+}
+
+// A Watermill handler publishes one message at a time: while one endpoint
+// is down, its open breaker must not hold every message back from the
+// healthy endpoint for the retry budget.
+func TestDeadEndpointDoesNotHoldSequentialPublisher(t *testing.T) {
+	const n = 20
+	healthy := newServer(t, status(http.StatusOK))
+	dead := newServer(t, status(http.StatusServiceUnavailable))
+	epDead := endpointFor("dead", dead)
+	epDead.Retry = RetryConfig{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxElapsedTime: time.Hour, MaxAttempts: 1000}
+	epDead.Breaker = BreakerConfig{Failures: 3, OpenTimeout: time.Hour}
+	dlq := &dlqRecorder{}
+	p := newTestPublisher(t, dlq, nil, endpointFor("healthy", healthy), epDead)
+
+	done := make(chan struct{})
+	var pubErr error // read after done; t is not used by the goroutine, which may outlive a failed test
+	go func() {
+		defer close(done)
+		for range n {
+			if pubErr = p.Publish("t", message.NewMessage(watermill.NewUUID(), nil)); pubErr != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, "the healthy endpoint to get every message", func() bool { return healthy.count() == n })
+	<-done
+	if pubErr != nil {
+		t.Fatal(pubErr)
+	}
+	dl := dlq.all()
+	if len(dl) != n {
+		t.Fatalf("%d dead letters for the dead endpoint, want %d", len(dl), n)
+	}
+	for _, m := range dl[1:] {
+		if r := m.Metadata.Get(MetadataReason); r != ReasonBreakerOpen || m.Metadata.Get(MetadataEndpoint) != "dead" {
+			t.Fatalf("dead letter for %s with reason %s, want dead and %s", m.Metadata.Get(MetadataEndpoint), r, ReasonBreakerOpen)
+		}
+	}
+	if c := dead.count(); c != 3 {
+		t.Fatalf("dead endpoint saw %d requests, want 3 (then the breaker is open)", c)
+	}
+}
+
+// A failed dead-letter publish makes Publish return an error; the caller
+// (router nack, retry middleware) publishes again. Endpoints that accepted
+// the message the first time must not get it twice.
+func TestRetriedPublishSkipsAcceptedEndpoints(t *testing.T) {
+	a := newServer(t, status(http.StatusOK))
+	b := newServer(t, status(http.StatusBadRequest))
+	dlq := &dlqRecorder{err: errors.New("dlq down")}
+	p := newTestPublisher(t, dlq, nil, endpointFor("a", a), endpointFor("b", b))
+	m := message.NewMessage(watermill.NewUUID(), []byte("x"))
+	if err := p.Publish("t", m); err == nil || !strings.Contains(err.Error(), "dlq down") {
+		t.Fatalf("first Publish = %v, want the dead-letter error", err)
+	}
+	dlq.mu.Lock()
+	dlq.err = nil
+	dlq.mu.Unlock()
+	if err := p.Publish("t", m); err != nil {
+		t.Fatalf("retried Publish: %v", err)
+	}
+	if n := a.count(); n != 1 {
+		t.Fatalf("endpoint a received message %s %d times; it accepted it the first time", m.UUID, n)
+	}
+	if n := b.count(); n != 2 {
+		t.Fatalf("endpoint b saw %d requests, want 2 (it never accepted)", n)
+	}
+	if dl := dlq.all(); len(dl) != 1 || dl[0].Metadata.Get(MetadataEndpoint) != "b" {
+		t.Fatalf("dead letters = %v, want one for b", dl)
+	}
+}
+
+// The memory of accepted messages is bounded: the oldest is forgotten.
+func TestRememberAcceptedIsBounded(t *testing.T) {
+	a := newServer(t, status(http.StatusOK))
+	p, err := NewPublisher(PublisherConfig{Endpoints: []EndpointConfig{endpointFor("a", a)}, DeadLetter: &dlqRecorder{}, RememberAccepted: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ms := []*message.Message{
+		message.NewMessage("m1", nil), message.NewMessage("m2", nil), message.NewMessage("m3", nil),
+	}
+	for _, m := range ms {
+		if err := p.Publish("t", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// m2 and m3 are remembered, m1 was evicted by m3.
+	for _, m := range []*message.Message{ms[2], ms[0]} {
+		if err := p.Publish("t", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []string
+	for _, r := range a.seen() {
+		ids = append(ids, r.header.Get(HeaderID))
+	}
+	if got := strings.Join(ids, ","); got != "m1,m2,m3,m1" {
+		t.Fatalf("requests %s, want m1,m2,m3,m1", got)
 	}
 }
 
@@ -521,8 +648,11 @@ func TestHeadersAndBody(t *testing.T) {
 	}
 }
 
+// Secrets in the URL (user info, query, and the path, where Slack, Discord
+// and Teams put theirs) and in headers never reach logs, dead letters or
+// errors.
 func TestSecretsNeverLogged(t *testing.T) {
-	const token, auth = "TOKEN-IN-QUERY", "Bearer AUTH-HEADER-VALUE"
+	const token, auth, pathSecret = "TOKEN-IN-QUERY", "Bearer AUTH-HEADER-VALUE", "PATH-SECRET"
 	bad := newServer(t, status(500))
 	dead := newServer(t, status(200))
 	deadURL := dead.URL
@@ -532,7 +662,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	var eps []EndpointConfig
 	for i, u := range []string{bad.URL, deadURL} {
 		ep := endpointFor("e"+strconv.Itoa(i), bad)
-		ep.URL = strings.Replace(u, "http://", "http://user:PASSWORD@", 1) + "/?token=" + token
+		ep.URL = strings.Replace(u, "http://", "http://user:PASSWORD@", 1) + "/services/T0/" + pathSecret + "?token=" + token
 		ep.Headers = map[string]string{"Authorization": auth}
 		ep.Retry.MaxAttempts = 2
 		eps = append(eps, ep)
@@ -559,11 +689,17 @@ func TestSecretsNeverLogged(t *testing.T) {
 			all.WriteString(k + "=" + v + " ")
 		}
 	}
+	// Errors: a replay that fails again returns the last error of each.
+	err := p.Replay(context.Background(), dl)
+	if err == nil {
+		t.Fatal("Replay to failing endpoints returned nil")
+	}
+	all.WriteString(err.Error())
 	text := all.String()
 	if !strings.Contains(text, "connection refused") {
 		t.Fatalf("expected the network error to be logged, got %q", text)
 	}
-	for _, secret := range []string{token, auth, "AUTH-HEADER-VALUE", "PASSWORD", strings.TrimPrefix(testSecret, "whsec_")} {
+	for _, secret := range []string{token, auth, pathSecret, "AUTH-HEADER-VALUE", "PASSWORD", strings.TrimPrefix(testSecret, "whsec_")} {
 		if strings.Contains(text, secret) {
 			t.Errorf("secret %q leaked into logs or dead letters: %s", secret, text)
 		}
