@@ -167,7 +167,8 @@ func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Sk
 	// A fresh buffer per message: the message keeps it, so nothing is copied, and a
 	// large message pins no memory after it is handled. Its first allocation is
 	// bounded, whatever size the peer declared; it grows with what really arrives.
-	body := bytes.NewBuffer(make([]byte, 0, min(m.Size, initialBodyBytes)))
+	// bytes.MinRead of headroom lets ReadFrom see the end without growing the buffer.
+	body := bytes.NewBuffer(make([]byte, 0, min(m.Size, initialBodyBytes)+bytes.MinRead))
 	n, err := io.Copy(body, io.LimitReader(m.Body, limit+1))
 	switch {
 	case err != nil && errors.Is(err, wire.ErrTruncated):
