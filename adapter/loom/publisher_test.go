@@ -113,12 +113,12 @@ func TestDropOldestTakesBouncedMessage(t *testing.T) {
 		}
 	}
 	publish("A", "X")
-	x := <-ch // held: the only sender waits on its batch [X]
+	x := recvOne(t, ch) // held: the only sender waits on its batch [X]
 	publish("A", "A2")
 	publish("B", "B1")
 	publish("B", "B2")
 	x.Ack()
-	a2 := <-ch // the sender took A2, left B1 at the front, and waits on [A2]
+	a2 := recvOne(t, ch) // the sender took A2, left B1 at the front, and waits on [A2]
 	defer a2.Ack()
 	publish("B", "B3")
 	publish("B", "B4") // full: B1 is the oldest never sent
@@ -147,8 +147,8 @@ func TestAbandonedWrittenMessageIsNotReportedDropped(t *testing.T) {
 	var drops []string
 	pub := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
 		c.Streams = 1
-		c.PublishTimeout = 300 * time.Millisecond
-		c.StreamTimeout = 300 * time.Millisecond // 600 ms for the batch of two
+		c.PublishTimeout = time.Second
+		c.StreamTimeout = time.Second // 2 s for the batch of two
 		c.CloseTimeout = 100 * time.Millisecond
 		c.OnDrop = func(m *message.Message, r loom.DropReason) {
 			mu.Lock()
@@ -160,8 +160,8 @@ func TestAbandonedWrittenMessageIsNotReportedDropped(t *testing.T) {
 	go func() {
 		published <- pub.Publish("exp", message.NewMessage("m1", []byte("1")), message.NewMessage("m2", []byte("2")))
 	}()
-	(<-ch).Ack() // m1 delivered and acknowledged
-	held := <-ch // m2 delivered and held: Publish gives up, then the batch times out
+	recvOne(t, ch).Ack()   // m1 delivered and acknowledged
+	held := recvOne(t, ch) // m2 delivered and held: Publish gives up, then the batch times out
 	if err := <-published; err == nil {
 		t.Fatal("Publish confirmed although m2 is held")
 	}
@@ -183,4 +183,19 @@ func TestAbandonedWrittenMessageIsNotReportedDropped(t *testing.T) {
 	if len(drops) > 0 {
 		t.Fatalf("reported as dropped although both were delivered: %v", drops)
 	}
+}
+
+// recvOne returns the next message, or fails the test after 10 s.
+func recvOne(t *testing.T, ch <-chan *message.Message) *message.Message {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatal("channel closed")
+		}
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10 s")
+	}
+	return nil
 }
