@@ -60,11 +60,11 @@
 // output channel is closed after the last line is acked, which suits replay)
 // or, with follow, like tail -f: it polls for new data every poll_interval and
 // notices when the file was rotated (renamed away and recreated) or truncated.
-// Like tail -F it follows one file at a time: after a rotation it finishes
-// the old file, then reads the new <topic>.jsonl from the start. A file that
-// is rotated away before the reader reached it (several rotations within one
-// poll, or while no Subscriber runs) is not read; read rotated files with
-// another Subscriber if that matters.
+// After a rotation it finishes the old file, then every file rotated after
+// it (several rotations within one poll, or while the reader held a message),
+// oldest first by the time stamp and sequence in their names, then the new
+// <topic>.jsonl from the start. A rotated file deleted before the reader got
+// to it is not read.
 // Messages are delivered one at a time in file order; the next is sent only
 // after Ack. After Nack the same message is sent again after
 // nack_resend_delay.
@@ -76,9 +76,9 @@
 // belongs to. If <topic>.jsonl is another file at restart (it was rotated
 // while no Subscriber ran), the offset is not applied to it: the rotated
 // file with that identity is looked up among <topic>-*.jsonl and finished
-// first, then <topic>.jsonl is read from the start; if the rotated file is
-// gone, <topic>.jsonl is read from the start. Files rotated in between
-// are not read (as above). An inode number reused by a new file after the
+// first, then the files rotated after it, then <topic>.jsonl from the
+// start; if the rotated file is gone, <topic>.jsonl is read from the start.
+// An inode number reused by a new file after the
 // old one was deleted is taken for the old file. Offset files without an
 // identity (written by older versions, or where the system has no inode
 // numbers) keep the old behaviour: the offset is applied to the current

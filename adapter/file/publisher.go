@@ -177,7 +177,13 @@ func (p *Publisher) undoWrite(topic string, jf *jsonlFile, size int64) error {
 		return nil
 	}
 	delete(p.files, topic)
-	return fmt.Errorf("file publisher: remove partial line from %s: %w", jf.f.Name(), errors.Join(err, jf.f.Close()))
+	// The file leaves p.files, which the interval sync walks: lines already
+	// published to it must reach the disk now.
+	var syncErr error
+	if p.cfg.Fsync != FsyncNever {
+		syncErr = jf.sync()
+	}
+	return fmt.Errorf("file publisher: remove partial line from %s: %w", jf.f.Name(), errors.Join(err, syncErr, jf.f.Close()))
 }
 
 // maxNameBytes is NAME_MAX of Linux file systems.
@@ -278,6 +284,10 @@ func (p *Publisher) repairTail(jf *jsonlFile) error {
 
 // rotate closes jf and renames it to <topic>-<UTC time>-<seq>.jsonl.
 // Called with p.mu held.
+// rotationStamp is the time stamp in rotated file names; fixed width, so
+// names sort by time (the subscriber relies on it).
+const rotationStamp = "20060102T150405.000000000Z"
+
 func (p *Publisher) rotate(topic string, jf *jsonlFile) error {
 	delete(p.files, topic)
 	var syncErr error
@@ -287,7 +297,7 @@ func (p *Publisher) rotate(topic string, jf *jsonlFile) error {
 	if err := errors.Join(syncErr, jf.f.Close()); err != nil {
 		return fmt.Errorf("file publisher: rotate %s: %w", jf.f.Name(), err)
 	}
-	ts := p.now().UTC().Format("20060102T150405.000000000Z")
+	ts := p.now().UTC().Format(rotationStamp)
 	var newName string
 	for {
 		p.rotSeq++

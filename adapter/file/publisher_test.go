@@ -221,7 +221,7 @@ func TestRotationBySize(t *testing.T) {
 	}
 }
 
-var rotatedName = regexp.MustCompile(`^(.+)-(\d{8}T\d{6}\.\d{9}Z)-(\d+)\.jsonl$`)
+var rotatedNameRE = regexp.MustCompile(`^(.+)-(\d{8}T\d{6}\.\d{9}Z)-(\d+)\.jsonl$`)
 
 // rotatedFiles lists <topic>-<time>-<seq>.jsonl files in rotation order.
 func rotatedFiles(t *testing.T, dir, topic string) []string {
@@ -236,7 +236,7 @@ func rotatedFiles(t *testing.T, dir, topic string) []string {
 	}
 	var out []rf
 	for _, e := range entries {
-		m := rotatedName.FindStringSubmatch(e.Name())
+		m := rotatedNameRE.FindStringSubmatch(e.Name())
 		if m == nil || m[1] != topic {
 			continue
 		}

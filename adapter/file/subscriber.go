@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -262,7 +263,7 @@ type tail struct {
 	// want is the identity of the file a loaded offset belongs to (nil:
 	// unknown); the first open checks it against the current file.
 	want *fileID
-	old  bool    // reading a rotated file found by want; the current file comes next
+	old  bool    // reading a rotated file found by want or listed after one: no longer written
 	id   *fileID // identity of f, stored with the offset
 
 	f       *os.File
@@ -429,6 +430,96 @@ func (t *tail) findRotated(id fileID, logger watermill.LoggerAdapter) (*os.File,
 	return nil, nil
 }
 
+// nextRotated switches from the finished rotated file to the oldest rotated
+// file of the topic named after it, from its start, and reports whether there
+// was one.
+func (t *tail) nextRotated(logger watermill.LoggerAdapter) (bool, error) {
+	dir := filepath.Dir(t.path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("file subscriber: list rotated files in %s: %w", dir, err)
+	}
+	var rotated []rotatedName
+	for _, e := range entries {
+		if r, ok := parseRotated(t.path, e.Name()); ok {
+			rotated = append(rotated, r)
+		}
+	}
+	// The file just finished: opened by its rotated name, or opened as
+	// <topic>.jsonl and renamed since, found by its identity.
+	cur, ok := parseRotated(t.path, t.f.Name())
+	for i := 0; !ok && t.id != nil && i < len(rotated); i++ {
+		if st, err := os.Stat(filepath.Join(dir, rotated[i].name)); err == nil {
+			if id := idOf(st); id != nil && *id == *t.id {
+				cur, ok = rotated[i], true
+			}
+		}
+	}
+	if !ok {
+		return false, nil
+	}
+	var later []rotatedName
+	for _, r := range rotated {
+		if cur.before(r) {
+			later = append(later, r)
+		}
+	}
+	slices.SortFunc(later, func(a, b rotatedName) int {
+		if a.before(b) {
+			return -1
+		}
+		return 1
+	})
+	for _, r := range later {
+		f, st, err := openStat(filepath.Join(dir, r.name))
+		if err != nil {
+			continue // removed meanwhile
+		}
+		logger.Info("Reading the next rotated file", watermill.LogFields{"rotated": f.Name()})
+		t.close()
+		t.f, t.id, t.old = f, idOf(st), true
+		t.br = bufio.NewReaderSize(f, 64<<10)
+		t.partial, t.pending, t.offset, t.lineNo = nil, 0, 0, 0
+		return true, t.saveOffset(0, 0)
+	}
+	return false, nil
+}
+
+// rotatedName is a rotated file's name, <topic>-<time stamp>-<seq>.jsonl,
+// with the parts it sorts by.
+type rotatedName struct {
+	name, stamp string // the stamp has a fixed width: it sorts as text
+	seq         int
+}
+
+func (a rotatedName) before(b rotatedName) bool {
+	return a.stamp < b.stamp || a.stamp == b.stamp && a.seq < b.seq
+}
+
+// parseRotated parses name as a rotated file of the topic file path. A
+// strict parse: another topic's files ("t-x.jsonl" beside "t.jsonl") are not
+// taken for rotated ones.
+func parseRotated(path, name string) (rotatedName, bool) {
+	name = filepath.Base(name)
+	rest, ok := strings.CutPrefix(name, strings.TrimSuffix(filepath.Base(path), ".jsonl")+"-")
+	if !ok {
+		return rotatedName{}, false
+	}
+	rest, ok = strings.CutSuffix(rest, ".jsonl")
+	i := strings.LastIndexByte(rest, '-')
+	if !ok || i < 0 {
+		return rotatedName{}, false
+	}
+	seq, err := strconv.Atoi(rest[i+1:])
+	if err != nil {
+		return rotatedName{}, false
+	}
+	if _, err := time.Parse(rotationStamp, rest[:i]); err != nil {
+		return rotatedName{}, false
+	}
+	return rotatedName{name: name, stamp: rest[:i], seq: seq}, true
+}
+
 func (t *tail) close() {
 	if t.f != nil {
 		t.f.Close()
@@ -499,6 +590,15 @@ func (t *tail) next(ctx context.Context, logger watermill.LoggerAdapter) (rawLin
 			}
 			if t.pending > 0 {
 				return t.torn(), nil
+			}
+			// Files rotated after this one (while no Subscriber ran, or
+			// more than once within a poll) come before the current file,
+			// oldest first.
+			if ok, err := t.nextRotated(logger); ok || err != nil {
+				if err != nil {
+					return rawLine{}, err
+				}
+				continue
 			}
 			logger.Info("File was replaced, reading the new one", nil)
 			if err := t.restart(logger); err != nil {

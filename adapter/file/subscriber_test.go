@@ -141,6 +141,50 @@ func TestOffsetSurvivesRestart(t *testing.T) {
 // rotation while no Subscriber ran, the offset is not applied to the new
 // file (that skipped its unacked lines): the rotated file is finished
 // first, or, if it is gone, the new file is read from the start.
+// TestOffsetAcrossTwoRotationsWhileStopped: rotated twice while no reader ran,
+// the reader finishes the file its offset belongs to, then every later rotated
+// file in order, then the current one.
+func TestOffsetAcrossTwoRotationsWhileStopped(t *testing.T) {
+	for _, follow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("follow=%v", follow), func(t *testing.T) {
+			dir := t.TempDir()
+			all := msgs(16)
+			one, _ := MarshalLine(all[0], DefaultKeyMetadata)
+			p := newPub(t, PublisherConfig{Dir: dir, MaxBytes: int64(6 * len(one))})
+			publish(t, p, "t", all[:4]...)
+			s1 := newSub(t, SubscriberConfig{Dir: dir})
+			ch := subscribe(t, s1, "t")
+			receiveAck(t, ch, 3)
+			receive(t, ch) // u03, never acked
+			if err := s1.Close(); err != nil {
+				t.Fatal(err)
+			}
+			publish(t, p, "t", all[4:]...) // u00-u05, u06-u11 rotated; u12-u15 current
+			if r := rotatedFiles(t, dir, "t"); len(r) != 2 {
+				t.Fatalf("rotated files %v, want two", r)
+			}
+			const want = "u03,u04,u05,u06,u07,u08,u09,u10,u11,u12,u13,u14,u15"
+			s2 := newSub(t, SubscriberConfig{Dir: dir, Follow: follow, PollInterval: time.Millisecond})
+			var got []*message.Message
+			if follow {
+				got = receiveAck(t, subscribe(t, s2, "t"), 13)
+			} else {
+				got = drain(t, subscribe(t, s2, "t"))
+			}
+			if uuids(got) != want {
+				t.Fatalf("after restart read %s, want %s", uuids(got), want)
+			}
+			if err := s2.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s3 := newSub(t, SubscriberConfig{Dir: dir})
+			if rest := drain(t, subscribe(t, s3, "t")); len(rest) != 0 {
+				t.Fatalf("a third reader read %s again", uuids(rest))
+			}
+		})
+	}
+}
+
 func TestOffsetAcrossRotationWhileStopped(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
@@ -367,6 +411,29 @@ func TestFollowAcrossRotation(t *testing.T) {
 	s2 := newSub(t, SubscriberConfig{Dir: dir})
 	if left := drain(t, subscribe(t, s2, "t")); len(left) != 0 {
 		t.Fatalf("re-read %s after rotation", uuids(left))
+	}
+}
+
+// TestFollowAcrossSeveralRotationsAtOnce: while the reader holds a message, the
+// file is rotated three times; it then reads every rotated file in order before
+// the current one, skipping none.
+func TestFollowAcrossSeveralRotationsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	all := msgs(12)
+	one, _ := MarshalLine(all[0], DefaultKeyMetadata)
+	p := newPub(t, PublisherConfig{Dir: dir, MaxBytes: int64(3 * len(one))})
+	s := newSub(t, SubscriberConfig{Dir: dir, Follow: true, PollInterval: time.Millisecond})
+	ch := subscribe(t, s, "t")
+	publish(t, p, "t", all[0])
+	first := receive(t, ch) // held: the reader waits in the first file
+	publish(t, p, "t", all[1:]...)
+	if n := len(rotatedFiles(t, dir, "t")); n != 3 {
+		t.Fatalf("%d rotations, want 3", n)
+	}
+	first.Ack()
+	got := append([]*message.Message{first}, receiveAck(t, ch, len(all)-1)...)
+	if uuids(got) != uuids(all) {
+		t.Fatalf("followed %s, want %s", uuids(got), uuids(all))
 	}
 }
 

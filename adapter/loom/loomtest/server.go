@@ -373,6 +373,9 @@ func (s *Server) serveConn(conn *quic.Conn, h3 *http3.Server) {
 // has left its room, so that Consumers and WaitConsumers count only streams opened
 // afterwards, however fast a client reconnects.
 func (s *Server) CutConnections() {
+	// Until the cut consumers have left, a producer whose message went to one of
+	// them could end its stream cleanly and read a confirm for a lost message: no
+	// producer ends cleanly meanwhile (it fails and its client resends).
 	s.cutting.Store(true)
 	defer s.cutting.Store(false)
 	var cut []*consumer
