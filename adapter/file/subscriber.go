@@ -407,18 +407,13 @@ func differs(a, b *fileID) bool { return a != nil && b != nil && *a != *b }
 // returns nil. Errors only mean it is not found: the caller falls back to
 // the current file.
 func (t *tail) findRotated(id fileID, logger watermill.LoggerAdapter) (*os.File, os.FileInfo) {
-	dir := filepath.Dir(t.path)
-	prefix := strings.TrimSuffix(filepath.Base(t.path), ".jsonl") + "-"
-	entries, err := os.ReadDir(dir)
+	rotated, err := t.listRotated()
 	if err != nil {
-		logger.Error("Listing rotated files failed", err, watermill.LogFields{"dir": dir})
+		logger.Error("Listing rotated files failed", err, nil)
 		return nil, nil
 	}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) || !strings.HasSuffix(e.Name(), ".jsonl") {
-			continue
-		}
-		f, st, err := openStat(filepath.Join(dir, e.Name()))
+	for _, r := range rotated {
+		f, st, err := openStat(filepath.Join(filepath.Dir(t.path), r.name))
 		if err != nil {
 			continue // removed meanwhile
 		}
@@ -435,15 +430,9 @@ func (t *tail) findRotated(id fileID, logger watermill.LoggerAdapter) (*os.File,
 // was one.
 func (t *tail) nextRotated(logger watermill.LoggerAdapter) (bool, error) {
 	dir := filepath.Dir(t.path)
-	entries, err := os.ReadDir(dir)
+	rotated, err := t.listRotated()
 	if err != nil {
-		return false, fmt.Errorf("file subscriber: list rotated files in %s: %w", dir, err)
-	}
-	var rotated []rotatedName
-	for _, e := range entries {
-		if r, ok := parseRotated(t.path, e.Name()); ok {
-			rotated = append(rotated, r)
-		}
+		return false, err
 	}
 	// The file just finished: opened by its rotated name, or opened as
 	// <topic>.jsonl and renamed since, found by its identity.
@@ -458,19 +447,10 @@ func (t *tail) nextRotated(logger watermill.LoggerAdapter) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	var later []rotatedName
 	for _, r := range rotated {
-		if cur.before(r) {
-			later = append(later, r)
+		if !cur.before(r) {
+			continue
 		}
-	}
-	slices.SortFunc(later, func(a, b rotatedName) int {
-		if a.before(b) {
-			return -1
-		}
-		return 1
-	})
-	for _, r := range later {
 		f, st, err := openStat(filepath.Join(dir, r.name))
 		if err != nil {
 			continue // removed meanwhile
@@ -483,6 +463,28 @@ func (t *tail) nextRotated(logger watermill.LoggerAdapter) (bool, error) {
 		return true, t.saveOffset(0, 0)
 	}
 	return false, nil
+}
+
+// listRotated lists the topic's rotated files, oldest first.
+func (t *tail) listRotated() ([]rotatedName, error) {
+	dir := filepath.Dir(t.path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("file subscriber: list rotated files in %s: %w", dir, err)
+	}
+	var rotated []rotatedName
+	for _, e := range entries {
+		if r, ok := parseRotated(t.path, e.Name()); ok {
+			rotated = append(rotated, r)
+		}
+	}
+	slices.SortFunc(rotated, func(a, b rotatedName) int {
+		if a.before(b) {
+			return -1
+		}
+		return 1
+	})
+	return rotated, nil
 }
 
 // rotatedName is a rotated file's name, <topic>-<time stamp>-<seq>.jsonl,
