@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/loombridge/loombridge/pipelines"
+	"github.com/loombridge/loombridge/pipelines/kinds"
+)
+
+func runValidate(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlags("validate", "validate -c FILE", stderr)
+	path := fs.String("c", "", "configuration file (required)")
+	fs.StringVar(path, "config", "", "same as -c")
+	if code, ok := parseFlags(fs, args, stdout); !ok {
+		return code
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "loombridge validate: -c FILE is required")
+		return exitUsage
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		printConfigErrors(stderr, *path, err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "%s: ok, %d pipeline(s)\n", *path, len(cfg.Pipelines))
+	return exitOK
+}
+
+func loadConfig(path string) (*pipelines.Config, error) {
+	return pipelines.Load(path, pipelines.LoadOptions{Kinds: kinds.Builtin()})
+}
+
+// printConfigErrors prints every problem, one a line.
+func printConfigErrors(w io.Writer, path string, err error) {
+	var es pipelines.Errors
+	if !errors.As(err, &es) {
+		fmt.Fprintf(w, "%s: %v\n", path, err)
+		return
+	}
+	fmt.Fprintf(w, "%s: %d problem(s):\n", path, len(es))
+	for _, e := range es {
+		fmt.Fprintf(w, "  %s\n", e)
+	}
+}

@@ -1,0 +1,215 @@
+package pipelines
+
+import (
+	"log/slog"
+	"math"
+	"regexp"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/loombridge/loombridge/adapter/loom/client"
+)
+
+// Defaults of the top-level and pipeline keys.
+const (
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "text"
+	DefaultStatsInterval   = 10 * time.Second
+	DefaultHTTPAddr        = "127.0.0.1:9464"
+	DefaultConcurrency     = 64
+	DefaultMaxRetries      = 3
+	DefaultRetryInitial    = 100 * time.Millisecond
+	DefaultRetryMax        = 10 * time.Second
+	DefaultRetryMultiplier = 2.0
+	DefaultRetryJitter     = 0.2
+)
+
+// names are the only names allowed for connections, pipelines and sinks: they
+// become parts of key paths, environment variable names and metric labels.
+var validName = regexp.MustCompile(`^[a-z0-9_-]+$`)
+
+// Config is one loombridge configuration file, loaded and checked.
+type Config struct {
+	// Log configures log/slog.
+	Log LogConfig `koanf:"log"`
+	// HTTP is the health and metrics listener. Reserved: the endpoints come with
+	// the observability work; the key is accepted and checked now.
+	HTTP HTTPConfig `koanf:"http"`
+	// ShutdownTimeout bounds a graceful stop: messages in flight are finished and
+	// sinks flushed within it.
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	// Connections are the named Loom servers.
+	Connections map[string]*Connection `koanf:"connections"`
+	// Pipelines are the named bridges, each from one source to its sinks.
+	Pipelines map[string]*Pipeline `koanf:"pipelines"`
+
+	// fingerprints of each pipeline's own keys and of the connections it uses,
+	// to restart only what changed on reload.
+	fingerprint map[string]string
+}
+
+// LogConfig configures the logger.
+type LogConfig struct {
+	Level  string `koanf:"level"`  // debug, info, warn, error
+	Format string `koanf:"format"` // text or json
+	// StatsInterval is how often each pipeline's counts are logged; 0 turns it off.
+	StatsInterval time.Duration `koanf:"stats_interval"`
+}
+
+// SlogLevel is the configured level.
+func (l LogConfig) SlogLevel() slog.Level {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(l.Level)) // checked by Load
+	return lv
+}
+
+// HTTPConfig is the health and metrics listener.
+type HTTPConfig struct {
+	Addr string `koanf:"addr"`
+}
+
+// Connection is a named Loom server: its client keys (addr, transport, token,
+// tls, ...) as adapter/loom/client reads them, or embedded: true for a router
+// run inside loombridge on loopback.
+type Connection struct {
+	// Embedded runs a Loom-compatible router in this process (adapter/loom/server)
+	// instead of dialling one; addr, if set, is where it listens (default a free
+	// loopback port). Clients trust its self-signed certificate automatically.
+	Embedded bool          `koanf:"embedded"`
+	Client   client.Config `koanf:",squash"`
+
+	invalid bool // its problems are reported at its own keys
+}
+
+// Pipeline moves messages from one source to one or more sinks.
+type Pipeline struct {
+	// From is the source: {type: <kind>, ...its keys}.
+	From *Endpoint `koanf:"-"`
+	// Filter, when set, is an expression a message must satisfy to be handled;
+	// others are acked and counted as filtered.
+	Filter string `koanf:"filter"`
+	// To are the sinks by name; each gets every message its when matches.
+	To map[string]*Endpoint `koanf:"-"`
+	// Retry is how often a failing sink is tried again before the message goes
+	// to the dead letters.
+	Retry RetryConfig `koanf:"retry"`
+	// DeadLetter, when set, takes messages a sink failed after the retries;
+	// without it such a message is nacked and the source delivers it again.
+	DeadLetter *Endpoint `koanf:"-"`
+	// Concurrency is the most messages handled at once.
+	Concurrency int `koanf:"concurrency"`
+
+	filter predicate
+}
+
+// Endpoint is one source or sink: its kind and that kind's decoded config.
+type Endpoint struct {
+	Type   string
+	When   string // sinks only: an expression selecting the messages it gets
+	Source SourceConfig
+	Sink   SinkConfig
+
+	when predicate
+}
+
+// RetryConfig maps to Watermill's Retry middleware, applied to each sink.
+type RetryConfig struct {
+	MaxRetries      int           `koanf:"max_retries"`
+	InitialInterval time.Duration `koanf:"initial_interval"`
+	MaxInterval     time.Duration `koanf:"max_interval"`
+	Multiplier      float64       `koanf:"multiplier"`
+	// Jitter is the randomization factor: each wait is within ±Jitter of itself.
+	Jitter float64 `koanf:"jitter"`
+	// MaxElapsedTime bounds all attempts of one message at one sink; 0 is no bound.
+	MaxElapsedTime time.Duration `koanf:"max_elapsed_time"`
+}
+
+func (c *Config) setDefaults() {
+	if c.Log.Level == "" {
+		c.Log.Level = DefaultLogLevel
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = DefaultLogFormat
+	}
+	if c.HTTP.Addr == "" {
+		c.HTTP.Addr = DefaultHTTPAddr
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+}
+
+// setDefaults fills the pipeline keys the file left out. Retry keys are
+// filled one by one, so max_retries: 0 stays 0 (no retries) only when the
+// whole retry block says so: a set multiplier alone keeps the other defaults.
+func (p *Pipeline) setDefaults(retrySet map[string]bool) {
+	if p.Concurrency == 0 {
+		p.Concurrency = DefaultConcurrency
+	}
+	r := &p.Retry
+	if !retrySet["max_retries"] {
+		r.MaxRetries = DefaultMaxRetries
+	}
+	if r.InitialInterval == 0 {
+		r.InitialInterval = DefaultRetryInitial
+	}
+	if r.MaxInterval == 0 {
+		r.MaxInterval = DefaultRetryMax
+	}
+	if r.Multiplier == 0 {
+		r.Multiplier = DefaultRetryMultiplier
+	}
+	if !retrySet["jitter"] {
+		r.Jitter = DefaultRetryJitter
+	}
+}
+
+func (c *Config) validate(p *problems) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		p.addf("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		p.addf("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	if c.Log.StatsInterval < 0 {
+		p.addf("log.stats_interval", "must not be negative, got %s", c.Log.StatsInterval)
+	}
+	if err := checkHostPort(c.HTTP.Addr); err != nil {
+		p.add("http.addr", err)
+	}
+	if c.ShutdownTimeout < 0 {
+		p.addf("shutdown_timeout", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	if len(c.Pipelines) == 0 {
+		p.addf("pipelines", "no pipeline defined: add at least one under pipelines:")
+	}
+}
+
+func (r RetryConfig) validate(path string, p *problems) {
+	if r.MaxRetries < 0 {
+		p.addf(path+".max_retries", "must not be negative, got %d", r.MaxRetries)
+	}
+	if r.InitialInterval < 0 {
+		p.addf(path+".initial_interval", "must be positive, got %s", r.InitialInterval)
+	}
+	if r.MaxInterval < r.InitialInterval {
+		p.addf(path+".max_interval", "%s is below initial_interval %s", r.MaxInterval, r.InitialInterval)
+	}
+	if math.IsNaN(r.Multiplier) || math.IsInf(r.Multiplier, 0) || r.Multiplier < 1 {
+		p.addf(path+".multiplier", "must be a number >= 1, got %v", r.Multiplier)
+	}
+	if math.IsNaN(r.Jitter) || r.Jitter < 0 || r.Jitter > 1 {
+		p.addf(path+".jitter", "must be between 0 and 1, got %v", r.Jitter)
+	}
+	if r.MaxElapsedTime < 0 {
+		p.addf(path+".max_elapsed_time", "must not be negative, got %s", r.MaxElapsedTime)
+	}
+}
+
+// predicate is a compiled filter or when expression; nil matches everything.
+type predicate interface {
+	match(topic string, msg *message.Message) (bool, error)
+}

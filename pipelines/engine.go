@@ -1,0 +1,301 @@
+package pipelines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+
+	"github.com/loombridge/loombridge/adapter/loom/client"
+	"github.com/loombridge/loombridge/adapter/loom/loomtest"
+)
+
+// Engine runs the pipelines of a configuration, each on a Watermill Router of
+// its own so that a reload restarts one without touching the others.
+type Engine struct {
+	logger  *slog.Logger
+	wlogger watermill.LoggerAdapter
+	stdout  io.Writer
+
+	mu        sync.Mutex
+	cfg       *Config
+	pipelines map[string]*runner
+	servers   map[string]*embedded // embedded Loom routers by connection name
+
+	stopStats context.CancelFunc
+	statsDone chan struct{}
+}
+
+// EngineOptions are what an Engine writes to.
+type EngineOptions struct {
+	Logger *slog.Logger // default: discard
+	Stdout io.Writer    // where stdout sinks write; default os.Stdout
+}
+
+// embedded is a Loom-compatible router run in this process for a connection.
+type embedded struct {
+	srv *loomtest.Server
+	fp  string // the connection's keys it was started with
+}
+
+// NewEngine returns an engine with nothing running.
+func NewEngine(opts EngineOptions) *Engine {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	return &Engine{
+		logger:    opts.Logger,
+		wlogger:   watermillLogger(opts.Logger),
+		stdout:    opts.Stdout,
+		pipelines: map[string]*runner{},
+		servers:   map[string]*embedded{},
+	}
+}
+
+// Start runs every pipeline of cfg. If one cannot start, those started are
+// stopped again and the error names it.
+func (e *Engine) Start(ctx context.Context, cfg *Config) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cfg != nil {
+		return errors.New("engine already started")
+	}
+	e.cfg = cfg
+	changed, _ := (*Config)(nil).Changed(cfg)
+	if err := e.startPipelines(ctx, cfg, orderForStart(cfg, changed)); err != nil {
+		e.stopPipelines(ctx, sortedNames(e.pipelines))
+		e.closeServers(nil)
+		e.cfg = nil
+		return err
+	}
+	if cfg.Log.StatsInterval > 0 {
+		sctx, cancel := context.WithCancel(context.Background())
+		e.stopStats, e.statsDone = cancel, make(chan struct{})
+		go e.logStats(sctx, cfg.Log.StatsInterval)
+	}
+	return nil
+}
+
+// Apply switches to cfg: pipelines whose keys (or whose connections' keys)
+// changed are stopped gracefully and started with the new config, removed
+// ones are stopped, new ones started; the others run on untouched. A pipeline
+// that fails to start is reported and left stopped; the rest still apply.
+func (e *Engine) Apply(ctx context.Context, cfg *Config) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	changed, removed := e.cfg.Changed(cfg)
+	var restart []string
+	for _, n := range changed {
+		if _, ok := e.pipelines[n]; ok {
+			restart = append(restart, n)
+		}
+	}
+	e.logger.Info("reloading configuration", "changed", changed, "removed", removed)
+	e.stopPipelines(ctx, append(removed, restart...))
+	e.cfg = cfg
+	e.closeServers(cfg) // those no running config uses any more
+	var errs []error
+	for _, name := range orderForStart(cfg, changed) {
+		if err := e.startPipelines(ctx, cfg, []string{name}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops every pipeline gracefully: sources stop taking messages, those
+// in flight are finished, sinks are flushed and closed; then the embedded
+// routers stop. It returns when all is done or ctx ends.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopStats != nil {
+		e.stopStats()
+		<-e.statsDone
+		e.stopStats = nil
+	}
+	err := e.stopPipelines(ctx, sortedNames(e.pipelines))
+	e.closeServers(nil)
+	return err
+}
+
+// Running lists the pipelines that run now.
+func (e *Engine) Running() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for n, r := range e.pipelines {
+		if !r.router.IsClosed() {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Stats returns every pipeline's counts by name.
+func (e *Engine) Stats() map[string]PipelineStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]PipelineStats, len(e.pipelines))
+	for n, r := range e.pipelines {
+		out[n] = r.stats.snapshot()
+	}
+	return out
+}
+
+// LoomAddr returns the address of the embedded router of a connection, for
+// tools and tests that talk to it directly.
+func (e *Engine) LoomAddr(connection string) (addr string, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s, ok := e.servers[connection]; ok {
+		return s.srv.Addr(), true
+	}
+	return "", false
+}
+
+// EmbeddedServer returns the embedded router of a connection, if it runs.
+func (e *Engine) EmbeddedServer(connection string) (*loomtest.Server, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s, ok := e.servers[connection]; ok {
+		return s.srv, true
+	}
+	return nil, false
+}
+
+func (e *Engine) startPipelines(ctx context.Context, cfg *Config, names []string) error {
+	for _, name := range names {
+		r, err := startRunner(ctx, name, cfg.Pipelines[name], e.deps(cfg, name), cfg.ShutdownTimeout, e.logger)
+		if err != nil {
+			return fmt.Errorf("pipeline %s: %w", name, err)
+		}
+		e.pipelines[name] = r
+		e.logger.Info("pipeline started", "pipeline", name, "from", cfg.Pipelines[name].From.Type, "topic", r.topic, "sinks", strings.Join(sortedNames(cfg.Pipelines[name].To), ","))
+	}
+	return nil
+}
+
+// stopPipelines stops the named pipelines at once, each gracefully.
+func (e *Engine) stopPipelines(ctx context.Context, names []string) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(names))
+	for i, name := range names {
+		r, ok := e.pipelines[name]
+		if !ok {
+			continue
+		}
+		delete(e.pipelines, name)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.stop(ctx); err != nil {
+				errs[i] = fmt.Errorf("pipeline %s: %w", name, err)
+			}
+			e.logger.Info("pipeline stopped", append([]any{"pipeline", name}, r.stats.snapshot().logArgs()...)...)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (e *Engine) deps(cfg *Config, pipeline string) Deps {
+	return Deps{
+		Pipeline:    pipeline,
+		Logger:      e.wlogger.With(watermill.LogFields{"pipeline": pipeline}),
+		Stdout:      e.stdout,
+		connections: cfg.Connections,
+		loom:        func(name string) (client.Config, error) { return e.loomConnection(cfg, name) },
+	}
+}
+
+// loomConnection resolves a connection, starting its embedded router on first
+// use. Called with e.mu held.
+func (e *Engine) loomConnection(cfg *Config, name string) (client.Config, error) {
+	c, ok := cfg.Connections[name]
+	if !ok {
+		return client.Config{}, fmt.Errorf("no connection %q", name)
+	}
+	if !c.Embedded {
+		return c.Client, nil
+	}
+	fp := fmt.Sprintf("%+v", *c)
+	s, ok := e.servers[name]
+	if ok && s.fp != fp {
+		return client.Config{}, fmt.Errorf("connection %s: the embedded router's keys changed; restart loombridge to move it", name)
+	}
+	if !ok {
+		srv, err := loomtest.Start(loomtest.Config{Addr: c.Client.Addr, Logger: e.logger.With("embedded_router", name)})
+		if err != nil {
+			return client.Config{}, fmt.Errorf("connection %s: start embedded router: %w", name, err)
+		}
+		s = &embedded{srv: srv, fp: fp}
+		e.servers[name] = s
+		e.logger.Info("embedded Loom router listening", "connection", name, "addr", srv.Addr())
+	}
+	out := c.Client
+	out.Addr = s.srv.Addr()
+	out.TLSClientConfig = s.srv.ClientTLS()
+	return out, nil
+}
+
+// closeServers stops embedded routers that keep is nil or no longer has as
+// embedded connections. Called with e.mu held, after their pipelines stopped.
+func (e *Engine) closeServers(keep *Config) {
+	for name, s := range e.servers {
+		if keep != nil {
+			if c, ok := keep.Connections[name]; ok && c.Embedded && fmt.Sprintf("%+v", *c) == s.fp {
+				continue
+			}
+		}
+		_ = s.srv.Close()
+		delete(e.servers, name)
+	}
+}
+
+// orderForStart starts pipelines whose source is a Loom room before the
+// others: Loom discards messages for a room nobody consumes, so consumers go
+// first.
+func orderForStart(cfg *Config, names []string) []string {
+	out := append([]string(nil), names...)
+	sort.SliceStable(out, func(i, j int) bool {
+		return cfg.Pipelines[out[i]].From.Type == "loom" && cfg.Pipelines[out[j]].From.Type != "loom"
+	})
+	return out
+}
+
+func (e *Engine) logStats(ctx context.Context, every time.Duration) {
+	defer close(e.statsDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for name, s := range e.Stats() {
+			e.logger.Info("pipeline stats", append([]any{"pipeline", name}, s.logArgs()...)...)
+		}
+	}
+}
+
+// watermillLogger maps Watermill's chatty Info (router start, subscriber
+// stopped) to Debug, so Info stays about what the operator needs.
+func watermillLogger(l *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	})
+}

@@ -1,0 +1,107 @@
+package kinds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/loombridge/loombridge/adapter/loom"
+	"github.com/loombridge/loombridge/pipelines"
+)
+
+// Loom is a Loom room, as source (a Subscriber) or sink (a Publisher). The
+// server is named by connection; the adapter's own keys (mode, format,
+// streams, consumers, buffer, reconnect, ...) sit beside connection and room:
+//
+//	from: {type: loom, connection: main, room: orders, consumers: 4}
+//	to:   {type: loom, connection: main, room: audit, mode: fire_and_forget}
+var Loom = pipelines.Kind{
+	Name:   "loom",
+	Source: func() pipelines.SourceConfig { return &LoomSource{} },
+	Sink:   func() pipelines.SinkConfig { return &LoomSink{} },
+}
+
+// LoomSource reads a room.
+type LoomSource struct {
+	Connection            string `koanf:"connection"`
+	Room                  string `koanf:"room"`
+	loom.SubscriberConfig `koanf:",squash"`
+}
+
+// LoomSink publishes to a room.
+type LoomSink struct {
+	Connection           string `koanf:"connection"`
+	Room                 string `koanf:"room"`
+	loom.PublisherConfig `koanf:",squash"`
+}
+
+const connKeysHere = "connection keys (addr, transport, token, tls, ...) belong under connections.<name>, not here"
+
+// Check implements pipelines.SourceConfig.
+func (c *LoomSource) Check(d pipelines.Deps) error {
+	errs := []error{checkRoom(c.Connection, c.Room), notZero(c.Client, connKeysHere)}
+	if cl, err := d.Loom(c.Connection); err == nil && c.Connection != "" {
+		cfg := c.SubscriberConfig
+		cfg.Client = cl
+		cfg.SetDefaults()
+		errs = append(errs, cfg.Validate())
+	} else if c.Connection != "" {
+		errs = append(errs, fmt.Errorf("connection: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Topic implements pipelines.SourceConfig.
+func (c *LoomSource) Topic() string { return c.Room }
+
+// NewSubscriber implements pipelines.SourceConfig.
+func (c *LoomSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
+	cl, err := d.Loom(c.Connection)
+	if err != nil {
+		return nil, err
+	}
+	cfg := c.SubscriberConfig
+	cfg.Client = cl
+	return loom.NewSubscriber(cfg, d.Logger)
+}
+
+// Check implements pipelines.SinkConfig.
+func (c *LoomSink) Check(d pipelines.Deps) error {
+	errs := []error{checkRoom(c.Connection, c.Room), notZero(c.Client, connKeysHere)}
+	if cl, err := d.Loom(c.Connection); err == nil && c.Connection != "" {
+		cfg := c.PublisherConfig
+		cfg.Client = cl
+		cfg.SetDefaults()
+		errs = append(errs, cfg.Validate())
+	} else if c.Connection != "" {
+		errs = append(errs, fmt.Errorf("connection: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Topic implements pipelines.SinkConfig.
+func (c *LoomSink) Topic() string { return c.Room }
+
+// NewPublisher implements pipelines.SinkConfig.
+func (c *LoomSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Publisher, error) {
+	cl, err := d.Loom(c.Connection)
+	if err != nil {
+		return nil, err
+	}
+	cfg := c.PublisherConfig
+	cfg.Client = cl
+	return loom.NewPublisher(cfg, d.Logger)
+}
+
+func checkRoom(conn, room string) error {
+	var errs []error
+	if conn == "" {
+		errs = append(errs, errors.New("connection: must name a connection under connections"))
+	}
+	if room == "" {
+		errs = append(errs, errors.New("room: must be set"))
+	}
+	return errors.Join(errs...)
+}

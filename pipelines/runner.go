@@ -1,0 +1,293 @@
+package pipelines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+)
+
+// Metadata set on a message sent to a pipeline's dead letters, next to
+// Watermill's PoisonQueue keys (reason_poisoned, topic_poisoned, ...).
+const (
+	MetadataDeadPipeline = "dlq_pipeline"
+	MetadataDeadSinks    = "dlq_failed_sinks"
+)
+
+// runner is one running pipeline: a Router with one handler reading the
+// source and fanning each message out to the sinks.
+type runner struct {
+	name    string
+	pl      *Pipeline
+	topic   string
+	router  *message.Router
+	source  message.Subscriber
+	sinks   []*sink
+	dead    message.Publisher // nil when the pipeline has none
+	stats   *stats
+	sem     chan struct{}
+	logger  *slog.Logger
+	runDone chan error
+	stopped sync.Once
+	stopErr error
+}
+
+// sink is one of a pipeline's sinks with its retry policy.
+type sink struct {
+	name  string
+	ep    *Endpoint
+	pub   message.Publisher
+	topic string
+	retry middleware.Retry
+	stats *sinkStats
+}
+
+// ErrSinksFailed is wrapped by the error of a message that one or more sinks
+// did not take after their retries.
+var ErrSinksFailed = errors.New("sinks failed")
+
+func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTimeout time.Duration, logger *slog.Logger) (r *runner, err error) {
+	r = &runner{
+		name:    name,
+		pl:      pl,
+		topic:   pl.From.Source.Topic(),
+		stats:   newStats(sortedNames(pl.To)),
+		sem:     make(chan struct{}, pl.Concurrency),
+		logger:  logger.With("pipeline", name),
+		runDone: make(chan error, 1),
+	}
+	defer func() {
+		if err != nil {
+			r.closeAll()
+		}
+	}()
+	if pl.DeadLetter != nil {
+		pub, err := pl.DeadLetter.Sink.NewPublisher(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("dead_letter: %w", err)
+		}
+		topic := pl.DeadLetter.Sink.Topic()
+		if topic == "" {
+			topic = name + "_dead_letters"
+		}
+		r.dead = &countingPublisher{Publisher: pub, n: &r.stats.deadLettered}
+		d.DeadLetter = &fixedTopic{pub: r.dead, topic: topic}
+	}
+	for _, sname := range sortedNames(pl.To) {
+		ep := pl.To[sname]
+		pub, err := ep.Sink.NewPublisher(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("to.%s: %w", sname, err)
+		}
+		s := &sink{name: sname, ep: ep, pub: pub, topic: ep.Sink.Topic(), stats: r.stats.sinks[sname]}
+		if s.topic == "" {
+			s.topic = r.topic
+		}
+		s.retry = middleware.Retry{
+			MaxRetries:          pl.Retry.MaxRetries,
+			InitialInterval:     pl.Retry.InitialInterval,
+			MaxInterval:         pl.Retry.MaxInterval,
+			Multiplier:          pl.Retry.Multiplier,
+			MaxElapsedTime:      pl.Retry.MaxElapsedTime,
+			RandomizationFactor: pl.Retry.Jitter,
+			OnRetryHook:         func(int, time.Duration) { s.stats.retried.Add(1) },
+		}
+		r.sinks = append(r.sinks, s)
+	}
+	r.source, err = pl.From.Source.NewSubscriber(ctx, d)
+	if err != nil {
+		return nil, fmt.Errorf("from: %w", err)
+	}
+
+	r.router, err = message.NewRouter(message.RouterConfig{CloseTimeout: closeTimeout}, d.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if r.dead != nil {
+		pq, err := middleware.PoisonQueue(d.DeadLetter, "dead_letters")
+		if err != nil {
+			return nil, err
+		}
+		r.router.AddMiddleware(pq)
+	}
+	r.router.AddMiddleware(middleware.Recoverer)
+	// A consumer handler: the fan-out publishes itself, since Watermill closes a
+	// handler's publisher when the handler stops.
+	r.router.AddConsumerHandler(name, r.topic, r.source, r.handle)
+	go func() { r.runDone <- r.router.Run(context.Background()) }()
+	select {
+	case <-r.router.Running():
+	case err := <-r.runDone:
+		r.runDone <- err
+		if err == nil {
+			err = errors.New("router stopped at start")
+		}
+		return nil, fmt.Errorf("from: %w", err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return r, nil
+}
+
+// handle takes one message from the source: filter, then every matching sink
+// at once, each with its retries. It returns nil (the source acks) only when
+// every matching sink took the message; otherwise the PoisonQueue middleware
+// sends it to the dead letters, or, without one, the source gets a nack.
+func (r *runner) handle(msg *message.Message) error {
+	r.sem <- struct{}{}
+	defer func() { <-r.sem }()
+	start := time.Now()
+	r.stats.received.Add(1)
+	if r.pl.filter != nil && !r.matches(r.pl.filter, msg, "filter") {
+		r.stats.filtered.Add(1)
+		return nil
+	}
+	var targets []*sink
+	for _, s := range r.sinks {
+		if s.ep.when == nil || r.matches(s.ep.when, msg, "to."+s.name+".when") {
+			targets = append(targets, s)
+		}
+	}
+	if len(targets) == 0 {
+		r.stats.unmatched.Add(1)
+		return nil
+	}
+	errs := make([]error, len(targets))
+	if len(targets) == 1 {
+		errs[0] = targets[0].publish(msg)
+	} else {
+		var wg sync.WaitGroup
+		for i, s := range targets {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[i] = s.publish(msg) }()
+		}
+		wg.Wait()
+	}
+	var failed []string
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, targets[i].name)
+			r.logger.Warn("sink failed after retries", "sink", targets[i].name, "message_uuid", msg.UUID, "error", err)
+		}
+	}
+	r.stats.observe(time.Since(start))
+	if len(failed) > 0 {
+		r.stats.failed.Add(1)
+		msg.Metadata.Set(MetadataDeadPipeline, r.name)
+		msg.Metadata.Set(MetadataDeadSinks, strings.Join(failed, ","))
+		return fmt.Errorf("%w: %s: %w", ErrSinksFailed, strings.Join(failed, ","), errors.Join(errs...))
+	}
+	r.stats.done.Add(1)
+	return nil
+}
+
+// matches evaluates a filter or when; an expression that fails on a message
+// (say payload.x of a payload that is not JSON) does not match it.
+func (r *runner) matches(p predicate, msg *message.Message, what string) bool {
+	ok, err := p.match(r.topic, msg)
+	if err != nil {
+		r.stats.exprErrors.Add(1)
+		r.logger.Debug("expression failed; taken as no match", "expression", what, "message_uuid", msg.UUID, "error", err)
+	}
+	return ok
+}
+
+func (s *sink) publish(msg *message.Message) error {
+	h := s.retry.Middleware(func(m *message.Message) ([]*message.Message, error) {
+		c := m.Copy() // each sink gets its own metadata map
+		c.SetContext(m.Context())
+		if err := s.pub.Publish(s.topic, c); err != nil {
+			s.stats.failed.Add(1)
+			return nil, err
+		}
+		return nil, nil
+	})
+	_, err := h(msg)
+	if err == nil {
+		s.stats.published.Add(1)
+	}
+	return err
+}
+
+// stop closes the router (the source stops delivering; messages in flight are
+// finished within the close timeout), then flushes and closes the sinks and
+// the dead letters.
+func (r *runner) stop(ctx context.Context) error {
+	r.stopped.Do(func() {
+		var errs []error
+		if err := r.router.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		select {
+		case err := <-r.runDone:
+			errs = append(errs, err)
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("router did not stop: %w", ctx.Err()))
+		}
+		errs = append(errs, r.closeAll())
+		r.stopErr = errors.Join(errs...)
+	})
+	return r.stopErr
+}
+
+// closeAll closes source, sinks and dead letters, the sinks at once (each may
+// take its own close timeout to flush) and the dead letters last, since a
+// sink may still dead-letter while it closes.
+func (r *runner) closeAll() error {
+	var errs []error
+	if r.source != nil {
+		if err := r.source.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("from: %w", err))
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, s := range r.sinks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.pub.Close(); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("to.%s: %w", s.name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if r.dead != nil {
+		if err := r.dead.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("dead_letter: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// fixedTopic publishes to one topic whatever it is asked, so the pipeline's
+// PoisonQueue and a webhook sink's own dead letters land in one place. Its
+// Close does nothing: the runner closes the publisher behind it last.
+type fixedTopic struct {
+	pub   message.Publisher
+	topic string
+}
+
+func (f *fixedTopic) Publish(_ string, msgs ...*message.Message) error {
+	return f.pub.Publish(f.topic, msgs...)
+}
+
+func (f *fixedTopic) Close() error { return nil }
+
+func sortedKeysOf(m map[string]*sinkStats) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,95 @@
+package pipelines
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// PipelineStats are a pipeline's counts since it started.
+type PipelineStats struct {
+	Received     uint64 // taken from the source
+	Done         uint64 // taken by every matching sink, then acked
+	Filtered     uint64 // dropped by filter, acked
+	Unmatched    uint64 // matched no sink's when, acked
+	Failed       uint64 // some sink failed after retries: dead-lettered or nacked
+	DeadLettered uint64 // published to the dead letters
+	ExprErrors   uint64 // filter or when failed to evaluate (taken as no match)
+	// MaxLatency is the longest a message took from source to all its sinks.
+	MaxLatency time.Duration
+	Sinks      map[string]SinkStats
+}
+
+// SinkStats are one sink's counts.
+type SinkStats struct {
+	Published uint64 // messages it took
+	Failed    uint64 // attempts that failed
+	Retried   uint64 // retries made
+}
+
+type stats struct {
+	received, done, filtered, unmatched, failed, deadLettered, exprErrors atomic.Uint64
+
+	mu         sync.Mutex
+	maxLatency time.Duration
+	sinks      map[string]*sinkStats
+}
+
+type sinkStats struct{ published, failed, retried atomic.Uint64 }
+
+func newStats(sinks []string) *stats {
+	s := &stats{sinks: map[string]*sinkStats{}}
+	for _, n := range sinks {
+		s.sinks[n] = &sinkStats{}
+	}
+	return s
+}
+
+func (s *stats) observe(d time.Duration) {
+	s.mu.Lock()
+	if d > s.maxLatency {
+		s.maxLatency = d
+	}
+	s.mu.Unlock()
+}
+
+func (s *stats) snapshot() PipelineStats {
+	s.mu.Lock()
+	lat := s.maxLatency
+	s.mu.Unlock()
+	out := PipelineStats{
+		Received: s.received.Load(), Done: s.done.Load(), Filtered: s.filtered.Load(),
+		Unmatched: s.unmatched.Load(), Failed: s.failed.Load(), DeadLettered: s.deadLettered.Load(),
+		ExprErrors: s.exprErrors.Load(), MaxLatency: lat, Sinks: map[string]SinkStats{},
+	}
+	for _, n := range sortedKeysOf(s.sinks) {
+		ss := s.sinks[n]
+		out.Sinks[n] = SinkStats{Published: ss.published.Load(), Failed: ss.failed.Load(), Retried: ss.retried.Load()}
+	}
+	return out
+}
+
+func (p PipelineStats) logArgs() []any {
+	args := []any{"received", p.Received, "done", p.Done, "filtered", p.Filtered, "unmatched", p.Unmatched,
+		"failed", p.Failed, "dead_lettered", p.DeadLettered}
+	for n, s := range p.Sinks {
+		args = append(args, "to."+n, s.Published)
+	}
+	return args
+}
+
+// countingPublisher counts messages its publisher took.
+type countingPublisher struct {
+	message.Publisher
+	n *atomic.Uint64
+}
+
+func (c *countingPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := c.Publisher.Publish(topic, msgs...); err != nil {
+		return err
+	}
+	c.n.Add(uint64(len(msgs)))
+	return nil
+}
