@@ -29,6 +29,7 @@ type Engine struct {
 	cfg       *Config
 	pipelines map[string]*runner
 	servers   map[string]*embedded // embedded Loom routers by connection name
+	final     map[string]PipelineStats // counts of pipelines stopped and not restarted
 
 	stopStats context.CancelFunc
 	statsDone chan struct{}
@@ -60,6 +61,7 @@ func NewEngine(opts EngineOptions) *Engine {
 		stdout:    opts.Stdout,
 		pipelines: map[string]*runner{},
 		servers:   map[string]*embedded{},
+		final:     map[string]PipelineStats{},
 	}
 }
 
@@ -149,6 +151,9 @@ func (e *Engine) Stats() map[string]PipelineStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := make(map[string]PipelineStats, len(e.pipelines))
+	for n, s := range e.final {
+		out[n] = s
+	}
 	for n, r := range e.pipelines {
 		out[n] = r.stats.snapshot()
 	}
@@ -183,13 +188,73 @@ func (e *Engine) startPipelines(ctx context.Context, cfg *Config, names []string
 			return fmt.Errorf("pipeline %s: %w", name, err)
 		}
 		e.pipelines[name] = r
+		delete(e.final, name)
+		e.awaitConsumer(ctx, cfg, name)
 		e.logger.Info("pipeline started", "pipeline", name, "from", cfg.Pipelines[name].From.Type, "topic", r.topic, "sinks", strings.Join(sortedNames(cfg.Pipelines[name].To), ","))
 	}
 	return nil
 }
 
-// stopPipelines stops the named pipelines at once, each gracefully.
+// stopPipelines stops the named pipelines gracefully, in waves: a pipeline
+// that feeds a Loom room stops before the pipelines reading that room, so
+// what it published still finds its consumers (Loom discards messages for a
+// room nobody consumes); pipelines in one wave stop at once.
 func (e *Engine) stopPipelines(ctx context.Context, names []string) error {
+	left := map[string]bool{}
+	for _, n := range names {
+		if _, ok := e.pipelines[n]; ok {
+			left[n] = true
+		}
+	}
+	var errs []error
+	for len(left) > 0 {
+		var wave []string
+		for n := range left {
+			if !e.fedByAny(n, left) {
+				wave = append(wave, n)
+			}
+		}
+		if len(wave) == 0 { // a cycle of rooms: stop the rest together
+			wave = sortedNames(left)
+		}
+		sort.Strings(wave)
+		errs = append(errs, e.stopWave(ctx, wave))
+		for _, n := range wave {
+			delete(left, n)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// fedByAny reports whether another pipeline among others publishes to the
+// room that pipeline name reads.
+func (e *Engine) fedByAny(name string, others map[string]bool) bool {
+	src, ok := e.pipelines[name].pl.From.Source.(roomer)
+	if !ok {
+		return false
+	}
+	conn, room := src.LoomRoom()
+	for o := range others {
+		if o == name {
+			continue
+		}
+		for _, s := range e.pipelines[o].pl.To {
+			if r, ok := s.Sink.(roomer); ok {
+				if c2, r2 := r.LoomRoom(); c2 == conn && r2 == room {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// roomer is a source or sink on a Loom room.
+type roomer interface {
+	LoomRoom() (connection, room string)
+}
+
+func (e *Engine) stopWave(ctx context.Context, names []string) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(names))
 	for i, name := range names {
@@ -206,6 +271,7 @@ func (e *Engine) stopPipelines(ctx context.Context, names []string) error {
 			}
 			e.logger.Info("pipeline stopped", append([]any{"pipeline", name}, r.stats.snapshot().logArgs()...)...)
 		}()
+		e.final[name] = r.stats.snapshot()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
@@ -298,4 +364,25 @@ func watermillLogger(l *slog.Logger) watermill.LoggerAdapter {
 	return watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug,
 	})
+}
+
+// awaitConsumer waits, for a pipeline reading a room of an embedded router,
+// until its first consumer stream is registered: Loom discards messages for a
+// room with no consumer, so the pipelines feeding the room start only then.
+// A real server cannot be asked; there the order of start is all we do.
+func (e *Engine) awaitConsumer(ctx context.Context, cfg *Config, name string) {
+	src, ok := cfg.Pipelines[name].From.Source.(roomer)
+	if !ok {
+		return
+	}
+	conn, room := src.LoomRoom()
+	s, ok := e.servers[conn]
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.srv.WaitConsumers(ctx, room, 1); err != nil {
+		e.logger.Warn("no consumer on the embedded router yet; messages sent meanwhile are discarded", "pipeline", name, "room", room, "error", err)
+	}
 }

@@ -233,6 +233,15 @@ func decodePipeline(name string, raw map[string]any, conns map[string]*Connectio
 			pl.To[sink] = ep
 		}
 	}
+	if src, ok := sourceRoom(pl); ok {
+		for _, sink := range sortedNames(pl.To) {
+			if r, ok := pl.To[sink].Sink.(roomer); ok {
+				if c, rm := r.LoomRoom(); c == src[0] && rm == src[1] {
+					p.addf(path+".to."+sink+".room", "%q on connection %s is the room this pipeline reads: every message would go round forever", rm, c)
+				}
+			}
+		}
+	}
 	if raw["dead_letter"] != nil {
 		pl.DeadLetter = decodeEndpoint(raw["dead_letter"], path+".dead_letter", true, deps, kinds, p)
 		if pl.DeadLetter != nil && pl.DeadLetter.When != "" {
@@ -344,4 +353,16 @@ func (c *Config) Changed(next *Config) (changed, removed []string) {
 	sort.Strings(changed)
 	sort.Strings(removed)
 	return changed, removed
+}
+
+func sourceRoom(pl *Pipeline) ([2]string, bool) {
+	if pl.From == nil {
+		return [2]string{}, false
+	}
+	r, ok := pl.From.Source.(roomer)
+	if !ok {
+		return [2]string{}, false
+	}
+	c, rm := r.LoomRoom()
+	return [2]string{c, rm}, true
 }

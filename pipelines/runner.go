@@ -53,8 +53,8 @@ type sink struct {
 // did not take after their retries.
 var ErrSinksFailed = errors.New("sinks failed")
 
-func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTimeout time.Duration, logger *slog.Logger) (r *runner, err error) {
-	r = &runner{
+func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTimeout time.Duration, logger *slog.Logger) (_ *runner, err error) {
+	r := &runner{
 		name:    name,
 		pl:      pl,
 		topic:   pl.From.Source.Topic(),

@@ -150,7 +150,15 @@ func (g *generator) Subscribe(ctx context.Context, _ string) (<-chan *message.Me
 // in_flight at most.
 func (g *generator) run(ctx context.Context, out chan<- *message.Message) {
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		// After count, stay subscribed but idle: a closed channel would stop
+		// the pipeline's router as if the source had failed.
+		select {
+		case <-ctx.Done():
+		case <-g.closing:
+		}
+	}()
 	slots := make(chan struct{}, g.cfg.InFlight)
 	var tick <-chan time.Time
 	if *g.cfg.Interval > 0 {

@@ -105,3 +105,10 @@ func checkRoom(conn, room string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// LoomRoom names the room read, for the engine's shutdown order.
+func (c *LoomSource) LoomRoom() (connection, room string) { return c.Connection, c.Room }
+
+// LoomRoom names the room written, for the engine's shutdown order and the
+// loop check.
+func (c *LoomSink) LoomRoom() (connection, room string) { return c.Connection, c.Room }
