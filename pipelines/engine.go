@@ -28,7 +28,7 @@ type Engine struct {
 	mu        sync.Mutex
 	cfg       *Config
 	pipelines map[string]*runner
-	servers   map[string]*embedded // embedded Loom routers by connection name
+	servers   map[string]*embedded     // embedded Loom routers by connection name
 	final     map[string]PipelineStats // counts of pipelines stopped and not restarted
 
 	stopStats context.CancelFunc

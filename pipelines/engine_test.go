@@ -228,7 +228,9 @@ pipelines:
     dead_letter: {type: file, dir: @DIR@, topic: dead, fsync: never}
 `, "@N@", fmt.Sprint(n), "@DIR@", dir, "@URL@", srv.URL))
 	e := startEngine(t, cfg)
-	waitFor(t, "all messages handled", func() bool { return e.Stats()["p"].Received-e.Stats()["p"].Failed >= 0 && len(readLines(t, filepath.Join(dir, "dead.jsonl"))) >= n })
+	waitFor(t, "all messages handled", func() bool {
+		return e.Stats()["p"].Received-e.Stats()["p"].Failed >= 0 && len(readLines(t, filepath.Join(dir, "dead.jsonl"))) >= n
+	})
 	waitFor(t, "the good sink", func() bool { return len(readLines(t, filepath.Join(dir, "good.jsonl"))) >= n })
 	closeEngine(t, e)
 
