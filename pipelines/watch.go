@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -28,7 +29,7 @@ func WatchFile(ctx context.Context, path string, debounce time.Duration, changed
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
+	dir, base := filepath.Dir(path), filepath.Base(path)
 	if err := w.Add(dir); err != nil {
 		w.Close()
 		return fmt.Errorf("watch %s: %w", dir, err)
@@ -43,11 +44,16 @@ func WatchFile(ctx context.Context, path string, debounce time.Duration, changed
 			case <-ctx.Done():
 				timer.Stop()
 				return
-			case _, ok := <-w.Events:
+			case ev, ok := <-w.Events:
 				if !ok {
 					return
 				}
-				timer.Reset(debounce) // any event in the directory: a symlink swap names no file
+				// The file itself, or a Kubernetes ConfigMap's ..data symlink
+				// swap; other files in the directory (say a sink's output)
+				// would otherwise keep the debounce from ever firing.
+				if n := filepath.Base(ev.Name); n == base || strings.HasPrefix(n, "..") {
+					timer.Reset(debounce)
+				}
 			case _, ok := <-w.Errors:
 				if !ok {
 					return
