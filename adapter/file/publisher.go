@@ -194,9 +194,9 @@ const maxNameBytes = 255
 // 20 digits>.jsonl.
 func (p *Publisher) maxTopicBytes() int {
 	if p.cfg.MaxBytes > 0 || p.cfg.MaxAge > 0 {
-		return maxNameBytes - len("-20060102T150405.000000000Z-18446744073709551615.jsonl")
+		return maxNameBytes - maxRotatedSuffix
 	}
-	return maxNameBytes - len(".jsonl")
+	return maxNameBytes - len(jsonlExt)
 }
 
 // fileFor returns the open file for topic, rotating it first when writing n
@@ -228,7 +228,7 @@ func (p *Publisher) fileFor(topic string, n int64) (*jsonlFile, error) {
 }
 
 func (p *Publisher) openJSONL(topic string) (*jsonlFile, error) {
-	name := topic + ".jsonl"
+	name := currentFileName(topic)
 	f, err := p.root.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("file publisher: open %s: %w", p.abs(name), err)
@@ -282,12 +282,8 @@ func (p *Publisher) repairTail(jf *jsonlFile) error {
 	return nil
 }
 
-// rotate closes jf and renames it to <topic>-<UTC time>-<seq>.jsonl.
+// rotate closes jf and renames it to its rotated name (rotatedFileName).
 // Called with p.mu held.
-// rotationStamp is the time stamp in rotated file names; fixed width, so
-// names sort by time (the subscriber relies on it).
-const rotationStamp = "20060102T150405.000000000Z"
-
 func (p *Publisher) rotate(topic string, jf *jsonlFile) error {
 	delete(p.files, topic)
 	var syncErr error
@@ -297,11 +293,11 @@ func (p *Publisher) rotate(topic string, jf *jsonlFile) error {
 	if err := errors.Join(syncErr, jf.f.Close()); err != nil {
 		return fmt.Errorf("file publisher: rotate %s: %w", jf.f.Name(), err)
 	}
-	ts := p.now().UTC().Format(rotationStamp)
+	ts := p.now()
 	var newName string
 	for {
 		p.rotSeq++
-		newName = fmt.Sprintf("%s-%s-%d.jsonl", topic, ts, p.rotSeq)
+		newName = rotatedFileName(topic, ts, p.rotSeq)
 		// Rename overwrites; never clobber an older rotated file.
 		_, err := p.root.Lstat(newName)
 		if errors.Is(err, fs.ErrNotExist) {

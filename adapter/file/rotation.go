@@ -10,32 +10,58 @@ import (
 	"time"
 )
 
-// rotatedName is a rotated file's name, <topic>-<time stamp>-<seq>.jsonl,
+// The names of a topic's files: the current file <topic>.jsonl, and the
+// rotated files <topic>-<UTC time stamp>-<seq>.jsonl. The Publisher writes
+// them with currentFileName and rotatedFileName, the Subscriber recognises
+// them with parseRotated; nothing else builds or takes apart these names.
+
+// jsonlExt ends every JSONL file name.
+const jsonlExt = ".jsonl"
+
+// rotationStamp is the time stamp in rotated file names; fixed width, so
+// names sort by time (the subscriber relies on it).
+const rotationStamp = "20060102T150405.000000000Z"
+
+// maxRotatedSuffix is the longest part of a rotated file name after the
+// topic: the separators, the stamp and the largest seq.
+const maxRotatedSuffix = len("-" + rotationStamp + "-18446744073709551615" + jsonlExt)
+
+// currentFileName is the name of the file a topic is written to.
+func currentFileName(topic string) string { return topic + jsonlExt }
+
+// rotatedFileName is the name a topic's current file is renamed to when it
+// is rotated at time ts (converted to UTC); seq tells apart rotations with
+// the same stamp. parseRotated takes it apart again.
+func rotatedFileName(topic string, ts time.Time, seq uint64) string {
+	return topic + "-" + ts.UTC().Format(rotationStamp) + "-" + strconv.FormatUint(seq, 10) + jsonlExt
+}
+
+// rotatedName is a rotated file's name, as written by rotatedFileName,
 // with the parts it sorts by.
 type rotatedName struct {
 	name, stamp string // the stamp has a fixed width: it sorts as text
-	seq         int
+	seq         uint64
 }
 
 func (a rotatedName) before(b rotatedName) bool {
 	return a.stamp < b.stamp || a.stamp == b.stamp && a.seq < b.seq
 }
 
-// parseRotated parses name as a rotated file of the topic file path. A
-// strict parse: another topic's files ("t-x.jsonl" beside "t.jsonl") are not
-// taken for rotated ones.
-func parseRotated(path, name string) (rotatedName, bool) {
+// parseRotated parses name (its directory is ignored) as a rotated file of
+// topic, the inverse of rotatedFileName. A strict parse: another topic's
+// files ("t-x.jsonl" beside "t.jsonl") are not taken for rotated ones.
+func parseRotated(topic, name string) (rotatedName, bool) {
 	name = filepath.Base(name)
-	rest, ok := strings.CutPrefix(name, strings.TrimSuffix(filepath.Base(path), ".jsonl")+"-")
+	rest, ok := strings.CutPrefix(name, topic+"-")
 	if !ok {
 		return rotatedName{}, false
 	}
-	rest, ok = strings.CutSuffix(rest, ".jsonl")
+	rest, ok = strings.CutSuffix(rest, jsonlExt)
 	i := strings.LastIndexByte(rest, '-')
 	if !ok || i < 0 {
 		return rotatedName{}, false
 	}
-	seq, err := strconv.Atoi(rest[i+1:])
+	seq, err := strconv.ParseUint(rest[i+1:], 10, 64)
 	if err != nil {
 		return rotatedName{}, false
 	}
@@ -54,7 +80,7 @@ func (t *tail) listRotated() ([]rotatedName, error) {
 	}
 	var rotated []rotatedName
 	for _, e := range entries {
-		if r, ok := parseRotated(t.path, e.Name()); ok {
+		if r, ok := parseRotated(t.topic, e.Name()); ok {
 			rotated = append(rotated, r)
 		}
 	}

@@ -65,14 +65,15 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, fmt.Errorf("file subscriber: %w", err)
 	}
 	t := &tail{
-		path:    filepath.Join(s.cfg.Dir, topic+".jsonl"),
+		topic:   topic,
+		path:    filepath.Join(s.cfg.Dir, currentFileName(topic)),
 		max:     s.cfg.MaxLineBytes,
 		follow:  s.cfg.Follow,
 		poll:    s.cfg.PollInterval,
 		closing: s.closing,
 	}
 	if !s.cfg.NoOffset {
-		t.offPath = filepath.Join(s.cfg.OffsetDir, topic+".jsonl.offset")
+		t.offPath = filepath.Join(s.cfg.OffsetDir, currentFileName(topic)+".offset")
 	}
 
 	s.mu.Lock()

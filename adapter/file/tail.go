@@ -28,7 +28,8 @@ type rawLine struct {
 // number of what it has consumed and, in follow mode, waiting for more data
 // and switching to a recreated file.
 type tail struct {
-	path    string
+	topic   string
+	path    string // currentFileName(topic) in the directory
 	offPath string // "" with no_offset
 	max     int
 	follow  bool
@@ -142,7 +143,7 @@ func (t *tail) nextRotated(logger watermill.LoggerAdapter) (bool, error) {
 	}
 	// The file just finished: opened by its rotated name, or opened as
 	// <topic>.jsonl and renamed since, found by its identity.
-	cur, ok := parseRotated(t.path, t.f.Name())
+	cur, ok := parseRotated(t.topic, t.f.Name())
 	for i := 0; !ok && t.id != nil && i < len(rotated); i++ {
 		if st, err := os.Stat(filepath.Join(dir, rotated[i].name)); err == nil {
 			if id := idOf(st); id != nil && *id == *t.id {
