@@ -77,3 +77,16 @@ func (t *tail) saveOffset(offset, line int64) error {
 	}
 	return nil
 }
+
+// prepareOffsetDir creates dir and checks that offset files can be written
+// in it, the way saveOffset writes them.
+func prepareOffsetDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".offset-check-*.tmp")
+	if err != nil {
+		return fmt.Errorf("cannot write offset files: %w", err)
+	}
+	return errors.Join(f.Close(), os.Remove(f.Name()))
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -55,6 +56,8 @@ type Publisher struct {
 	inflight sync.WaitGroup // raw writes, which run without mu
 	stop     chan struct{}
 	wg       sync.WaitGroup
+
+	written, rotated atomic.Uint64
 }
 
 type jsonlFile struct {
@@ -153,6 +156,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 			err = fmt.Errorf("file publisher: write %s: %w", jf.f.Name(), err)
 			return errors.Join(err, p.undoWrite(topic, jf, before))
 		}
+		p.written.Add(1)
 	}
 	if p.cfg.Fsync == FsyncAlways && jf != nil {
 		if err := jf.sync(); err != nil {
@@ -310,6 +314,7 @@ func (p *Publisher) rotate(topic string, jf *jsonlFile) error {
 	if err := p.root.Rename(jf.name, newName); err != nil {
 		return fmt.Errorf("file publisher: rotate %s: %w", jf.f.Name(), err)
 	}
+	p.rotated.Add(1)
 	p.logger.Debug("Rotated file", watermill.LogFields{"file": jf.f.Name(), "rotated": newName})
 	if p.cfg.Fsync != FsyncNever {
 		return p.syncDir(".")
@@ -367,6 +372,7 @@ func (p *Publisher) publishRaw(topic string, msg *message.Message) error {
 		}
 		return fmt.Errorf("file publisher: link %s to %s: %w", p.abs(tmp), p.abs(name), err)
 	}
+	p.written.Add(1)
 	if err := p.root.Remove(tmp); err != nil {
 		// The message is in place; failing now would make a retry hit
 		// EEXIST. A leftover dot-temp file is safe to delete.
@@ -465,6 +471,22 @@ func (p *Publisher) syncPath(name string) error {
 func (p *Publisher) syncDir(dir string) error { return p.syncPath(dir) }
 
 func (p *Publisher) abs(name string) string { return filepath.Join(p.cfg.Dir, name) }
+
+// PublisherStats are a Publisher's counters since NewPublisher, all topics
+// together.
+type PublisherStats struct {
+	// Written counts messages written: JSONL lines, or raw files linked to
+	// their final name. With fsync "interval" or "never" they may not be on
+	// disk yet.
+	Written uint64
+	// Rotated counts JSONL files rotated.
+	Rotated uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (p *Publisher) Stats() PublisherStats {
+	return PublisherStats{Written: p.written.Load(), Rotated: p.rotated.Load()}
+}
 
 // Close stops the fsync goroutine, fsyncs (unless fsync is "never") and
 // closes all files. It is idempotent.

@@ -7,8 +7,10 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -20,10 +22,32 @@ var ErrSubscriberClosed = errors.New("file subscriber: closed")
 
 // Metadata set on dead-letter messages. Their payload is the raw line.
 const (
-	DeadLetterFileMetadata  = "file"
-	DeadLetterLineMetadata  = "line"
-	DeadLetterErrorMetadata = "error"
+	DeadLetterFileMetadata   = "file"   // path of the file
+	DeadLetterLineMetadata   = "line"   // 1-based line number
+	DeadLetterErrorMetadata  = "error"  // what is wrong, with file and line
+	DeadLetterReasonMetadata = "reason" // a DeadLetterReason
 )
+
+// DeadLetterReason says why a line was not delivered but dead-lettered (the
+// DeadLetterReasonMetadata of the dead letter, and the key of
+// SubscriberStats.BadLines).
+type DeadLetterReason string
+
+// Reasons a line is dead-lettered.
+const (
+	// ReasonInvalid: not a message as written by MarshalLine (bad JSON or
+	// UTF-8, missing uuid or payload, bad base64).
+	ReasonInvalid DeadLetterReason = "invalid"
+	// ReasonTooLong: longer than max_line_bytes; the dead letter holds its
+	// first max_line_bytes bytes.
+	ReasonTooLong DeadLetterReason = "too_long"
+	// ReasonTorn: the last line of a file that is no longer written has no
+	// newline at its end (the writer died mid-line).
+	ReasonTorn DeadLetterReason = "torn"
+)
+
+// deadLetterReasons lists every DeadLetterReason, in Stats order.
+var deadLetterReasons = [...]DeadLetterReason{ReasonInvalid, ReasonTooLong, ReasonTorn}
 
 // Subscriber reads JSONL files written by the jsonl [Publisher]; see the
 // package documentation. It is safe for concurrent use.
@@ -36,13 +60,24 @@ type Subscriber struct {
 	topics  map[string]bool // subscribed topics; each owns its offset file
 	closing chan struct{}
 	wg      sync.WaitGroup
+
+	acked, nacked, deadLettered atomic.Uint64
+	badLines                    [len(deadLetterReasons)]atomic.Uint64 // by deadLetterReasons index
 }
 
-// NewSubscriber validates cfg after applying defaults.
+// NewSubscriber validates cfg after applying defaults and, unless
+// NoOffset is set, creates OffsetDir and checks that it can write in it:
+// otherwise every Ack would fail to store its offset and a restart would
+// read everything again.
 func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("file subscriber config: %w", err)
+	}
+	if !cfg.NoOffset {
+		if err := prepareOffsetDir(cfg.OffsetDir); err != nil {
+			return nil, fmt.Errorf("file subscriber config: offset_dir: %w", err)
+		}
 	}
 	if logger == nil {
 		logger = watermill.NopLogger{}
@@ -123,7 +158,9 @@ func (s *Subscriber) run(ctx context.Context, topic string, t *tail, out chan<- 
 		}
 		var msg *message.Message
 		if l.bad == nil {
-			msg, l.bad = UnmarshalLine(l.data, s.cfg.KeyMetadata)
+			if msg, l.bad = UnmarshalLine(l.data, s.cfg.KeyMetadata); l.bad != nil {
+				l.reason = ReasonInvalid
+			}
 		}
 		if l.bad != nil {
 			s.deadLetter(logger, t.name(), l)
@@ -155,25 +192,28 @@ func (s *Subscriber) deliver(ctx context.Context, msg *message.Message, out chan
 		}
 		select {
 		case <-m.Acked():
+			s.acked.Add(1)
 			return true
 		case <-m.Nacked():
+			s.nacked.Add(1)
 			if !sleep(ctx, s.closing, s.cfg.NackResendDelay) {
 				return false
 			}
 		case <-ctx.Done():
-			return acked(m)
+			return s.ackedLate(m)
 		case <-s.closing:
-			return acked(m)
+			return s.ackedLate(m)
 		}
 	}
 }
 
-// acked tells whether m was acked. When both the Ack and the stop signal
-// are ready, select picks at random; checking again keeps an Ack that came
-// before Close from being forgotten (and redelivered after a restart).
-func acked(m *message.Message) bool {
+// ackedLate tells whether m was acked. When both the Ack and the stop
+// signal are ready, select picks at random; checking again keeps an Ack that
+// came before Close from being forgotten (and redelivered after a restart).
+func (s *Subscriber) ackedLate(m *message.Message) bool {
 	select {
 	case <-m.Acked():
+		s.acked.Add(1)
 		return true
 	default:
 		return false
@@ -182,19 +222,50 @@ func acked(m *message.Message) bool {
 
 func (s *Subscriber) deadLetter(logger watermill.LoggerAdapter, path string, l rawLine) {
 	err := fmt.Errorf("%s:%d: %w", path, l.no, l.bad)
-	logger.Error("Skipping bad line", err, watermill.LogFields{"line": l.no})
-	if s.cfg.DeadLetterPublisher == nil {
+	if i := slices.Index(deadLetterReasons[:], l.reason); i >= 0 {
+		s.badLines[i].Add(1)
+	}
+	logger.Error("Skipping bad line", err, watermill.LogFields{"line": l.no, "reason": l.reason})
+	if s.cfg.DeadLetter == nil {
 		return
 	}
 	dl := message.NewMessage(watermill.NewUUID(), l.data)
 	dl.Metadata.Set(DeadLetterFileMetadata, path)
 	dl.Metadata.Set(DeadLetterLineMetadata, strconv.FormatInt(l.no, 10))
 	dl.Metadata.Set(DeadLetterErrorMetadata, err.Error())
-	if perr := s.cfg.DeadLetterPublisher.Publish(s.cfg.DeadLetterTopic, dl); perr != nil {
+	dl.Metadata.Set(DeadLetterReasonMetadata, string(l.reason))
+	if perr := s.cfg.DeadLetter.Publish(s.cfg.DeadLetterTopic, dl); perr != nil {
 		// The line stays in the file; blocking the reader on it would stop
 		// every good line behind it.
 		logger.Error("Publishing dead letter failed", perr, watermill.LogFields{"line": l.no})
+		return
 	}
+	s.deadLettered.Add(1)
+}
+
+// SubscriberStats are a Subscriber's counters since NewSubscriber, all
+// topics together.
+type SubscriberStats struct {
+	Acked        uint64 // messages acked (their offset is then stored)
+	Nacked       uint64 // nacks; each sends the message again
+	DeadLettered uint64 // bad lines published to DeadLetter
+	// BadLines counts the lines skipped as bad, by reason; every reason is
+	// present.
+	BadLines map[DeadLetterReason]uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Subscriber) Stats() SubscriberStats {
+	st := SubscriberStats{
+		Acked:        s.acked.Load(),
+		Nacked:       s.nacked.Load(),
+		DeadLettered: s.deadLettered.Load(),
+		BadLines:     make(map[DeadLetterReason]uint64, len(deadLetterReasons)),
+	}
+	for i, r := range deadLetterReasons {
+		st.BadLines[r] = s.badLines[i].Load()
+	}
+	return st
 }
 
 func (s *Subscriber) isClosing() bool {

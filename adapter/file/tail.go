@@ -15,13 +15,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 )
 
-// rawLine is one line of the file. bad is set when the line is known to be
-// unusable before parsing (too long, torn).
+// rawLine is one line of the file. bad and reason are set when the line
+// is known to be unusable before parsing (too long, torn).
 type rawLine struct {
-	data []byte // without the newline
-	no   int64  // 1-based line number
-	end  int64  // byte offset just past the line
-	bad  error
+	data   []byte // without the newline
+	no     int64  // 1-based line number
+	end    int64  // byte offset just past the line
+	bad    error
+	reason DeadLetterReason // set with bad
 }
 
 // tail reads complete lines from a file, tracking the byte offset and line
@@ -294,6 +295,7 @@ func (t *tail) readLine() (l rawLine, ok bool, err error) {
 			l = rawLine{data: bytes.TrimSuffix(t.partial, []byte("\n")), no: t.lineNo, end: t.offset}
 			if t.pending-1 > int64(t.max) {
 				l.bad = fmt.Errorf("line of %d bytes is longer than max_line_bytes %d", t.pending-1, t.max)
+				l.reason = ReasonTooLong
 				l.data = l.data[:min(len(l.data), t.max)]
 			}
 			t.partial, t.pending = nil, 0
@@ -312,7 +314,7 @@ func (t *tail) torn() rawLine {
 	t.offset += t.pending
 	t.lineNo++
 	l := rawLine{data: t.partial, no: t.lineNo, end: t.offset,
-		bad: errors.New("incomplete last line (no trailing newline)")}
+		bad: errors.New("incomplete last line (no trailing newline)"), reason: ReasonTorn}
 	if len(l.data) > t.max {
 		l.data = l.data[:t.max]
 	}
