@@ -3,8 +3,11 @@ package file
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/template"
 	"time"
 
@@ -24,13 +27,25 @@ const (
 	FsyncNever    = "never"
 )
 
-// Defaults applied by the config's setDefaults.
+// Defaults applied by the configs' setDefaults (see also
+// [DefaultKeyMetadata]). SubscriberConfig.OffsetDir defaults to its Dir.
 const (
+	// DefaultFormat is PublisherConfig.Format's default.
+	DefaultFormat = FormatJSONL
+	// DefaultRawNameTemplate is PublisherConfig.NameTemplate's default with
+	// format raw.
 	DefaultRawNameTemplate = "{{.Topic}}/{{.UUID}}.bin"
-	DefaultFsyncInterval   = time.Second
-	DefaultPollInterval    = 200 * time.Millisecond
+	// DefaultFsync is PublisherConfig.Fsync's default.
+	DefaultFsync = FsyncAlways
+	// DefaultFsyncInterval is PublisherConfig.FsyncInterval's default.
+	DefaultFsyncInterval = time.Second
+	// DefaultPollInterval is SubscriberConfig.PollInterval's default.
+	DefaultPollInterval = 200 * time.Millisecond
+	// DefaultNackResendDelay is SubscriberConfig.NackResendDelay's default.
 	DefaultNackResendDelay = time.Second
-	DefaultMaxLineBytes    = 64 << 20
+	// DefaultMaxLineBytes is SubscriberConfig.MaxLineBytes's default
+	// (64 MiB).
+	DefaultMaxLineBytes = 64 << 20
 )
 
 // PublisherConfig configures a [Publisher]. The zero value plus Dir is a
@@ -63,7 +78,7 @@ type PublisherConfig struct {
 
 func (c *PublisherConfig) setDefaults() {
 	if c.Format == "" {
-		c.Format = FormatJSONL
+		c.Format = DefaultFormat
 	}
 	if c.KeyMetadata == "" {
 		c.KeyMetadata = DefaultKeyMetadata
@@ -72,48 +87,67 @@ func (c *PublisherConfig) setDefaults() {
 		c.NameTemplate = DefaultRawNameTemplate
 	}
 	if c.Fsync == "" {
-		c.Fsync = FsyncAlways
+		c.Fsync = DefaultFsync
 	}
 	if c.FsyncInterval == 0 {
 		c.FsyncInterval = DefaultFsyncInterval
 	}
 }
 
-// Validate reports the first invalid field, named by its config key.
+// Validate reports every invalid field, joined with errors.Join in the
+// order of the struct's fields, each error starting with the field's
+// config key (for example "fsync_interval: must be > 0, got -1s"). It
+// expects defaults to be set, as NewPublisher does.
 func (c PublisherConfig) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Dir == "" {
-		return errors.New("dir: must not be empty")
+		bad("dir: must not be empty")
 	}
-	switch c.Format {
-	case FormatJSONL:
-		if c.NameTemplate != "" {
-			return errors.New("name_template: only used with format raw")
+	raw := c.Format == FormatRaw
+	if c.Format != FormatJSONL && !raw {
+		bad("format: must be jsonl or raw, got %q", c.Format)
+	}
+	switch {
+	case raw:
+		if err := checkNameTemplate(c.NameTemplate); err != nil {
+			bad("name_template: %w", err)
 		}
-	case FormatRaw:
-		if _, err := parseNameTemplate(c.NameTemplate); err != nil {
-			return fmt.Errorf("name_template: %w", err)
-		}
-		if c.MaxBytes != 0 || c.MaxAge != 0 {
-			return errors.New("max_bytes, max_age: rotation is only for format jsonl")
-		}
-	default:
-		return fmt.Errorf("format: must be jsonl or raw, got %q", c.Format)
+	case c.NameTemplate != "":
+		bad("name_template: only used with format raw")
 	}
 	switch c.Fsync {
 	case FsyncAlways, FsyncInterval, FsyncNever:
 	default:
-		return fmt.Errorf("fsync: must be always, interval or never, got %q", c.Fsync)
+		bad("fsync: must be always, interval or never, got %q", c.Fsync)
 	}
-	if c.FsyncInterval < 0 {
-		return fmt.Errorf("fsync_interval: must be positive, got %s", c.FsyncInterval)
+	if c.FsyncInterval <= 0 {
+		bad("fsync_interval: must be > 0, got %s", c.FsyncInterval)
 	}
-	if c.MaxBytes < 0 {
-		return fmt.Errorf("max_bytes: must not be negative, got %d", c.MaxBytes)
+	switch {
+	case c.MaxBytes < 0:
+		bad("max_bytes: must not be negative, got %d", c.MaxBytes)
+	case c.MaxBytes != 0 && raw:
+		bad("max_bytes: rotation is only for format jsonl")
 	}
-	if c.MaxAge < 0 {
-		return fmt.Errorf("max_age: must not be negative, got %s", c.MaxAge)
+	switch {
+	case c.MaxAge < 0:
+		bad("max_age: must not be negative, got %s", c.MaxAge)
+	case c.MaxAge != 0 && raw:
+		bad("max_age: rotation is only for format jsonl")
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// sampleRawName is what Validate executes a name template with: a template
+// that fails on it, or whose result is not a relative path inside the
+// directory, would fail every Publish.
+var sampleRawName = RawName{
+	Topic: "topic",
+	UUID:  "0190c5b4-7a1e-7c3a-9f0e-2b7d4c1a5e6f",
+	Key:   "key",
+	Seq:   1,
+	Time:  time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC),
 }
 
 func parseNameTemplate(s string) (*template.Template, error) {
@@ -121,8 +155,24 @@ func parseNameTemplate(s string) (*template.Template, error) {
 		return nil, errors.New("must not be empty")
 	}
 	// missingkey only matters for maps, but unknown struct fields already
-	// fail at execution; parsing here catches syntax errors at startup.
+	// fail at execution; checkNameTemplate executes it once.
 	return template.New("name").Option("missingkey=error").Parse(s)
+}
+
+// checkNameTemplate parses s and executes it with sampleRawName.
+func checkNameTemplate(s string) error {
+	tmpl, err := parseNameTemplate(s)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	if err := tmpl.Execute(&b, sampleRawName); err != nil {
+		return err
+	}
+	if err := checkRelPath(b.String()); err != nil {
+		return fmt.Errorf("with a sample message: %w", err)
+	}
+	return nil
 }
 
 // SubscriberConfig configures a [Subscriber].
@@ -142,6 +192,8 @@ type SubscriberConfig struct {
 	// the line's metadata lacks it (default "loom_key").
 	KeyMetadata string `koanf:"key_metadata"`
 	// OffsetDir holds the offset files <topic>.jsonl.offset (default Dir).
+	// Unless NoOffset is set, it must be a directory or creatable as one;
+	// NewSubscriber creates it and checks that it can write in it.
 	OffsetDir string `koanf:"offset_dir"`
 	// NoOffset disables offset files: every Subscribe starts at the
 	// beginning of the file and nothing is recorded (pure replay).
@@ -150,10 +202,11 @@ type SubscriberConfig struct {
 	// letters (default 64 MiB).
 	MaxLineBytes int `koanf:"max_line_bytes"`
 	// DeadLetterTopic is the topic bad lines are published to on
-	// DeadLetterPublisher. Required when DeadLetterPublisher is set.
+	// DeadLetter. Required when DeadLetter is set.
 	DeadLetterTopic string `koanf:"dead_letter_topic"`
-	// DeadLetterPublisher receives bad lines; nil means they are only logged.
-	DeadLetterPublisher message.Publisher `koanf:"-"`
+	// DeadLetter receives bad lines; nil means they are only logged. Not
+	// a config key: set it in code.
+	DeadLetter message.Publisher `koanf:"-"`
 }
 
 func (c *SubscriberConfig) setDefaults() {
@@ -174,24 +227,57 @@ func (c *SubscriberConfig) setDefaults() {
 	}
 }
 
-// Validate reports the first invalid field, named by its config key.
+// Validate reports every invalid field, joined with errors.Join in the
+// order of the struct's fields, each error starting with the field's
+// config key. It expects defaults to be set, as NewSubscriber does. Unless
+// NoOffset is set, it looks at the file system: offset_dir must be a
+// directory, or not exist below a directory (NewSubscriber creates it).
 func (c SubscriberConfig) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Dir == "" {
-		return errors.New("dir: must not be empty")
+		bad("dir: must not be empty")
 	}
 	if c.PollInterval <= 0 {
-		return fmt.Errorf("poll_interval: must be positive, got %s", c.PollInterval)
+		bad("poll_interval: must be > 0, got %s", c.PollInterval)
 	}
 	if c.NackResendDelay < 0 {
-		return fmt.Errorf("nack_resend_delay: must not be negative, got %s", c.NackResendDelay)
+		bad("nack_resend_delay: must not be negative, got %s", c.NackResendDelay)
+	}
+	if !c.NoOffset && c.OffsetDir != "" { // "" only when dir is missing too
+		if err := checkDirCreatable(c.OffsetDir); err != nil {
+			bad("offset_dir: %w", err)
+		}
 	}
 	if c.MaxLineBytes <= 0 {
-		return fmt.Errorf("max_line_bytes: must be positive, got %d", c.MaxLineBytes)
+		bad("max_line_bytes: must be > 0, got %d", c.MaxLineBytes)
 	}
-	if c.DeadLetterPublisher != nil && c.DeadLetterTopic == "" {
-		return errors.New("dead_letter_topic: required when a dead-letter publisher is set")
+	if c.DeadLetter != nil && c.DeadLetterTopic == "" {
+		bad("dead_letter_topic: required when the DeadLetter publisher is set")
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// checkDirCreatable reports whether dir is a directory, or does not exist
+// and its nearest existing ancestor is a directory, so that MkdirAll can
+// create it (permissions aside). It changes nothing.
+func checkDirCreatable(dir string) error {
+	if dir == "" {
+		return errors.New("must not be empty")
+	}
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		switch {
+		case err == nil && st.IsDir():
+			return nil
+		case err == nil:
+			return fmt.Errorf("%s cannot be created: %s is not a directory", dir, p)
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return fmt.Errorf("%s: %w", dir, err)
+		case filepath.Dir(p) == p:
+			return nil // nothing exists up to the root; MkdirAll decides
+		}
+	}
 }
 
 // checkTopic makes sure a topic maps to exactly one file name inside the

@@ -204,7 +204,7 @@ func TestKill9MidWrite(t *testing.T) {
 func readAllWithDeadLetters(t *testing.T, dir string) ([]*message.Message, []*message.Message) {
 	t.Helper()
 	dlq := &capturePub{}
-	s := newSub(t, SubscriberConfig{Dir: dir, NoOffset: true, DeadLetterPublisher: dlq, DeadLetterTopic: "dead"})
+	s := newSub(t, SubscriberConfig{Dir: dir, NoOffset: true, DeadLetter: dlq, DeadLetterTopic: "dead"})
 	got := drain(t, subscribe(t, s, "crash"))
 	_, dead := dlq.got()
 	return got, dead

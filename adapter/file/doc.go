@@ -87,8 +87,17 @@
 // A line that is not a valid message (bad JSON, missing uuid or payload, bad
 // base64, longer than max_line_bytes, or a final line without newline at the
 // end of a file that is no longer written) is logged with its file and line
-// number, published to the dead-letter publisher when one is configured
-// (payload: the raw line; metadata "file", "line", "error") and skipped. In
+// number, published to the DeadLetter publisher when one is configured
+// (payload: the raw line; metadata "file", "line", "error" and "reason", a
+// [DeadLetterReason]: "invalid", "too_long" or "torn") and skipped. In
 // follow mode a final line without a newline is incomplete and is waited for,
 // never parsed.
+//
+// # Configuration
+//
+// [PublisherConfig] and [SubscriberConfig] carry koanf tags, the keys of
+// their YAML form. The constructors apply the defaults (the Default*
+// constants) and then call Validate, which reports every invalid field at
+// once, in field order, each error starting with its key. Both types count
+// what they do: see [Publisher.Stats] and [Subscriber.Stats].
 package file

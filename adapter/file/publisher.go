@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -55,6 +56,8 @@ type Publisher struct {
 	inflight sync.WaitGroup // raw writes, which run without mu
 	stop     chan struct{}
 	wg       sync.WaitGroup
+
+	written, rotated atomic.Uint64
 }
 
 type jsonlFile struct {
@@ -153,6 +156,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 			err = fmt.Errorf("file publisher: write %s: %w", jf.f.Name(), err)
 			return errors.Join(err, p.undoWrite(topic, jf, before))
 		}
+		p.written.Add(1)
 	}
 	if p.cfg.Fsync == FsyncAlways && jf != nil {
 		if err := jf.sync(); err != nil {
@@ -194,9 +198,9 @@ const maxNameBytes = 255
 // 20 digits>.jsonl.
 func (p *Publisher) maxTopicBytes() int {
 	if p.cfg.MaxBytes > 0 || p.cfg.MaxAge > 0 {
-		return maxNameBytes - len("-20060102T150405.000000000Z-18446744073709551615.jsonl")
+		return maxNameBytes - maxRotatedSuffix
 	}
-	return maxNameBytes - len(".jsonl")
+	return maxNameBytes - len(jsonlExt)
 }
 
 // fileFor returns the open file for topic, rotating it first when writing n
@@ -228,7 +232,7 @@ func (p *Publisher) fileFor(topic string, n int64) (*jsonlFile, error) {
 }
 
 func (p *Publisher) openJSONL(topic string) (*jsonlFile, error) {
-	name := topic + ".jsonl"
+	name := currentFileName(topic)
 	f, err := p.root.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("file publisher: open %s: %w", p.abs(name), err)
@@ -282,12 +286,8 @@ func (p *Publisher) repairTail(jf *jsonlFile) error {
 	return nil
 }
 
-// rotate closes jf and renames it to <topic>-<UTC time>-<seq>.jsonl.
+// rotate closes jf and renames it to its rotated name (rotatedFileName).
 // Called with p.mu held.
-// rotationStamp is the time stamp in rotated file names; fixed width, so
-// names sort by time (the subscriber relies on it).
-const rotationStamp = "20060102T150405.000000000Z"
-
 func (p *Publisher) rotate(topic string, jf *jsonlFile) error {
 	delete(p.files, topic)
 	var syncErr error
@@ -297,11 +297,11 @@ func (p *Publisher) rotate(topic string, jf *jsonlFile) error {
 	if err := errors.Join(syncErr, jf.f.Close()); err != nil {
 		return fmt.Errorf("file publisher: rotate %s: %w", jf.f.Name(), err)
 	}
-	ts := p.now().UTC().Format(rotationStamp)
+	ts := p.now()
 	var newName string
 	for {
 		p.rotSeq++
-		newName = fmt.Sprintf("%s-%s-%d.jsonl", topic, ts, p.rotSeq)
+		newName = rotatedFileName(topic, ts, p.rotSeq)
 		// Rename overwrites; never clobber an older rotated file.
 		_, err := p.root.Lstat(newName)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -314,6 +314,7 @@ func (p *Publisher) rotate(topic string, jf *jsonlFile) error {
 	if err := p.root.Rename(jf.name, newName); err != nil {
 		return fmt.Errorf("file publisher: rotate %s: %w", jf.f.Name(), err)
 	}
+	p.rotated.Add(1)
 	p.logger.Debug("Rotated file", watermill.LogFields{"file": jf.f.Name(), "rotated": newName})
 	if p.cfg.Fsync != FsyncNever {
 		return p.syncDir(".")
@@ -371,6 +372,7 @@ func (p *Publisher) publishRaw(topic string, msg *message.Message) error {
 		}
 		return fmt.Errorf("file publisher: link %s to %s: %w", p.abs(tmp), p.abs(name), err)
 	}
+	p.written.Add(1)
 	if err := p.root.Remove(tmp); err != nil {
 		// The message is in place; failing now would make a retry hit
 		// EEXIST. A leftover dot-temp file is safe to delete.
@@ -469,6 +471,22 @@ func (p *Publisher) syncPath(name string) error {
 func (p *Publisher) syncDir(dir string) error { return p.syncPath(dir) }
 
 func (p *Publisher) abs(name string) string { return filepath.Join(p.cfg.Dir, name) }
+
+// PublisherStats are a Publisher's counters since NewPublisher, all topics
+// together.
+type PublisherStats struct {
+	// Written counts messages written: JSONL lines, or raw files linked to
+	// their final name. With fsync "interval" or "never" they may not be on
+	// disk yet.
+	Written uint64
+	// Rotated counts JSONL files rotated.
+	Rotated uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (p *Publisher) Stats() PublisherStats {
+	return PublisherStats{Written: p.written.Load(), Rotated: p.rotated.Load()}
+}
 
 // Close stops the fsync goroutine, fsyncs (unless fsync is "never") and
 // closes all files. It is idempotent.

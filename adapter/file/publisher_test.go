@@ -160,17 +160,30 @@ func keys(m map[string][]byte) []string {
 func TestPublishRawRejectsEscapingNames(t *testing.T) {
 	outside := t.TempDir()
 	dir := t.TempDir()
-	cases := map[string]string{
-		"dotdot topic":  "{{.Topic}}/{{.UUID}}",
-		"absolute":      outside + "/{{.UUID}}",
-		"dotdot inside": "a/../{{.UUID}}",
-		"dotdot uuid":   "{{.UUID}}",
-		"empty":         "{{if false}}x{{end}}",
-		"unknown field": "{{.Nope}}",
+	// Templates that escape or fail for every message are refused by
+	// Validate; those that do so only for some messages' data are refused
+	// by Publish.
+	cases := map[string]struct {
+		tmpl      string
+		atPublish bool
+	}{
+		"dotdot topic":  {"{{.Topic}}/{{.UUID}}", true},
+		"dotdot uuid":   {"{{.UUID}}", true},
+		"absolute":      {outside + "/{{.UUID}}", false},
+		"dotdot inside": {"a/../{{.UUID}}", false},
+		"empty":         {"{{if false}}x{{end}}", false},
+		"unknown field": {"{{.Nope}}", false},
 	}
-	for name, tmpl := range cases {
+	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			p := newPub(t, PublisherConfig{Dir: dir, Format: FormatRaw, NameTemplate: tmpl})
+			cfg := PublisherConfig{Dir: dir, Format: FormatRaw, NameTemplate: tc.tmpl}
+			if !tc.atPublish {
+				if _, err := NewPublisher(cfg, nil); err == nil || !strings.Contains(err.Error(), "name_template: ") {
+					t.Fatalf("NewPublisher err = %v, want a name_template error", err)
+				}
+				return
+			}
+			p := newPub(t, cfg)
 			topic, uuid := "t", "u"
 			if name == "dotdot topic" {
 				topic = ".."
@@ -205,6 +218,9 @@ func TestRotationBySize(t *testing.T) {
 	rotated := rotatedFiles(t, dir, "s")
 	if len(rotated) != 3 {
 		t.Fatalf("want 3 rotated files, got %v", rotated)
+	}
+	if st := p.Stats(); st != (PublisherStats{Written: 10, Rotated: 3}) {
+		t.Fatalf("Stats() = %+v, want 10 written, 3 rotated", st)
 	}
 	var all []string
 	for _, name := range append(rotated, "s.jsonl") {

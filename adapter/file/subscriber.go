@@ -1,20 +1,16 @@
 package file
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -26,10 +22,32 @@ var ErrSubscriberClosed = errors.New("file subscriber: closed")
 
 // Metadata set on dead-letter messages. Their payload is the raw line.
 const (
-	DeadLetterFileMetadata  = "file"
-	DeadLetterLineMetadata  = "line"
-	DeadLetterErrorMetadata = "error"
+	DeadLetterFileMetadata   = "file"   // path of the file
+	DeadLetterLineMetadata   = "line"   // 1-based line number
+	DeadLetterErrorMetadata  = "error"  // what is wrong, with file and line
+	DeadLetterReasonMetadata = "reason" // a DeadLetterReason
 )
+
+// DeadLetterReason says why a line was not delivered but dead-lettered (the
+// DeadLetterReasonMetadata of the dead letter, and the key of
+// SubscriberStats.BadLines).
+type DeadLetterReason string
+
+// Reasons a line is dead-lettered.
+const (
+	// ReasonInvalid: not a message as written by MarshalLine (bad JSON or
+	// UTF-8, missing uuid or payload, bad base64).
+	ReasonInvalid DeadLetterReason = "invalid"
+	// ReasonTooLong: longer than max_line_bytes; the dead letter holds its
+	// first max_line_bytes bytes.
+	ReasonTooLong DeadLetterReason = "too_long"
+	// ReasonTorn: the last line of a file that is no longer written has no
+	// newline at its end (the writer died mid-line).
+	ReasonTorn DeadLetterReason = "torn"
+)
+
+// deadLetterReasons lists every DeadLetterReason, in Stats order.
+var deadLetterReasons = [...]DeadLetterReason{ReasonInvalid, ReasonTooLong, ReasonTorn}
 
 // Subscriber reads JSONL files written by the jsonl [Publisher]; see the
 // package documentation. It is safe for concurrent use.
@@ -42,13 +60,24 @@ type Subscriber struct {
 	topics  map[string]bool // subscribed topics; each owns its offset file
 	closing chan struct{}
 	wg      sync.WaitGroup
+
+	acked, nacked, deadLettered atomic.Uint64
+	badLines                    [len(deadLetterReasons)]atomic.Uint64 // by deadLetterReasons index
 }
 
-// NewSubscriber validates cfg after applying defaults.
+// NewSubscriber validates cfg after applying defaults and, unless
+// NoOffset is set, creates OffsetDir and checks that it can write in it:
+// otherwise every Ack would fail to store its offset and a restart would
+// read everything again.
 func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("file subscriber config: %w", err)
+	}
+	if !cfg.NoOffset {
+		if err := prepareOffsetDir(cfg.OffsetDir); err != nil {
+			return nil, fmt.Errorf("file subscriber config: offset_dir: %w", err)
+		}
 	}
 	if logger == nil {
 		logger = watermill.NopLogger{}
@@ -71,14 +100,15 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, fmt.Errorf("file subscriber: %w", err)
 	}
 	t := &tail{
-		path:    filepath.Join(s.cfg.Dir, topic+".jsonl"),
+		topic:   topic,
+		path:    filepath.Join(s.cfg.Dir, currentFileName(topic)),
 		max:     s.cfg.MaxLineBytes,
 		follow:  s.cfg.Follow,
 		poll:    s.cfg.PollInterval,
 		closing: s.closing,
 	}
 	if !s.cfg.NoOffset {
-		t.offPath = filepath.Join(s.cfg.OffsetDir, topic+".jsonl.offset")
+		t.offPath = filepath.Join(s.cfg.OffsetDir, currentFileName(topic)+".offset")
 	}
 
 	s.mu.Lock()
@@ -128,7 +158,9 @@ func (s *Subscriber) run(ctx context.Context, topic string, t *tail, out chan<- 
 		}
 		var msg *message.Message
 		if l.bad == nil {
-			msg, l.bad = UnmarshalLine(l.data, s.cfg.KeyMetadata)
+			if msg, l.bad = UnmarshalLine(l.data, s.cfg.KeyMetadata); l.bad != nil {
+				l.reason = ReasonInvalid
+			}
 		}
 		if l.bad != nil {
 			s.deadLetter(logger, t.name(), l)
@@ -160,25 +192,28 @@ func (s *Subscriber) deliver(ctx context.Context, msg *message.Message, out chan
 		}
 		select {
 		case <-m.Acked():
+			s.acked.Add(1)
 			return true
 		case <-m.Nacked():
+			s.nacked.Add(1)
 			if !sleep(ctx, s.closing, s.cfg.NackResendDelay) {
 				return false
 			}
 		case <-ctx.Done():
-			return acked(m)
+			return s.ackedLate(m)
 		case <-s.closing:
-			return acked(m)
+			return s.ackedLate(m)
 		}
 	}
 }
 
-// acked tells whether m was acked. When both the Ack and the stop signal
-// are ready, select picks at random; checking again keeps an Ack that came
-// before Close from being forgotten (and redelivered after a restart).
-func acked(m *message.Message) bool {
+// ackedLate tells whether m was acked. When both the Ack and the stop
+// signal are ready, select picks at random; checking again keeps an Ack that
+// came before Close from being forgotten (and redelivered after a restart).
+func (s *Subscriber) ackedLate(m *message.Message) bool {
 	select {
 	case <-m.Acked():
+		s.acked.Add(1)
 		return true
 	default:
 		return false
@@ -187,19 +222,50 @@ func acked(m *message.Message) bool {
 
 func (s *Subscriber) deadLetter(logger watermill.LoggerAdapter, path string, l rawLine) {
 	err := fmt.Errorf("%s:%d: %w", path, l.no, l.bad)
-	logger.Error("Skipping bad line", err, watermill.LogFields{"line": l.no})
-	if s.cfg.DeadLetterPublisher == nil {
+	if i := slices.Index(deadLetterReasons[:], l.reason); i >= 0 {
+		s.badLines[i].Add(1)
+	}
+	logger.Error("Skipping bad line", err, watermill.LogFields{"line": l.no, "reason": l.reason})
+	if s.cfg.DeadLetter == nil {
 		return
 	}
 	dl := message.NewMessage(watermill.NewUUID(), l.data)
 	dl.Metadata.Set(DeadLetterFileMetadata, path)
 	dl.Metadata.Set(DeadLetterLineMetadata, strconv.FormatInt(l.no, 10))
 	dl.Metadata.Set(DeadLetterErrorMetadata, err.Error())
-	if perr := s.cfg.DeadLetterPublisher.Publish(s.cfg.DeadLetterTopic, dl); perr != nil {
+	dl.Metadata.Set(DeadLetterReasonMetadata, string(l.reason))
+	if perr := s.cfg.DeadLetter.Publish(s.cfg.DeadLetterTopic, dl); perr != nil {
 		// The line stays in the file; blocking the reader on it would stop
 		// every good line behind it.
 		logger.Error("Publishing dead letter failed", perr, watermill.LogFields{"line": l.no})
+		return
 	}
+	s.deadLettered.Add(1)
+}
+
+// SubscriberStats are a Subscriber's counters since NewSubscriber, all
+// topics together.
+type SubscriberStats struct {
+	Acked        uint64 // messages acked (their offset is then stored)
+	Nacked       uint64 // nacks; each sends the message again
+	DeadLettered uint64 // bad lines published to DeadLetter
+	// BadLines counts the lines skipped as bad, by reason; every reason is
+	// present.
+	BadLines map[DeadLetterReason]uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Subscriber) Stats() SubscriberStats {
+	st := SubscriberStats{
+		Acked:        s.acked.Load(),
+		Nacked:       s.nacked.Load(),
+		DeadLettered: s.deadLettered.Load(),
+		BadLines:     make(map[DeadLetterReason]uint64, len(deadLetterReasons)),
+	}
+	for i, r := range deadLetterReasons {
+		st.BadLines[r] = s.badLines[i].Load()
+	}
+	return st
 }
 
 func (s *Subscriber) isClosing() bool {
@@ -238,434 +304,4 @@ func sleep(ctx context.Context, closing <-chan struct{}, d time.Duration) bool {
 	case <-closing:
 		return false
 	}
-}
-
-// rawLine is one line of the file. bad is set when the line is known to be
-// unusable before parsing (too long, torn).
-type rawLine struct {
-	data []byte // without the newline
-	no   int64  // 1-based line number
-	end  int64  // byte offset just past the line
-	bad  error
-}
-
-// tail reads complete lines from a file, tracking the byte offset and line
-// number of what it has consumed and, in follow mode, waiting for more data
-// and switching to a recreated file.
-type tail struct {
-	path    string
-	offPath string // "" with no_offset
-	max     int
-	follow  bool
-	poll    time.Duration
-	closing <-chan struct{}
-
-	// want is the identity of the file a loaded offset belongs to (nil:
-	// unknown); the first open checks it against the current file.
-	want *fileID
-	old  bool    // reading a rotated file found by want or listed after one: no longer written
-	id   *fileID // identity of f, stored with the offset
-
-	f       *os.File
-	br      *bufio.Reader
-	offset  int64  // byte offset past the last consumed line
-	lineNo  int64  // lines consumed
-	partial []byte // start of the current unfinished line, at most max+1 bytes
-	pending int64  // length of the current unfinished line read so far
-}
-
-type offsetFile struct {
-	Offset int64 `json:"offset"`
-	Line   int64 `json:"line"`
-	// File identifies the file Offset belongs to, so that it is not applied
-	// to another file after a rotation. Absent in offset files of older
-	// versions and where the identity is unknown.
-	File *fileID `json:"file,omitempty"`
-}
-
-// fileID is a file's identity: it stays the same when the file is renamed
-// (rotated) and differs for a recreated file.
-type fileID struct {
-	Dev uint64 `json:"dev"`
-	Ino uint64 `json:"ino"`
-}
-
-func (t *tail) loadOffset() error {
-	if t.offPath == "" {
-		return nil
-	}
-	b, err := os.ReadFile(t.offPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("file subscriber: read offset: %w", err)
-	}
-	var o offsetFile
-	// Starting over on a broken offset file would redeliver everything, so
-	// refuse instead.
-	if err := json.Unmarshal(b, &o); err != nil {
-		return fmt.Errorf("file subscriber: offset file %s: %w", t.offPath, err)
-	}
-	t.offset, t.lineNo, t.want = o.Offset, o.Line, o.File
-	return nil
-}
-
-// saveOffset stores the offset atomically: temp file, fsync, rename, fsync
-// of the directory.
-func (t *tail) saveOffset(offset, line int64) error {
-	if t.offPath == "" {
-		return nil
-	}
-	dir := filepath.Dir(t.offPath)
-	b, _ := json.Marshal(offsetFile{Offset: offset, Line: line, File: t.id})
-	f, err := os.CreateTemp(dir, "."+filepath.Base(t.offPath)+"-*.tmp")
-	if err != nil {
-		return fmt.Errorf("file subscriber: save offset: %w", err)
-	}
-	_, werr := f.Write(b)
-	err = errors.Join(werr, f.Sync(), f.Close())
-	if err == nil {
-		err = os.Rename(f.Name(), t.offPath)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-		return fmt.Errorf("file subscriber: save offset %s: %w", t.offPath, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("file subscriber: save offset: %w", err)
-	}
-	err = errors.Join(d.Sync(), d.Close())
-	if err != nil {
-		return fmt.Errorf("file subscriber: fsync %s: %w", dir, err)
-	}
-	return nil
-}
-
-// open opens the file at the current offset. The first open checks the
-// identity stored with the offset: if <topic>.jsonl is another file (it was
-// rotated while no Subscriber ran), the rotated file is finished first when
-// it can be found among <topic>-*.jsonl, and otherwise the current file is
-// read from the start. An offset past the end means the file was replaced
-// or truncated, so reading starts over.
-func (t *tail) open(logger watermill.LoggerAdapter) error {
-	f, st, err := openStat(t.path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if t.want != nil && (f == nil || differs(idOf(st), t.want)) {
-		if rf, rst := t.findRotated(*t.want, logger); rf != nil {
-			if f != nil {
-				f.Close()
-			}
-			logger.Info("Stored offset belongs to a rotated file, finishing it first",
-				watermill.LogFields{"file": t.path, "rotated": rf.Name(), "offset": t.offset})
-			f, st, err, t.old = rf, rst, nil, true
-		} else if f != nil {
-			logger.Info("Stored offset belongs to a file that is gone, reading the current file from the start",
-				watermill.LogFields{"file": t.path, "offset": t.offset})
-			t.offset, t.lineNo = 0, 0
-		}
-	}
-	if f == nil {
-		return err // not there yet; want is checked again on the next open
-	}
-	t.want = nil
-	if t.offset > st.Size() {
-		logger.Info("Stored offset is past the end of the file, starting from the beginning",
-			watermill.LogFields{"file": f.Name(), "offset": t.offset, "size": st.Size()})
-		t.offset, t.lineNo = 0, 0
-	}
-	if _, err := f.Seek(t.offset, io.SeekStart); err != nil {
-		f.Close()
-		return fmt.Errorf("file subscriber: seek %s: %w", f.Name(), err)
-	}
-	t.f, t.id = f, idOf(st)
-	t.br = bufio.NewReaderSize(f, 64<<10)
-	t.partial, t.pending = nil, 0
-	return nil
-}
-
-func openStat(path string) (*os.File, os.FileInfo, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("file subscriber: %w", err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("file subscriber: %w", err)
-	}
-	return f, st, nil
-}
-
-// differs reports whether two identities are known and different.
-func differs(a, b *fileID) bool { return a != nil && b != nil && *a != *b }
-
-// findRotated opens the rotated file <topic>-*.jsonl with identity id, or
-// returns nil. Errors only mean it is not found: the caller falls back to
-// the current file.
-func (t *tail) findRotated(id fileID, logger watermill.LoggerAdapter) (*os.File, os.FileInfo) {
-	rotated, err := t.listRotated()
-	if err != nil {
-		logger.Error("Listing rotated files failed", err, nil)
-		return nil, nil
-	}
-	for _, r := range rotated {
-		f, st, err := openStat(filepath.Join(filepath.Dir(t.path), r.name))
-		if err != nil {
-			continue // removed meanwhile
-		}
-		if got := idOf(st); got != nil && *got == id {
-			return f, st
-		}
-		f.Close()
-	}
-	return nil, nil
-}
-
-// nextRotated switches from the finished rotated file to the oldest rotated
-// file of the topic named after it, from its start, and reports whether there
-// was one.
-func (t *tail) nextRotated(logger watermill.LoggerAdapter) (bool, error) {
-	dir := filepath.Dir(t.path)
-	rotated, err := t.listRotated()
-	if err != nil {
-		return false, err
-	}
-	// The file just finished: opened by its rotated name, or opened as
-	// <topic>.jsonl and renamed since, found by its identity.
-	cur, ok := parseRotated(t.path, t.f.Name())
-	for i := 0; !ok && t.id != nil && i < len(rotated); i++ {
-		if st, err := os.Stat(filepath.Join(dir, rotated[i].name)); err == nil {
-			if id := idOf(st); id != nil && *id == *t.id {
-				cur, ok = rotated[i], true
-			}
-		}
-	}
-	if !ok {
-		return false, nil
-	}
-	for _, r := range rotated {
-		if !cur.before(r) {
-			continue
-		}
-		f, st, err := openStat(filepath.Join(dir, r.name))
-		if err != nil {
-			continue // removed meanwhile
-		}
-		logger.Info("Reading the next rotated file", watermill.LogFields{"rotated": f.Name()})
-		t.close()
-		t.f, t.id, t.old = f, idOf(st), true
-		t.br = bufio.NewReaderSize(f, 64<<10)
-		t.partial, t.pending, t.offset, t.lineNo = nil, 0, 0, 0
-		return true, t.saveOffset(0, 0)
-	}
-	return false, nil
-}
-
-// listRotated lists the topic's rotated files, oldest first.
-func (t *tail) listRotated() ([]rotatedName, error) {
-	dir := filepath.Dir(t.path)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("file subscriber: list rotated files in %s: %w", dir, err)
-	}
-	var rotated []rotatedName
-	for _, e := range entries {
-		if r, ok := parseRotated(t.path, e.Name()); ok {
-			rotated = append(rotated, r)
-		}
-	}
-	slices.SortFunc(rotated, func(a, b rotatedName) int {
-		if a.before(b) {
-			return -1
-		}
-		return 1
-	})
-	return rotated, nil
-}
-
-// rotatedName is a rotated file's name, <topic>-<time stamp>-<seq>.jsonl,
-// with the parts it sorts by.
-type rotatedName struct {
-	name, stamp string // the stamp has a fixed width: it sorts as text
-	seq         int
-}
-
-func (a rotatedName) before(b rotatedName) bool {
-	return a.stamp < b.stamp || a.stamp == b.stamp && a.seq < b.seq
-}
-
-// parseRotated parses name as a rotated file of the topic file path. A
-// strict parse: another topic's files ("t-x.jsonl" beside "t.jsonl") are not
-// taken for rotated ones.
-func parseRotated(path, name string) (rotatedName, bool) {
-	name = filepath.Base(name)
-	rest, ok := strings.CutPrefix(name, strings.TrimSuffix(filepath.Base(path), ".jsonl")+"-")
-	if !ok {
-		return rotatedName{}, false
-	}
-	rest, ok = strings.CutSuffix(rest, ".jsonl")
-	i := strings.LastIndexByte(rest, '-')
-	if !ok || i < 0 {
-		return rotatedName{}, false
-	}
-	seq, err := strconv.Atoi(rest[i+1:])
-	if err != nil {
-		return rotatedName{}, false
-	}
-	if _, err := time.Parse(rotationStamp, rest[:i]); err != nil {
-		return rotatedName{}, false
-	}
-	return rotatedName{name: name, stamp: rest[:i], seq: seq}, true
-}
-
-func (t *tail) close() {
-	if t.f != nil {
-		t.f.Close()
-		t.f, t.id = nil, nil
-	}
-}
-
-// name is the file being read, for logs and dead letters.
-func (t *tail) name() string {
-	if t.f != nil {
-		return t.f.Name()
-	}
-	return t.path
-}
-
-// restart drops the current file and continues at the start of path. It
-// opens the new file at once so the stored offset 0 carries its identity.
-func (t *tail) restart(logger watermill.LoggerAdapter) error {
-	t.close()
-	t.offset, t.lineNo, t.old = 0, 0, false
-	if err := t.open(logger); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return t.saveOffset(0, 0)
-}
-
-// next returns the next complete line. It returns io.EOF at the end of the
-// file without follow, and ctx.Err() or ErrSubscriberClosed when stopped.
-func (t *tail) next(ctx context.Context, logger watermill.LoggerAdapter) (rawLine, error) {
-	for {
-		if t.f == nil {
-			err := t.open(logger)
-			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return rawLine{}, err
-			}
-			if err != nil && !t.follow {
-				return rawLine{}, io.EOF // a finished rotated file and no current one
-			}
-			if err != nil { // follow mode: wait for the file to appear
-				if !sleep(ctx, t.closing, t.poll) {
-					return rawLine{}, t.stopErr(ctx)
-				}
-				continue
-			}
-		}
-		if l, ok, err := t.readLine(); ok || err != nil {
-			return l, err
-		}
-		// At EOF with no complete line.
-		if !t.follow && !t.old {
-			if t.pending > 0 {
-				return t.torn(), nil
-			}
-			return rawLine{}, io.EOF
-		}
-		st, err := os.Stat(t.path)
-		cur, cerr := t.f.Stat()
-		switch {
-		case cerr != nil:
-			return rawLine{}, fmt.Errorf("file subscriber: %w", cerr)
-		case t.old || err == nil && !os.SameFile(st, cur):
-			// Rotated or recreated (or a rotated file found at startup is
-			// done). First drain lines written to the old file between our
-			// EOF and the Stat. The writer is done with it, so an
-			// unfinished last line is torn, not incomplete.
-			if l, ok, err := t.readLine(); ok || err != nil {
-				return l, err
-			}
-			if t.pending > 0 {
-				return t.torn(), nil
-			}
-			// Files rotated after this one (while no Subscriber ran, or
-			// more than once within a poll) come before the current file,
-			// oldest first.
-			if ok, err := t.nextRotated(logger); ok || err != nil {
-				if err != nil {
-					return rawLine{}, err
-				}
-				continue
-			}
-			logger.Info("File was replaced, reading the new one", nil)
-			if err := t.restart(logger); err != nil {
-				return rawLine{}, err
-			}
-			continue
-		case err == nil && st.Size() < t.offset+t.pending:
-			logger.Info("File was truncated, reading from the start", nil)
-			if err := t.restart(logger); err != nil {
-				return rawLine{}, err
-			}
-			continue
-		}
-		// No new data yet (or the file is renamed away and not recreated).
-		if !sleep(ctx, t.closing, t.poll) {
-			return rawLine{}, t.stopErr(ctx)
-		}
-	}
-}
-
-func (t *tail) stopErr(ctx context.Context) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return ErrSubscriberClosed
-}
-
-// readLine consumes one complete line; ok is false at EOF, where the
-// unfinished rest is kept for the next call.
-func (t *tail) readLine() (l rawLine, ok bool, err error) {
-	for {
-		chunk, err := t.br.ReadSlice('\n')
-		t.pending += int64(len(chunk))
-		if room := t.max + 1 - len(t.partial); room > 0 {
-			t.partial = append(t.partial, chunk[:min(room, len(chunk))]...)
-		}
-		switch {
-		case err == nil:
-			t.offset += t.pending
-			t.lineNo++
-			l = rawLine{data: bytes.TrimSuffix(t.partial, []byte("\n")), no: t.lineNo, end: t.offset}
-			if t.pending-1 > int64(t.max) {
-				l.bad = fmt.Errorf("line of %d bytes is longer than max_line_bytes %d", t.pending-1, t.max)
-				l.data = l.data[:min(len(l.data), t.max)]
-			}
-			t.partial, t.pending = nil, 0
-			return l, true, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-		case errors.Is(err, io.EOF):
-			return rawLine{}, false, nil
-		default:
-			return rawLine{}, false, fmt.Errorf("file subscriber: read %s: %w", t.path, err)
-		}
-	}
-}
-
-// torn consumes the unfinished last line of a file that is no longer written.
-func (t *tail) torn() rawLine {
-	t.offset += t.pending
-	t.lineNo++
-	l := rawLine{data: t.partial, no: t.lineNo, end: t.offset,
-		bad: errors.New("incomplete last line (no trailing newline)")}
-	if len(l.data) > t.max {
-		l.data = l.data[:t.max]
-	}
-	t.partial, t.pending = nil, 0
-	return l
 }

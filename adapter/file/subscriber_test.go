@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,9 @@ func TestNackRedeliversSameMessage(t *testing.T) {
 	third.Ack()
 	if next := receive(t, ch); next.UUID != "u01" {
 		t.Fatalf("after Ack got %s, want u01", next.UUID)
+	}
+	if st := s.Stats(); st.Acked != 1 || st.Nacked != 2 || st.DeadLettered != 0 {
+		t.Fatalf("Stats() = %+v, want 1 acked, 2 nacked", st)
 	}
 }
 
@@ -190,7 +194,7 @@ func TestOffsetAcrossRotationWhileStopped(t *testing.T) {
 			}
 
 			dl := &capturePub{}
-			cfg := SubscriberConfig{Dir: dir, Follow: tc.follow, PollInterval: time.Millisecond, DeadLetterTopic: "dl", DeadLetterPublisher: dl}
+			cfg := SubscriberConfig{Dir: dir, Follow: tc.follow, PollInterval: time.Millisecond, DeadLetterTopic: "dl", DeadLetter: dl}
 			s2 := newSub(t, cfg)
 			var got []*message.Message
 			if tc.follow {
@@ -256,7 +260,7 @@ func TestBadLinesGoToDeadLetters(t *testing.T) {
 	}
 	dlq := &capturePub{}
 	logger := watermill.NewCaptureLogger()
-	s, err := NewSubscriber(SubscriberConfig{Dir: dir, DeadLetterPublisher: dlq, DeadLetterTopic: "dead", MaxLineBytes: 100}, logger)
+	s, err := NewSubscriber(SubscriberConfig{Dir: dir, DeadLetter: dlq, DeadLetterTopic: "dead", MaxLineBytes: 100}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,13 +273,16 @@ func TestBadLinesGoToDeadLetters(t *testing.T) {
 		t.Fatalf("delivered %s, want only the good lines g1,g2,g3", got)
 	}
 
-	want := []struct{ line, err string }{
-		{"2", "invalid JSON"},
-		{"3", "missing field uuid"},
-		{"4", "missing field payload"},
-		{"5", "bad base64"},
-		{"8", "longer than max_line_bytes"},
-		{"10", "incomplete last line"},
+	want := []struct {
+		line, err string
+		reason    DeadLetterReason
+	}{
+		{"2", "invalid JSON", ReasonInvalid},
+		{"3", "missing field uuid", ReasonInvalid},
+		{"4", "missing field payload", ReasonInvalid},
+		{"5", "bad base64", ReasonInvalid},
+		{"8", "longer than max_line_bytes", ReasonTooLong},
+		{"10", "incomplete last line", ReasonTorn},
 	}
 	topics, dead := dlq.got()
 	if len(dead) != len(want) {
@@ -286,8 +293,9 @@ func TestBadLinesGoToDeadLetters(t *testing.T) {
 		m := dead[i]
 		if topics[i] != "dead" || m.Metadata.Get("file") != path || m.Metadata.Get("line") != w.line ||
 			!strings.Contains(m.Metadata.Get("error"), w.err) ||
-			!strings.Contains(m.Metadata.Get("error"), path+":"+w.line+":") {
-			t.Errorf("dead letter %d: topic %s metadata %v, want line %s and %q", i, topics[i], m.Metadata, w.line, w.err)
+			!strings.Contains(m.Metadata.Get("error"), path+":"+w.line+":") ||
+			m.Metadata.Get(DeadLetterReasonMetadata) != string(w.reason) {
+			t.Errorf("dead letter %d: topic %s metadata %v, want line %s, %q and reason %s", i, topics[i], m.Metadata, w.line, w.err, w.reason)
 		}
 		var n int
 		fmt.Sscan(w.line, &n)
@@ -303,6 +311,12 @@ func TestBadLinesGoToDeadLetters(t *testing.T) {
 	if len(errs) != len(want) || !strings.Contains(errs[0].Err.Error(), path+":2:") {
 		t.Fatalf("logged errors %v, want one per bad line naming file:line", errs)
 	}
+	st := s.Stats()
+	wantStats := SubscriberStats{Acked: 3, DeadLettered: 6,
+		BadLines: map[DeadLetterReason]uint64{ReasonInvalid: 4, ReasonTooLong: 1, ReasonTorn: 1}}
+	if !reflect.DeepEqual(st, wantStats) {
+		t.Fatalf("Stats() = %+v, want %+v", st, wantStats)
+	}
 }
 
 func TestFollowWaitsForCompleteLine(t *testing.T) {
@@ -310,7 +324,7 @@ func TestFollowWaitsForCompleteLine(t *testing.T) {
 	path := filepath.Join(dir, "t.jsonl")
 	dlq := &capturePub{}
 	s := newSub(t, SubscriberConfig{Dir: dir, Follow: true, PollInterval: time.Millisecond,
-		DeadLetterPublisher: dlq, DeadLetterTopic: "dead"})
+		DeadLetter: dlq, DeadLetterTopic: "dead"})
 	ch := subscribe(t, s, "t") // the file does not exist yet
 
 	f, err := os.Create(path)

@@ -3,31 +3,70 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// Defaults applied by setDefaults.
+// Defaults applied by the constructor (setDefaults) to zero fields. The
+// HTTPClient default is built by the constructor; see
+// PublisherConfig.HTTPClient.
 const (
-	DefaultTimeout              = 15 * time.Second
-	DefaultMaxInFlight          = 4
-	DefaultMethod               = http.MethodPost
-	DefaultContentType          = "application/octet-stream"
-	DefaultDeadLetterTopic      = "webhook_dead_letters"
-	DefaultInitialInterval      = time.Second
-	DefaultMaxInterval          = 10 * time.Minute
-	DefaultMaxElapsedTime       = 24 * time.Hour
-	DefaultMaxAttempts          = 100
-	DefaultMultiplier           = 2.0
-	DefaultBreakerFailures      = 5
-	DefaultBreakerOpenTimeout   = 30 * time.Second
-	DefaultBreakerHalfOpenProbe = 1
-	DefaultRememberAccepted     = 10000
+	// DefaultContentType is PublisherConfig.ContentType's default.
+	DefaultContentType = "application/octet-stream"
+	// DefaultDeadLetterTopic is PublisherConfig.DeadLetterTopic's default.
+	DefaultDeadLetterTopic = "webhook_dead_letters"
+	// DefaultRememberAccepted is PublisherConfig.RememberAccepted's
+	// default.
+	DefaultRememberAccepted = 10000
+
+	// DefaultMethod is EndpointConfig.Method's default.
+	DefaultMethod = http.MethodPost
+	// DefaultTimeout is EndpointConfig.Timeout's default.
+	DefaultTimeout = 15 * time.Second
+	// DefaultMaxInFlight is EndpointConfig.MaxInFlight's default.
+	DefaultMaxInFlight = 4
+	// DefaultRateBurst is EndpointConfig.RateBurst's default.
+	DefaultRateBurst = 1
+
+	// DefaultInitialInterval is RetryConfig.InitialInterval's default.
+	DefaultInitialInterval = time.Second
+	// DefaultMaxInterval is RetryConfig.MaxInterval's default.
+	DefaultMaxInterval = 10 * time.Minute
+	// DefaultMultiplier is RetryConfig.Multiplier's default.
+	DefaultMultiplier = 2.0
+	// DefaultMaxElapsedTime is RetryConfig.MaxElapsedTime's default.
+	DefaultMaxElapsedTime = 24 * time.Hour
+	// DefaultMaxAttempts is RetryConfig.MaxAttempts's default.
+	DefaultMaxAttempts = 100
+
+	// DefaultBreakerFailures is BreakerConfig.Failures's default.
+	DefaultBreakerFailures = 5
+	// DefaultBreakerOpenTimeout is BreakerConfig.OpenTimeout's default.
+	DefaultBreakerOpenTimeout = 30 * time.Second
+	// DefaultBreakerHalfOpenRequests is BreakerConfig.HalfOpenRequests's
+	// default.
+	DefaultBreakerHalfOpenRequests = 1
+)
+
+// Upper bounds checked by Validate.
+const (
+	// MaxRememberAccepted bounds PublisherConfig.RememberAccepted (about
+	// 100 MB per endpoint when full).
+	MaxRememberAccepted = 1_000_000
+	// MaxMaxInFlight bounds EndpointConfig.MaxInFlight: each is a
+	// goroutine started by NewPublisher.
+	MaxMaxInFlight = 10_000
+	// MaxBreakerCount bounds BreakerConfig.Failures and
+	// BreakerConfig.HalfOpenRequests, which the breaker counts in 32 bits.
+	MaxBreakerCount = math.MaxUint32
 )
 
 // ContentTypeMetadata is the message metadata key whose value, when set,
@@ -49,17 +88,19 @@ type PublisherConfig struct {
 	DeadLetterTopic string `koanf:"dead_letter_topic"`
 	// DeadLetter receives messages an endpoint could not take. Required:
 	// without it a failed delivery would be lost. It must be safe for
-	// concurrent use, as all Watermill publishers are.
+	// concurrent use, as all Watermill publishers are. Not a config key:
+	// set it in code.
 	DeadLetter message.Publisher `koanf:"-"`
 	// HTTPClient sends the requests. Default: a client with dial, TLS and
 	// idle timeouts, TLS verification on, and redirects not followed (a
 	// redirected POST would silently turn into a GET).
 	HTTPClient *http.Client `koanf:"-"`
 	// RememberAccepted is how many accepted message UUIDs each endpoint
-	// remembers, oldest forgotten first (default 10000, about 100 bytes
-	// each). Publish skips an endpoint that accepted the message's UUID,
-	// so a caller retrying a Publish that returned an error does not send
-	// the message again to endpoints that already took it.
+	// remembers, oldest forgotten first (default 10000, at most
+	// MaxRememberAccepted; about 100 bytes each, taken as UUIDs arrive).
+	// Publish skips an endpoint that accepted the message's UUID, so a
+	// caller retrying a Publish that returned an error does not send the
+	// message again to endpoints that already took it.
 	RememberAccepted int `koanf:"remember_accepted"`
 }
 
@@ -68,7 +109,7 @@ type EndpointConfig struct {
 	// Name identifies the endpoint in dead letters, logs and Stats; Replay
 	// finds the endpoint by it. Required and unique.
 	Name string `koanf:"name"`
-	// URL is the absolute http or https address. Required.
+	// URL is the absolute http or https address, with a host. Required.
 	URL string `koanf:"url"`
 	// Method is the HTTP method (default POST).
 	Method string `koanf:"method"`
@@ -83,10 +124,11 @@ type EndpointConfig struct {
 	// (default 15s).
 	Timeout time.Duration `koanf:"timeout"`
 	// MaxInFlight is the number of concurrent requests to this endpoint
-	// (default 4). 1 keeps messages in order, retries included.
+	// (default 4, at most MaxMaxInFlight). 1 keeps messages in order,
+	// retries included.
 	MaxInFlight int `koanf:"max_in_flight"`
 	// RateLimit is the maximum number of requests per second, retries
-	// included. 0 means unlimited.
+	// included. 0 means unlimited; NaN and infinities are refused.
 	RateLimit float64 `koanf:"rate_limit"`
 	// RateBurst is the burst allowed above RateLimit (default 1).
 	RateBurst int `koanf:"rate_burst"`
@@ -103,7 +145,8 @@ type RetryConfig struct {
 	InitialInterval time.Duration `koanf:"initial_interval"`
 	// MaxInterval caps the backoff ceiling (default 10m).
 	MaxInterval time.Duration `koanf:"max_interval"`
-	// Multiplier grows the ceiling after each retry (default 2).
+	// Multiplier grows the ceiling after each retry (default 2; finite,
+	// at least 1).
 	Multiplier float64 `koanf:"multiplier"`
 	// MaxElapsedTime bounds the time spent on one message, waits
 	// included (default 24h).
@@ -117,19 +160,19 @@ type RetryConfig struct {
 
 // BreakerConfig configures the endpoint's circuit breaker. While it is
 // open, the endpoint's messages are dead-lettered at once with reason
-// "breaker_open" (Replay sends them later) rather than waiting: a caller
+// ReasonBreakerOpen (Replay sends them later) rather than waiting: a caller
 // that publishes one message at a time would otherwise get nothing to the
 // healthy endpoints while this one is down. While it is half-open,
 // messages beyond the probes wait for the probes' outcome.
 type BreakerConfig struct {
 	// Failures is the number of consecutive failed attempts that opens the
-	// breaker (default 5).
+	// breaker (default 5, at most MaxBreakerCount).
 	Failures int `koanf:"failures"`
 	// OpenTimeout is how long the breaker stays open before half-open
 	// probes (default 30s).
 	OpenTimeout time.Duration `koanf:"open_timeout"`
 	// HalfOpenRequests is the number of probes allowed while half-open
-	// (default 1).
+	// (default 1, at most MaxBreakerCount).
 	HalfOpenRequests int `koanf:"half_open_requests"`
 }
 
@@ -162,7 +205,7 @@ func (c *EndpointConfig) setDefaults() {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
 	if c.RateBurst == 0 {
-		c.RateBurst = 1
+		c.RateBurst = DefaultRateBurst
 	}
 	r := &c.Retry
 	if r.InitialInterval == 0 {
@@ -188,65 +231,90 @@ func (c *EndpointConfig) setDefaults() {
 		b.OpenTimeout = DefaultBreakerOpenTimeout
 	}
 	if b.HalfOpenRequests == 0 {
-		b.HalfOpenRequests = DefaultBreakerHalfOpenProbe
+		b.HalfOpenRequests = DefaultBreakerHalfOpenRequests
 	}
 }
 
-// Validate reports every invalid field, naming it as in the YAML config
-// (for example "endpoints[2].url: ..."). Values of secrets never appear.
-// It expects defaults to be set, as NewPublisher does.
+// Validate reports every invalid field, joined with errors.Join in a
+// fixed order: the order of the struct fields (which is the YAML key
+// order), list elements in order and map entries sorted by key. Each error
+// starts with the field's key path, for example "endpoints[2].url: ...".
+// Values of secrets never appear. It expects defaults to be set, as
+// NewPublisher does.
 func (c *PublisherConfig) Validate() error {
 	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if len(c.Endpoints) == 0 {
-		errs = append(errs, errors.New("endpoints: at least one endpoint is required"))
-	}
-	if c.DeadLetter == nil {
-		errs = append(errs, errors.New("dead_letter: a dead-letter publisher is required"))
-	}
-	if !validHeaderValue(c.ContentType) {
-		errs = append(errs, fmt.Errorf("content_type: invalid header value %q: contains control characters", c.ContentType))
-	}
-	if c.RememberAccepted < 0 {
-		errs = append(errs, errors.New("remember_accepted: must not be negative"))
-	}
-	for k, h := range c.MetadataHeaders {
-		if !validHeaderName(h) {
-			errs = append(errs, fmt.Errorf("metadata_headers[%s]: invalid header name %q", k, h))
-		}
+		bad("endpoints: at least one endpoint is required")
 	}
 	names := map[string]int{}
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
 		if j, dup := names[e.Name]; dup && e.Name != "" {
-			errs = append(errs, fmt.Errorf("endpoints[%d].name: %q already used by endpoints[%d]", i, e.Name, j))
+			bad("endpoints[%d].name: %q already used by endpoints[%d]", i, e.Name, j)
+		} else {
+			names[e.Name] = i
 		}
-		names[e.Name] = i
 		errs = append(errs, e.validate(fmt.Sprintf("endpoints[%d].", i))...)
+	}
+	if !validHeaderValue(c.ContentType) {
+		bad("content_type: invalid header value %q: contains control characters", c.ContentType)
+	}
+	headers := map[string]string{} // canonical header name: metadata key
+	for _, k := range slices.Sorted(maps.Keys(c.MetadataHeaders)) {
+		h := c.MetadataHeaders[k]
+		if !validHeaderName(h) {
+			bad("metadata_headers[%s]: invalid header name %q", k, h)
+			continue
+		}
+		// Two keys filling one header would leave it to chance which wins.
+		ch := http.CanonicalHeaderKey(h)
+		if other, dup := headers[ch]; dup {
+			bad("metadata_headers[%s]: header %q already filled by metadata_headers[%s]", k, h, other)
+			continue
+		}
+		headers[ch] = k
+	}
+	if c.DeadLetterTopic == "" {
+		bad("dead_letter_topic: must not be empty")
+	}
+	if c.DeadLetter == nil {
+		// Not a config key: the publisher is a Go value set in code.
+		bad("DeadLetter: a dead-letter publisher is required (set PublisherConfig.DeadLetter in code)")
+	}
+	switch {
+	case c.RememberAccepted < 0:
+		bad("remember_accepted: must not be negative, got %d", c.RememberAccepted)
+	case c.RememberAccepted > MaxRememberAccepted:
+		bad("remember_accepted: must be at most %d, got %d", MaxRememberAccepted, c.RememberAccepted)
 	}
 	return errors.Join(errs...)
 }
 
-// validate returns one error per invalid field, each starting with prefix.
+// validate returns one error per invalid field, each starting with prefix,
+// in the order of Validate.
 func (e *EndpointConfig) validate(prefix string) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(prefix+format, args...)) }
 	if e.Name == "" {
 		bad("name: required")
 	}
-	if u, err := url.Parse(e.URL); e.URL == "" {
+	if e.URL == "" {
 		bad("url: required")
-	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	} else if u, err := url.Parse(e.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		// The parse error would quote the URL, which may hold a token.
 		bad("url: must be an absolute http or https URL")
+	} else if u.Hostname() == "" {
+		bad("url: must name a host") // "http://:80/x" has a port only
 	}
 	if !validToken(e.Method) {
 		bad("method: invalid HTTP method %q", e.Method)
 	}
-	for h, v := range e.Headers {
+	for _, h := range slices.Sorted(maps.Keys(e.Headers)) {
 		if !validHeaderName(h) {
 			bad("headers[%s]: invalid header name", h)
 		}
-		if !validHeaderValue(v) {
+		if !validHeaderValue(e.Headers[h]) {
 			bad("headers[%s]: value contains control characters", h) // value not shown: may be a secret
 		}
 	}
@@ -256,32 +324,37 @@ func (e *EndpointConfig) validate(prefix string) []error {
 		}
 	}
 	if e.Timeout < 0 {
-		bad("timeout: must not be negative")
+		bad("timeout: must not be negative, got %s", e.Timeout)
 	}
-	if e.MaxInFlight < 0 {
-		bad("max_in_flight: must not be negative")
+	switch {
+	case e.MaxInFlight < 0:
+		bad("max_in_flight: must not be negative, got %d", e.MaxInFlight)
+	case e.MaxInFlight > MaxMaxInFlight:
+		bad("max_in_flight: must be at most %d, got %d", MaxMaxInFlight, e.MaxInFlight)
 	}
-	if e.RateLimit < 0 {
-		bad("rate_limit: must not be negative")
+	// NaN passes every comparison, and a NaN rate turned the limit off.
+	if math.IsNaN(e.RateLimit) || math.IsInf(e.RateLimit, 0) || e.RateLimit < 0 {
+		bad("rate_limit: must be a finite number, 0 (unlimited) or more, got %v", e.RateLimit)
 	}
 	if e.RateBurst < 0 {
-		bad("rate_burst: must not be negative")
+		bad("rate_burst: must not be negative, got %d", e.RateBurst)
 	}
 	r := e.Retry
 	if r.InitialInterval <= 0 {
-		bad("retry.initial_interval: must be positive")
+		bad("retry.initial_interval: must be > 0, got %s", r.InitialInterval)
 	}
 	if r.MaxInterval < r.InitialInterval {
 		bad("retry.max_interval: must be at least retry.initial_interval")
 	}
-	if r.Multiplier < 1 {
-		bad("retry.multiplier: must be at least 1")
+	// A NaN multiplier made every backoff 0: retries without any wait.
+	if math.IsNaN(r.Multiplier) || math.IsInf(r.Multiplier, 0) || r.Multiplier < 1 {
+		bad("retry.multiplier: must be a finite number, at least 1, got %v", r.Multiplier)
 	}
 	if r.MaxElapsedTime < 0 {
-		bad("retry.max_elapsed_time: must not be negative")
+		bad("retry.max_elapsed_time: must not be negative, got %s", r.MaxElapsedTime)
 	}
 	if r.MaxAttempts < 1 {
-		bad("retry.max_attempts: must be at least 1")
+		bad("retry.max_attempts: must be at least 1, got %d", r.MaxAttempts)
 	}
 	for i, s := range r.RetryStatuses {
 		if s < 400 || s > 499 || s == http.StatusGone {
@@ -289,14 +362,14 @@ func (e *EndpointConfig) validate(prefix string) []error {
 		}
 	}
 	b := e.Breaker
-	if b.Failures < 1 {
-		bad("breaker.failures: must be at least 1")
+	if b.Failures < 1 || uint64(b.Failures) > MaxBreakerCount {
+		bad("breaker.failures: must be from 1 to %d, got %d", uint64(MaxBreakerCount), b.Failures)
 	}
 	if b.OpenTimeout < 0 {
-		bad("breaker.open_timeout: must not be negative")
+		bad("breaker.open_timeout: must not be negative, got %s", b.OpenTimeout)
 	}
-	if b.HalfOpenRequests < 1 {
-		bad("breaker.half_open_requests: must be at least 1")
+	if b.HalfOpenRequests < 1 || uint64(b.HalfOpenRequests) > MaxBreakerCount {
+		bad("breaker.half_open_requests: must be from 1 to %d, got %d", uint64(MaxBreakerCount), b.HalfOpenRequests)
 	}
 	return errs
 }

@@ -1,6 +1,9 @@
 package webhook
 
 import (
+	"errors"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,7 +54,7 @@ func TestConfigValidation(t *testing.T) {
 		want   string
 	}{
 		{"no endpoints", func(c *PublisherConfig) { c.Endpoints = nil }, "endpoints: at least one"},
-		{"no dead letter", func(c *PublisherConfig) { c.DeadLetter = nil }, "dead_letter: "},
+		{"no dead letter", func(c *PublisherConfig) { c.DeadLetter = nil }, "DeadLetter: a dead-letter publisher is required"},
 		{"bad url", func(c *PublisherConfig) { c.Endpoints[2].URL = "ftp://x?token=TOPSECRET" }, "endpoints[2].url: "},
 		{"relative url", func(c *PublisherConfig) { c.Endpoints[1].URL = "/hook" }, "endpoints[1].url: "},
 		{"missing url", func(c *PublisherConfig) { c.Endpoints[0].URL = "" }, "endpoints[0].url: required"},
@@ -77,9 +80,30 @@ func TestConfigValidation(t *testing.T) {
 		{"attempts", func(c *PublisherConfig) { c.Endpoints[0].Retry.MaxAttempts = -3 }, "endpoints[0].retry.max_attempts: "},
 		{"retry 410", func(c *PublisherConfig) { c.Endpoints[0].Retry.RetryStatuses = []int{409, 410} }, "endpoints[0].retry.retry_statuses[1]: "},
 		{"breaker failures", func(c *PublisherConfig) { c.Endpoints[1].Breaker.Failures = -1 }, "endpoints[1].breaker.failures: "},
+		// NaN passed every comparison: a NaN multiplier retried without
+		// waiting, a NaN rate limit turned the limit off.
+		{"NaN multiplier", func(c *PublisherConfig) { c.Endpoints[0].Retry.Multiplier = math.NaN() }, "endpoints[0].retry.multiplier: must be a finite number, at least 1, got NaN"},
+		{"Inf multiplier", func(c *PublisherConfig) { c.Endpoints[0].Retry.Multiplier = math.Inf(1) }, "endpoints[0].retry.multiplier: "},
+		{"NaN rate", func(c *PublisherConfig) { c.Endpoints[2].RateLimit = math.NaN() }, "endpoints[2].rate_limit: must be a finite number, 0 (unlimited) or more, got NaN"},
+		{"Inf rate", func(c *PublisherConfig) { c.Endpoints[2].RateLimit = math.Inf(1) }, "endpoints[2].rate_limit: "},
+		{"-Inf rate", func(c *PublisherConfig) { c.Endpoints[2].RateLimit = math.Inf(-1) }, "endpoints[2].rate_limit: "},
+		// Allocated at once, 1<<40 killed the process.
+		{"huge remember_accepted", func(c *PublisherConfig) { c.RememberAccepted = 1 << 40 }, "remember_accepted: must be at most 1000000, got 1099511627776"},
+		{"huge max_in_flight", func(c *PublisherConfig) { c.Endpoints[1].MaxInFlight = 1 << 40 }, "endpoints[1].max_in_flight: must be at most 10000"},
+		// Counted in 32 bits, 1<<32 wrapped to 0.
+		{"huge breaker failures", func(c *PublisherConfig) { c.Endpoints[1].Breaker.Failures = int(big32) }, "endpoints[1].breaker.failures: must be from 1 to 4294967295, got 4294967296"},
+		{"huge half_open_requests", func(c *PublisherConfig) { c.Endpoints[1].Breaker.HalfOpenRequests = int(big32) }, "endpoints[1].breaker.half_open_requests: "},
+		{"no host", func(c *PublisherConfig) { c.Endpoints[0].URL = "http://:80/x" }, "endpoints[0].url: must name a host"},
+		{"no host with user", func(c *PublisherConfig) { c.Endpoints[0].URL = "https://TOPSECRET@/x" }, "endpoints[0].url: must name a host"},
+		{"two keys, one header", func(c *PublisherConfig) {
+			c.MetadataHeaders = map[string]string{"b": "x-trace", "a": "X-Trace"}
+		}, `metadata_headers[b]: header "x-trace" already filled by metadata_headers[a]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if strings.HasPrefix(tt.name, "huge") && strconv.IntSize < 64 {
+				t.Skip("needs 64-bit int")
+			}
 			c := validConfig()
 			tt.modify(&c)
 			_, err := NewPublisher(c, nil)
@@ -96,19 +120,80 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-func TestConfigReportsEveryError(t *testing.T) {
+// big32 does not fit the breaker's 32-bit counters. A variable, so that
+// int(big32) compiles where int has 32 bits (the tests using it skip).
+var big32 = int64(1) << 32
+
+// Validate reports every problem, in the order of the struct's fields
+// (which is the YAML key order), list elements in order and map entries
+// sorted by key, the same every time.
+func TestConfigReportsEveryErrorInOrder(t *testing.T) {
 	c := validConfig()
 	c.Endpoints[0].URL = ""
+	c.Endpoints[0].Headers = map[string]string{"Z Bad": "v", "A Bad": "v", "M": "bad\nvalue"}
+	c.Endpoints[0].Retry.Multiplier = math.NaN()
+	c.Endpoints[0].Breaker.Failures = -1
+	c.Endpoints[1].RateLimit = math.NaN()
 	c.Endpoints[2].Name = ""
+	c.ContentType = "a\nb"
+	c.MetadataHeaders = map[string]string{"z": "bad header", "a": "bad header"}
+	c.DeadLetter = nil
+	c.RememberAccepted = MaxRememberAccepted + 1
 	c.setDefaults()
-	err := c.Validate()
-	if err == nil {
-		t.Fatal("invalid config accepted")
+	want := []string{
+		"endpoints[0].url: required",
+		"endpoints[0].headers[A Bad]: invalid header name",
+		"endpoints[0].headers[M]: value contains control characters",
+		"endpoints[0].headers[Z Bad]: invalid header name",
+		"endpoints[0].retry.multiplier: ",
+		"endpoints[0].breaker.failures: ",
+		"endpoints[1].rate_limit: ",
+		"endpoints[2].name: required",
+		"content_type: ",
+		"metadata_headers[a]: ",
+		"metadata_headers[z]: ",
+		"DeadLetter: ",
+		"remember_accepted: ",
 	}
-	for _, want := range []string{"endpoints[0].url: required", "endpoints[2].name: required"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q lacks %q", err, want)
+	for range 20 { // map order differs between runs; the errors may not
+		err := c.Validate()
+		var joined interface{ Unwrap() []error }
+		if !errors.As(err, &joined) {
+			t.Fatalf("Validate() = %v, want joined errors", err)
 		}
+		got := joined.Unwrap()
+		if len(got) != len(want) {
+			t.Fatalf("got %d errors, want %d:\n%v", len(got), len(want), err)
+		}
+		for i := range want {
+			if !strings.HasPrefix(got[i].Error(), want[i]) {
+				t.Fatalf("error %d = %q, want prefix %q; all:\n%v", i, got[i], want[i], err)
+			}
+		}
+	}
+}
+
+// The accepted set takes memory as UUIDs arrive, not remember_accepted at
+// once, and still forgets the oldest first.
+func TestAcceptedSetGrowsLazily(t *testing.T) {
+	s := newAcceptedSet(MaxRememberAccepted)
+	s.add("a")
+	s.add("b")
+	s.add("a")
+	if len(s.ring) != 2 || cap(s.ring) > 16 || !s.has("a") || !s.has("b") {
+		t.Fatalf("ring len %d cap %d after two UUIDs", len(s.ring), cap(s.ring))
+	}
+	s = newAcceptedSet(2)
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		s.add(id)
+	}
+	for id, want := range map[string]bool{"a": false, "b": false, "c": false, "d": true, "e": true} {
+		if s.has(id) != want {
+			t.Errorf("has(%q) = %v, want %v", id, !want, want)
+		}
+	}
+	if len(s.ids) != 2 {
+		t.Errorf("%d UUIDs remembered, want 2", len(s.ids))
 	}
 }
 

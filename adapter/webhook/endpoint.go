@@ -21,17 +21,21 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Reasons a message is dead-lettered for an endpoint (metadata
-// MetadataReason).
+// DeadLetterReason says why a message was dead-lettered for an endpoint:
+// the value of a dead letter's MetadataReason. Read it back with
+// DeadLetterReason(msg.Metadata.Get(MetadataReason)).
+type DeadLetterReason string
+
+// Reasons a message is dead-lettered for an endpoint.
 const (
-	ReasonExhausted = "exhausted" // retry attempts or time used up
-	ReasonRejected  = "rejected"  // non-retryable status (4xx)
-	ReasonGone      = "gone"      // 410 Gone: the endpoint is disabled
-	ReasonClosed    = "closed"    // the Publisher was closed first
-	ReasonCanceled  = "canceled"  // the message's context was canceled
+	ReasonExhausted DeadLetterReason = "exhausted" // retry attempts or time used up
+	ReasonRejected  DeadLetterReason = "rejected"  // non-retryable status (4xx)
+	ReasonGone      DeadLetterReason = "gone"      // 410 Gone: the endpoint is disabled
+	ReasonClosed    DeadLetterReason = "closed"    // the Publisher was closed first
+	ReasonCanceled  DeadLetterReason = "canceled"  // the message's context was canceled
 	// ReasonBreakerOpen: the endpoint's circuit breaker was open. Such
 	// messages are not held back; Replay sends them once it recovers.
-	ReasonBreakerOpen = "breaker_open"
+	ReasonBreakerOpen DeadLetterReason = "breaker_open"
 )
 
 // errGone is the last error of messages refused because an earlier 410
@@ -74,7 +78,7 @@ type delivery struct {
 	attempts   int
 	lastStatus int
 	lastErr    error
-	reason     string
+	reason     DeadLetterReason
 }
 
 // attemptError is a failed HTTP attempt.
@@ -327,7 +331,7 @@ func (p *Publisher) fail(ep *endpoint, j job, d *delivery) error {
 	dl.Metadata.Set(MetadataAttempts, strconv.Itoa(d.attempts))
 	dl.Metadata.Set(MetadataLastStatus, strconv.Itoa(d.lastStatus))
 	dl.Metadata.Set(MetadataLastError, d.lastErr.Error())
-	dl.Metadata.Set(MetadataReason, d.reason)
+	dl.Metadata.Set(MetadataReason, string(d.reason))
 	if err := p.cfg.DeadLetter.Publish(p.cfg.DeadLetterTopic, dl); err != nil {
 		p.logger.Error("webhook: dead-letter publish failed, message not delivered", err, fields)
 		return fmt.Errorf("dead-lettering message %s for endpoint %q: %w", j.msg.UUID, ep.cfg.Name, err)
@@ -361,31 +365,37 @@ func redactErr(err error, redacted string) error {
 
 // acceptedSet remembers the last n message UUIDs an endpoint accepted, so
 // that a Publish the caller retries (it returned an error because of
-// another endpoint) skips this one. A ring evicts the oldest.
+// another endpoint) skips this one. A ring evicts the oldest; it grows as
+// UUIDs arrive, so a large n costs nothing until it is used.
 type acceptedSet struct {
 	mu   sync.Mutex
+	n    int
 	ids  map[string]struct{}
-	ring []string
+	ring []string // once full, the oldest is at next
 	next int
 }
 
 func newAcceptedSet(n int) *acceptedSet {
-	return &acceptedSet{ids: map[string]struct{}{}, ring: make([]string, n)}
+	return &acceptedSet{n: n, ids: map[string]struct{}{}}
 }
 
 func (s *acceptedSet) add(id string) {
-	if id == "" || len(s.ring) == 0 {
-		return // "" marks a free slot; an empty UUID identifies nothing
+	if id == "" || s.n <= 0 {
+		return // an empty UUID identifies nothing
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.ids[id]; ok {
 		return
 	}
+	s.ids[id] = struct{}{}
+	if len(s.ring) < s.n {
+		s.ring = append(s.ring, id)
+		return
+	}
 	delete(s.ids, s.ring[s.next])
 	s.ring[s.next] = id
-	s.ids[id] = struct{}{}
-	s.next = (s.next + 1) % len(s.ring)
+	s.next = (s.next + 1) % s.n
 }
 
 func (s *acceptedSet) has(id string) bool {

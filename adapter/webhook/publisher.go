@@ -15,7 +15,7 @@
 // (24h by default) that can take long; endpoints progress concurrently, so
 // a slow one does not delay the others. An endpoint that keeps failing
 // opens its circuit breaker; while it is open, its messages are
-// dead-lettered at once with reason "breaker_open" instead of waiting, so
+// dead-lettered at once with reason ReasonBreakerOpen instead of waiting, so
 // a caller that publishes one message at a time (a Watermill handler)
 // keeps delivering to the healthy endpoints. Replay sends those dead
 // letters once the endpoint is back.
@@ -46,7 +46,7 @@ const (
 	MetadataAttempts   = "dlq_attempts"    // HTTP requests made
 	MetadataLastStatus = "dlq_last_status" // last HTTP status, 0 if none
 	MetadataLastError  = "dlq_last_error"  // last error, without secrets
-	MetadataReason     = "dlq_reason"      // one of the Reason constants
+	MetadataReason     = "dlq_reason"      // a DeadLetterReason
 )
 
 const metadataPrefix = "dlq_"

@@ -128,7 +128,7 @@ func TestTimeoutIsRetriedThenDeadLettered(t *testing.T) {
 		t.Fatalf("dead letters = %v, want the message", dl)
 	}
 	md := dl[0].Metadata
-	if md.Get(MetadataReason) != ReasonExhausted || md.Get(MetadataAttempts) != "2" || md.Get(MetadataLastStatus) != "0" {
+	if DeadLetterReason(md.Get(MetadataReason)) != ReasonExhausted || md.Get(MetadataAttempts) != "2" || md.Get(MetadataLastStatus) != "0" {
 		t.Fatalf("metadata = %v", md)
 	}
 	if !strings.Contains(md.Get(MetadataLastError), "deadline exceeded") {
@@ -158,7 +158,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 		t.Fatalf("%d dead letters, want 2", len(dl))
 	}
 	for _, m := range dl {
-		if m.Metadata.Get(MetadataEndpoint) != "gone" || m.Metadata.Get(MetadataReason) != ReasonGone {
+		if m.Metadata.Get(MetadataEndpoint) != "gone" || DeadLetterReason(m.Metadata.Get(MetadataReason)) != ReasonGone {
 			t.Errorf("dead letter metadata = %v", m.Metadata)
 		}
 	}
@@ -176,7 +176,7 @@ func TestStatusClassification(t *testing.T) {
 		status     int
 		extra      []int
 		wantHits   int
-		wantReason string
+		wantReason DeadLetterReason
 	}{
 		{"400 not retried", 400, nil, 1, ReasonRejected},
 		{"404 not retried", 404, nil, 1, ReasonRejected},
@@ -207,7 +207,7 @@ func TestStatusClassification(t *testing.T) {
 				t.Fatalf("%d dead letters, want 1", len(dl))
 			}
 			md := dl[0].Metadata
-			if md.Get(MetadataReason) != tt.wantReason || md.Get(MetadataLastStatus) != strconv.Itoa(tt.status) {
+			if DeadLetterReason(md.Get(MetadataReason)) != tt.wantReason || md.Get(MetadataLastStatus) != strconv.Itoa(tt.status) {
 				t.Fatalf("metadata = %v", md)
 			}
 		})
@@ -294,7 +294,7 @@ func TestEndpointsAreIndependent(t *testing.T) {
 		MetadataAttempts:   "3",
 		MetadataLastStatus: "500",
 		MetadataLastError:  "unexpected status 500",
-		MetadataReason:     ReasonExhausted,
+		MetadataReason:     string(ReasonExhausted),
 	}
 	for k, v := range want {
 		if got := d.Metadata.Get(k); got != v {
@@ -361,7 +361,7 @@ func TestCircuitBreakerStopsRequests(t *testing.T) {
 	if len(dl) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dl))
 	}
-	if md := dl[0].Metadata; md.Get(MetadataAttempts) != "3" || md.Get(MetadataLastStatus) != "500" || md.Get(MetadataReason) != ReasonBreakerOpen {
+	if md := dl[0].Metadata; md.Get(MetadataAttempts) != "3" || md.Get(MetadataLastStatus) != "500" || DeadLetterReason(md.Get(MetadataReason)) != ReasonBreakerOpen {
 		t.Fatalf("dead letter metadata %v, want 3 attempts, last status 500, reason %s", md, ReasonBreakerOpen)
 	}
 }
@@ -384,7 +384,7 @@ func TestCircuitBreakerHalfOpenProbe(t *testing.T) {
 	}
 	dl := dlq.all()
 	if len(dl) != 2 || dl[1].UUID != second.UUID || dl[1].Metadata.Get(MetadataAttempts) != "0" ||
-		dl[1].Metadata.Get(MetadataReason) != ReasonBreakerOpen {
+		DeadLetterReason(dl[1].Metadata.Get(MetadataReason)) != ReasonBreakerOpen {
 		t.Fatalf("dead letters = %v, want both messages, the second with 0 attempts and reason %s", dl, ReasonBreakerOpen)
 	}
 	time.Sleep(openFor)
@@ -443,7 +443,7 @@ func TestDeadEndpointDoesNotHoldSequentialPublisher(t *testing.T) {
 		t.Fatalf("%d dead letters for the dead endpoint, want %d", len(dl), n)
 	}
 	for _, m := range dl[1:] {
-		if r := m.Metadata.Get(MetadataReason); r != ReasonBreakerOpen || m.Metadata.Get(MetadataEndpoint) != "dead" {
+		if r := DeadLetterReason(m.Metadata.Get(MetadataReason)); r != ReasonBreakerOpen || m.Metadata.Get(MetadataEndpoint) != "dead" {
 			t.Fatalf("dead letter for %s with reason %s, want dead and %s", m.Metadata.Get(MetadataEndpoint), r, ReasonBreakerOpen)
 		}
 	}
@@ -750,8 +750,8 @@ func TestCloseDeadLettersPending(t *testing.T) {
 		t.Fatalf("%d dead letters, want %d: nothing may be lost on Close", len(dl), len(msgs))
 	}
 	for _, m := range dl {
-		if m.Metadata.Get(MetadataReason) != ReasonClosed {
-			t.Errorf("reason %q, want closed", m.Metadata.Get(MetadataReason))
+		if DeadLetterReason(m.Metadata.Get(MetadataReason)) != ReasonClosed {
+			t.Errorf("reason %q, want closed", DeadLetterReason(m.Metadata.Get(MetadataReason)))
 		}
 	}
 	if err := p.Close(); err != nil {
@@ -776,7 +776,7 @@ func TestMessageContextCancels(t *testing.T) {
 		t.Fatalf("Publish = %v, want nil (dead-lettered)", err)
 	}
 	dl := dlq.all()
-	if len(dl) != 1 || dl[0].Metadata.Get(MetadataReason) != ReasonCanceled {
+	if len(dl) != 1 || DeadLetterReason(dl[0].Metadata.Get(MetadataReason)) != ReasonCanceled {
 		t.Fatalf("dead letters = %v, want one with reason canceled", dl)
 	}
 	if n := s.count(); n != 1 {
