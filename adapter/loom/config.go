@@ -39,14 +39,24 @@ type BufferConfig struct {
 	Policy      string `koanf:"policy"`       // default "block"
 }
 
-// DropReason says why a published message was dropped.
-type DropReason string
+// DropReason says why a published message was dropped: a string, so it can be
+// logged and compared as it is. It is the buffer's own type, so reporting a drop
+// translates nothing.
+type DropReason = buffer.DropReason
 
-// Drop reasons.
+// Drop reasons, reported to PublisherConfig.OnDrop and counted in
+// PublisherStats.Dropped. A reported drop is always a real loss: the message was
+// never written to a producer stream.
 const (
-	DropFull    DropReason = "buffer_full" // evicted by drop_oldest
-	DropClosed  DropReason = "closed"      // not sent before Close's timeout
-	DropExpired DropReason = "expired"     // its confirm Publish gave up before it was sent
+	// DropFull ("buffer_full"): the buffer was full under the drop_oldest policy;
+	// the message was the oldest never sent, or the new one when only messages
+	// already sent (which may have arrived) were left to evict.
+	DropFull = buffer.DropFull
+	// DropClosed ("closed"): not sent before Close's close_timeout.
+	DropClosed = buffer.DropClosed
+	// DropExpired ("expired"): its confirm Publish gave up (publish_timeout)
+	// before it was sent.
+	DropExpired = buffer.DropExpired
 )
 
 // PublisherConfig configures a Publisher. Zero fields take their defaults.
@@ -115,7 +125,7 @@ func (c *PublisherConfig) setDefaults() {
 		c.MaxMessageBytes = 64 << 20
 	}
 	if c.Buffer.MaxMessages == 0 {
-		c.Buffer.MaxMessages = buffer.DefaultMaxItems
+		c.Buffer.MaxMessages = buffer.DefaultMaxMessages
 	}
 	if c.Buffer.MaxBytes == 0 {
 		c.Buffer.MaxBytes = buffer.DefaultMaxBytes
