@@ -82,7 +82,7 @@ func TestSkipsTruncatedAndTooLarge(t *testing.T) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			want := map[string]string{"cut": "truncated", "big-declared": "too_large", "big-undeclared": "too_large"}
+			want := map[string]loom.SkipReason{"cut": loom.SkipTruncated, "big-declared": loom.SkipTooLarge, "big-undeclared": loom.SkipTooLarge}
 			if len(skipped) != len(want) {
 				t.Fatalf("skipped %+v", skipped)
 			}
@@ -90,7 +90,7 @@ func TestSkipsTruncatedAndTooLarge(t *testing.T) {
 				if want[s.Key] != s.Reason || s.Room != "skip" || s.ID == 0 || s.Err == nil {
 					t.Fatalf("skip %+v", s)
 				}
-				if s.Reason == "truncated" && !errors.Is(s.Err, wire.ErrTruncated) {
+				if s.Reason == loom.SkipTruncated && !errors.Is(s.Err, wire.ErrTruncated) {
 					t.Fatalf("truncated skip error %v", s.Err)
 				}
 			}
@@ -135,7 +135,7 @@ func TestDeclaredSizeIsNotAllocated(t *testing.T) {
 	_ = p.Send(ctx, "k", 1<<39, io.MultiReader(bytes.NewReader(make([]byte, 100<<10)), failingReader{}))
 	select {
 	case s := <-skipped:
-		if s.Reason != "truncated" || s.Key != "k" {
+		if s.Reason != loom.SkipTruncated || s.Key != "k" {
 			t.Fatalf("skip %+v, want k truncated", s)
 		}
 	case <-ctx.Done():
