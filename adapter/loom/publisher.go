@@ -387,9 +387,11 @@ type PublisherStats struct {
 	// when Close gave up, or whose confirm Publish gave up before a resend: they
 	// may or may not have arrived, and are not sent again.
 	Unconfirmed uint64
-	Dropped     map[DropReason]uint64
-	Dials       uint64
-	Reconnects  uint64
+	// Dropped counts messages dropped, by reason (DropFull, DropClosed,
+	// DropExpired; each is present): the same drops OnDrop is told of.
+	Dropped    map[DropReason]uint64
+	Dials      uint64 // connection attempts, over all sender connections
+	Reconnects uint64 // connections made after a sender's first
 }
 
 // Stats returns the publisher's counters.
