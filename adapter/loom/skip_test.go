@@ -196,3 +196,50 @@ func TestSubscriberCloseStopsStalledBody(t *testing.T) {
 		})
 	}
 }
+
+// TestSkipsUndecodable: a body that starts like an envelope but is not one is
+// skipped as undecodable (a SkipReason of its own, counted apart from unreadable
+// bodies), and the next message comes through.
+func TestSkipsUndecodable(t *testing.T) {
+	srv := startRouter(t, loomtest.Config{})
+	skipped := make(chan loom.Skipped, 1)
+	lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) {
+		c.Consumers = 1
+		c.OnSkip = func(s loom.Skipped) { skipped <- s }
+	})
+	ch, err := (waitingSubscriber{lsub, srv, 1}).Subscribe(context.Background(), "bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Dial(context.Background(), clientConfig(srv, client.TransportQUIC), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := c.Produce(ctx, "bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []byte{0x89, 'L', 'B', 'E', 1, 0xff} // magic, version, then a broken varint
+	if err := p.Send(ctx, "bad", uint64(len(bad)), bytes.NewReader(bad)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Send(ctx, "good", 2, strings.NewReader("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, ch, 1, 10*time.Second)[0]; string(got.Payload) != "ok" {
+		t.Fatalf("delivered %q, want only the good message", got.Payload)
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := <-skipped
+	if s.Reason != loom.SkipUndecodable || s.Key != "bad" || !errors.Is(s.Err, loom.ErrEnvelope) {
+		t.Fatalf("skip %+v, want bad undecodable", s)
+	}
+	if st := lsub.Stats(); st.Undecodable != 1 || st.Unreadable != 0 || st.Acked != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
