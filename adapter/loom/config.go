@@ -19,6 +19,38 @@ const (
 	ModeFireAndForget = "fire_and_forget"
 )
 
+// Defaults that zero-valued config fields take. Client defaults are in package
+// client (client.DefaultTransport, client.DefaultDialTimeout, ...).
+const (
+	// DefaultMode is the default PublisherConfig.Mode.
+	DefaultMode = ModeConfirm
+	// DefaultFormat is the default PublisherConfig.Format.
+	DefaultFormat = FormatRaw
+	// DefaultStreams is the default PublisherConfig.Streams.
+	DefaultStreams = 4
+	// DefaultBatchSize is the default PublisherConfig.BatchSize.
+	DefaultBatchSize = 256
+	// DefaultPublishTimeout is the default PublisherConfig.PublishTimeout.
+	DefaultPublishTimeout = 30 * time.Second
+	// DefaultStreamTimeout is the default PublisherConfig.StreamTimeout.
+	DefaultStreamTimeout = 30 * time.Second
+	// DefaultCloseTimeout is the default PublisherConfig.CloseTimeout.
+	DefaultCloseTimeout = 30 * time.Second
+	// DefaultMaxMessageBytes is the default MaxMessageBytes of both
+	// PublisherConfig and SubscriberConfig: 64 MiB.
+	DefaultMaxMessageBytes = 64 << 20
+	// DefaultBufferMaxMessages is the default BufferConfig.MaxMessages.
+	DefaultBufferMaxMessages = buffer.DefaultMaxMessages
+	// DefaultBufferMaxBytes is the default BufferConfig.MaxBytes: 64 MiB.
+	DefaultBufferMaxBytes = buffer.DefaultMaxBytes
+	// DefaultBufferPolicy is the default BufferConfig.Policy.
+	DefaultBufferPolicy = string(buffer.DefaultPolicy)
+	// DefaultConsumers is the default SubscriberConfig.Consumers.
+	DefaultConsumers = 4
+	// DefaultNackResendDelay is the default SubscriberConfig.NackResendDelay.
+	DefaultNackResendDelay = time.Second
+)
+
 // KeyFunc picks the Loom key of a message published to topic.
 type KeyFunc func(topic string, msg *message.Message) string
 
@@ -31,22 +63,37 @@ func DefaultKey(_ string, msg *message.Message) string {
 }
 
 // BufferConfig bounds the publisher's buffer. When it is full, Policy decides:
-// "block" (Publish waits for room until its timeout), "error" (Publish fails at once)
-// or "drop_oldest" (the oldest buffered message is dropped and reported).
+// "block" (Publish waits for room until its timeout), "error" (Publish fails at once
+// with ErrBufferFull) or "drop_oldest" (the oldest message never sent is dropped and
+// reported with DropFull; see DropFull for when the new one is dropped instead).
 type BufferConfig struct {
-	MaxMessages int    `koanf:"max_messages"` // default 10,000
-	MaxBytes    int64  `koanf:"max_bytes"`    // default 64 MiB
-	Policy      string `koanf:"policy"`       // default "block"
+	// MaxMessages bounds the buffer by count; default DefaultBufferMaxMessages (10,000).
+	MaxMessages int `koanf:"max_messages"`
+	// MaxBytes bounds the buffer by bytes, at least MaxMessageBytes; default
+	// DefaultBufferMaxBytes (64 MiB).
+	MaxBytes int64 `koanf:"max_bytes"`
+	// Policy is "block" (default), "error" or "drop_oldest".
+	Policy string `koanf:"policy"`
 }
 
-// DropReason says why a published message was dropped.
-type DropReason string
+// DropReason says why a published message was dropped: a string, so it can be
+// logged and compared as it is. It is the buffer's own type, so reporting a drop
+// translates nothing.
+type DropReason = buffer.DropReason
 
-// Drop reasons.
+// Drop reasons, reported to PublisherConfig.OnDrop and counted in
+// PublisherStats.Dropped. A reported drop is always a real loss: the message was
+// never written to a producer stream.
 const (
-	DropFull    DropReason = "buffer_full" // evicted by drop_oldest
-	DropClosed  DropReason = "closed"      // not sent before Close's timeout
-	DropExpired DropReason = "expired"     // its confirm Publish gave up before it was sent
+	// DropFull ("buffer_full"): the buffer was full under the drop_oldest policy;
+	// the message was the oldest never sent, or the new one when only messages
+	// already sent (which may have arrived) were left to evict.
+	DropFull = buffer.DropFull
+	// DropClosed ("closed"): not sent before Close's close_timeout.
+	DropClosed = buffer.DropClosed
+	// DropExpired ("expired"): its confirm Publish gave up (publish_timeout)
+	// before it was sent.
+	DropExpired = buffer.DropExpired
 )
 
 // PublisherConfig configures a Publisher. Zero fields take their defaults.
@@ -60,24 +107,28 @@ type PublisherConfig struct {
 	Marshaler Marshaler `koanf:"-"`
 	// Key picks the Loom key; default DefaultKey.
 	Key KeyFunc `koanf:"-"`
-	// Streams is how many producer streams send at once; default 4.
+	// Streams is how many producer streams send at once; default DefaultStreams (4).
 	Streams int `koanf:"streams"`
 	// BatchSize is the most messages one stream carries before it is closed and
-	// confirmed; default 256.
+	// confirmed; default DefaultBatchSize (256).
 	BatchSize int `koanf:"batch_size"`
 	// PublishTimeout bounds how long Publish waits: for room in the buffer under the
-	// block policy, and in confirm mode for the confirmation; default 30 s.
+	// block policy, and in confirm mode for the confirmation; default
+	// DefaultPublishTimeout (30 s).
 	PublishTimeout time.Duration `koanf:"publish_timeout"`
 	// StreamTimeout bounds, per message, how long a batch may take from open to
 	// confirmed: a batch of n messages is given n × StreamTimeout. The server reads
 	// a producer stream one message per consumer acknowledgement, so a batch takes
 	// as long as its consumers' handlers together; a bound per batch would make a
 	// slow consumer's batches time out and be resent forever. It keeps a message
-	// the server strands from holding a stream forever; default 30 s.
+	// the server strands from holding a stream forever; default
+	// DefaultStreamTimeout (30 s).
 	StreamTimeout time.Duration `koanf:"stream_timeout"`
-	// CloseTimeout bounds how long Close keeps sending what is buffered; default 30 s.
+	// CloseTimeout bounds how long Close keeps sending what is buffered; default
+	// DefaultCloseTimeout (30 s).
 	CloseTimeout time.Duration `koanf:"close_timeout"`
-	// MaxMessageBytes refuses larger bodies at Publish; default 64 MiB.
+	// MaxMessageBytes refuses larger bodies at Publish; default
+	// DefaultMaxMessageBytes (64 MiB), at most Client.Limits.MaxMessage.
 	MaxMessageBytes int64         `koanf:"max_message_bytes"`
 	Buffer          BufferConfig  `koanf:"buffer"`
 	Reconnect       BackoffConfig `koanf:"reconnect"`
@@ -88,77 +139,97 @@ type PublisherConfig struct {
 func (c *PublisherConfig) setDefaults() {
 	c.Client.SetDefaults()
 	if c.Mode == "" {
-		c.Mode = ModeConfirm
+		c.Mode = DefaultMode
 	}
 	if c.Format == "" {
-		c.Format = FormatRaw
+		c.Format = DefaultFormat
 	}
 	if c.Key == nil {
 		c.Key = DefaultKey
 	}
 	if c.Streams == 0 {
-		c.Streams = 4
+		c.Streams = DefaultStreams
 	}
 	if c.BatchSize == 0 {
-		c.BatchSize = 256
+		c.BatchSize = DefaultBatchSize
 	}
 	if c.PublishTimeout == 0 {
-		c.PublishTimeout = 30 * time.Second
+		c.PublishTimeout = DefaultPublishTimeout
 	}
 	if c.StreamTimeout == 0 {
-		c.StreamTimeout = 30 * time.Second
+		c.StreamTimeout = DefaultStreamTimeout
 	}
 	if c.CloseTimeout == 0 {
-		c.CloseTimeout = 30 * time.Second
+		c.CloseTimeout = DefaultCloseTimeout
 	}
 	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = 64 << 20
+		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if c.Buffer.MaxMessages == 0 {
-		c.Buffer.MaxMessages = buffer.DefaultMaxItems
+		c.Buffer.MaxMessages = DefaultBufferMaxMessages
 	}
 	if c.Buffer.MaxBytes == 0 {
-		c.Buffer.MaxBytes = buffer.DefaultMaxBytes
+		c.Buffer.MaxBytes = DefaultBufferMaxBytes
 	}
 	if c.Buffer.Policy == "" {
-		c.Buffer.Policy = string(buffer.PolicyBlock)
+		c.Buffer.Policy = DefaultBufferPolicy
 	}
 	c.Reconnect.setDefaults()
 }
 
-// Validate names every invalid field by its config key. It also checks that the
-// token and TLS files can be read.
+// Validate reports every invalid field, joined with errors.Join in the order of the
+// fields (the order of the keys in a configuration file: the client's keys first),
+// each error starting with the field's config key, e.g. "buffer.policy: ...". It
+// also checks that the token and TLS files can be read. NewPublisher applies the
+// defaults first; Validate of a config whose zero fields were not filled in
+// reports them.
 func (c PublisherConfig) Validate() error {
 	errs := []error{c.Client.Check()}
+	add := func(err error) { errs = append(errs, err) }
 	if c.Mode != ModeConfirm && c.Mode != ModeFireAndForget {
-		errs = append(errs, fmt.Errorf("mode: must be %q or %q, got %q", ModeConfirm, ModeFireAndForget, c.Mode))
+		add(fmt.Errorf("mode: must be %q or %q, got %q", ModeConfirm, ModeFireAndForget, c.Mode))
 	}
 	if c.Marshaler == nil {
 		if _, err := NewMarshaler(c.Format); err != nil {
-			errs = append(errs, err)
+			add(err)
 		}
 	}
-	for key, n := range map[string]int{"streams": c.Streams, "batch_size": c.BatchSize, "buffer.max_messages": c.Buffer.MaxMessages} {
-		if n < 1 {
-			errs = append(errs, fmt.Errorf("%s: must be >= 1, got %d", key, n))
-		}
-	}
-	for key, d := range map[string]time.Duration{"publish_timeout": c.PublishTimeout, "stream_timeout": c.StreamTimeout, "close_timeout": c.CloseTimeout} {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", key, d))
-		}
-	}
-	if c.MaxMessageBytes < 1 || c.MaxMessageBytes > c.Client.Limits.MaxMessage {
-		errs = append(errs, fmt.Errorf("max_message_bytes: must be 1 to %d, got %d", c.Client.Limits.MaxMessage, c.MaxMessageBytes))
-	}
+	add(atLeastOne("streams", c.Streams))
+	add(atLeastOne("batch_size", c.BatchSize))
+	add(positive("publish_timeout", c.PublishTimeout))
+	add(positive("stream_timeout", c.StreamTimeout))
+	add(positive("close_timeout", c.CloseTimeout))
+	add(checkMaxMessageBytes(c.MaxMessageBytes, c.Client.Limits.MaxMessage))
+	add(atLeastOne("buffer.max_messages", c.Buffer.MaxMessages))
 	if c.Buffer.MaxBytes < c.MaxMessageBytes {
-		errs = append(errs, fmt.Errorf("buffer.max_bytes: %d is below max_message_bytes %d", c.Buffer.MaxBytes, c.MaxMessageBytes))
+		add(fmt.Errorf("buffer.max_bytes: %d is below max_message_bytes %d", c.Buffer.MaxBytes, c.MaxMessageBytes))
 	}
 	if _, err := buffer.ParsePolicy(c.Buffer.Policy); err != nil {
-		errs = append(errs, fmt.Errorf("buffer.policy: %w", err))
+		add(fmt.Errorf("buffer.policy: %w", err))
 	}
-	errs = append(errs, c.Reconnect.validate("reconnect."))
+	add(c.Reconnect.validate("reconnect."))
 	return errors.Join(errs...)
+}
+
+func atLeastOne(key string, n int) error {
+	if n < 1 {
+		return fmt.Errorf("%s: must be >= 1, got %d", key, n)
+	}
+	return nil
+}
+
+func positive(key string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s: must be > 0, got %s", key, d)
+	}
+	return nil
+}
+
+func checkMaxMessageBytes(n, limit int64) error {
+	if n < 1 || n > limit {
+		return fmt.Errorf("max_message_bytes: must be 1 to %d, got %d", limit, n)
+	}
+	return nil
 }
 
 // SubscriberConfig configures a Subscriber. Zero fields take their defaults.
@@ -166,59 +237,78 @@ type SubscriberConfig struct {
 	// Client is how to reach the server: addr, transport, name, token, tls, ...
 	Client client.Config `koanf:",squash"`
 	// Consumers is how many consumer streams each Subscribe opens; each counts as one
-	// Loom consumer, so more streams take a larger share of the room; default 4.
+	// Loom consumer, so more streams take a larger share of the room; default
+	// DefaultConsumers (4).
 	Consumers int `koanf:"consumers"`
-	// Marshaler decodes bodies; default detects envelope or raw.
+	// Marshaler decodes bodies; default RawMarshaler, which detects envelope or raw.
 	Marshaler Marshaler `koanf:"-"`
 	// NackResendDelay is how long a nacked message waits before it is delivered
-	// again; default 1 s.
+	// again; default DefaultNackResendDelay (1 s).
 	NackResendDelay time.Duration `koanf:"nack_resend_delay"`
 	// MaxMessageBytes: larger messages are skipped, acknowledged and reported, never
-	// loaded into memory; default 64 MiB.
+	// loaded into memory; default DefaultMaxMessageBytes (64 MiB).
 	MaxMessageBytes int64         `koanf:"max_message_bytes"`
 	Reconnect       BackoffConfig `koanf:"reconnect"`
-	// OnSkip is told of every message skipped: truncated, too large or undecodable.
+	// OnSkip is told of every message skipped, with its SkipReason.
 	OnSkip func(s Skipped) `koanf:"-"`
 }
+
+// SkipReason says why a received message was skipped.
+type SkipReason string
+
+// Skip reasons, reported in Skipped.Reason and counted in SubscriberStats.
+const (
+	// SkipTruncated ("truncated"): the body was shorter or longer than its declared
+	// size (the server forwards a producer's end of message even when the producer
+	// died mid-message). Skipped.Err wraps wire.ErrTruncated.
+	SkipTruncated SkipReason = "truncated"
+	// SkipTooLarge ("too_large"): the body, declared or as it arrived, was above
+	// max_message_bytes; it was discarded unread.
+	SkipTooLarge SkipReason = "too_large"
+	// SkipUnreadable ("unreadable"): reading the body failed for another reason,
+	// such as a stream error.
+	SkipUnreadable SkipReason = "unreadable"
+	// SkipUndecodable ("undecodable"): the Marshaler could not decode the body,
+	// e.g. a malformed envelope (ErrEnvelope).
+	SkipUndecodable SkipReason = "undecodable"
+)
 
 // Skipped describes a received message that was acknowledged but not delivered.
 type Skipped struct {
 	Room, Key string
 	ID        uint64
-	Reason    string // "truncated", "too_large" or "undecodable"
+	Reason    SkipReason
 	Err       error
 }
 
 func (c *SubscriberConfig) setDefaults() {
 	c.Client.SetDefaults()
 	if c.Consumers == 0 {
-		c.Consumers = 4
+		c.Consumers = DefaultConsumers
 	}
 	if c.Marshaler == nil {
 		c.Marshaler = RawMarshaler{}
 	}
 	if c.NackResendDelay == 0 {
-		c.NackResendDelay = time.Second
+		c.NackResendDelay = DefaultNackResendDelay
 	}
 	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = 64 << 20
+		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	c.Reconnect.setDefaults()
 }
 
-// Validate names every invalid field by its config key. It also checks that the
-// token and TLS files can be read.
+// Validate reports every invalid field, joined with errors.Join in the order of the
+// fields (the client's keys first), each error starting with the field's config
+// key. It also checks that the token and TLS files can be read.
 func (c SubscriberConfig) Validate() error {
 	errs := []error{c.Client.Check()}
-	if c.Consumers < 1 {
-		errs = append(errs, fmt.Errorf("consumers: must be >= 1, got %d", c.Consumers))
-	}
+	add := func(err error) { errs = append(errs, err) }
+	add(atLeastOne("consumers", c.Consumers))
 	if c.NackResendDelay < 0 {
-		errs = append(errs, fmt.Errorf("nack_resend_delay: must be >= 0, got %s", c.NackResendDelay))
+		add(fmt.Errorf("nack_resend_delay: must be >= 0, got %s", c.NackResendDelay))
 	}
-	if c.MaxMessageBytes < 1 || c.MaxMessageBytes > c.Client.Limits.MaxMessage {
-		errs = append(errs, fmt.Errorf("max_message_bytes: must be 1 to %d, got %d", c.Client.Limits.MaxMessage, c.MaxMessageBytes))
-	}
-	errs = append(errs, c.Reconnect.validate("reconnect."))
+	add(checkMaxMessageBytes(c.MaxMessageBytes, c.Client.Limits.MaxMessage))
+	add(c.Reconnect.validate("reconnect."))
 	return errors.Join(errs...)
 }

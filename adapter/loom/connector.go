@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -13,15 +14,31 @@ import (
 	"github.com/loombridge/loombridge/adapter/loom/client"
 )
 
-// BackoffConfig is the exponential back-off between reconnect attempts.
+// Reconnect back-off defaults (BackoffConfig).
+const (
+	// DefaultReconnectInitial is the default BackoffConfig.Initial.
+	DefaultReconnectInitial = 100 * time.Millisecond
+	// DefaultReconnectMax is the default BackoffConfig.Max.
+	DefaultReconnectMax = 30 * time.Second
+	// DefaultReconnectMultiplier is the default BackoffConfig.Multiplier.
+	DefaultReconnectMultiplier = 2.0
+	// DefaultReconnectJitter is the default BackoffConfig.Jitter.
+	DefaultReconnectJitter = 0.2
+)
+
+// BackoffConfig is the exponential back-off between reconnect attempts (config
+// keys reconnect.*).
 type BackoffConfig struct {
-	// Initial is the first wait; default 100 ms.
+	// Initial is the first wait; default DefaultReconnectInitial (100 ms).
 	Initial time.Duration `koanf:"initial"`
-	// Max caps each wait; default 30 s.
+	// Max caps each wait; default DefaultReconnectMax (30 s).
 	Max time.Duration `koanf:"max"`
-	// Multiplier grows the wait after each failure; default 2.
+	// Multiplier grows the wait after each failure: a finite number >= 1; default
+	// DefaultReconnectMultiplier (2).
 	Multiplier float64 `koanf:"multiplier"`
-	// Jitter randomises each wait by ± this fraction; default 0.2.
+	// Jitter randomises each wait by ± this fraction, 0 to 1; default
+	// DefaultReconnectJitter (0.2). Zero stands for the default, so jitter cannot
+	// be turned off.
 	Jitter float64 `koanf:"jitter"`
 	// MaxElapsed gives up after this long; 0 (default) retries until closed.
 	MaxElapsed time.Duration `koanf:"max_elapsed"`
@@ -29,29 +46,32 @@ type BackoffConfig struct {
 
 func (b *BackoffConfig) setDefaults() {
 	if b.Initial == 0 {
-		b.Initial = 100 * time.Millisecond
+		b.Initial = DefaultReconnectInitial
 	}
 	if b.Max == 0 {
-		b.Max = 30 * time.Second
+		b.Max = DefaultReconnectMax
 	}
 	if b.Multiplier == 0 {
-		b.Multiplier = 2
+		b.Multiplier = DefaultReconnectMultiplier
 	}
 	if b.Jitter == 0 {
-		b.Jitter = 0.2
+		b.Jitter = DefaultReconnectJitter
 	}
 }
 
+// validate reports every invalid field in field order, each error starting with
+// prefix and the field's key.
 func (b BackoffConfig) validate(prefix string) error {
 	var errs []error
 	if b.Initial <= 0 || b.Max < b.Initial {
 		errs = append(errs, fmt.Errorf("%sinitial, %smax: need 0 < initial <= max, got %s and %s", prefix, prefix, b.Initial, b.Max))
 	}
-	if b.Multiplier < 1 {
-		errs = append(errs, fmt.Errorf("%smultiplier: must be >= 1, got %g", prefix, b.Multiplier))
+	// Written so that NaN, which fails every comparison, fails them too.
+	if !(b.Multiplier >= 1) || math.IsInf(b.Multiplier, 1) {
+		errs = append(errs, fmt.Errorf("%smultiplier: must be a finite number >= 1, got %g", prefix, b.Multiplier))
 	}
-	if b.Jitter < 0 || b.Jitter > 1 {
-		errs = append(errs, fmt.Errorf("%sjitter: must be between 0 and 1, got %g", prefix, b.Jitter))
+	if !(b.Jitter >= 0 && b.Jitter <= 1) {
+		errs = append(errs, fmt.Errorf("%sjitter: must be a number from 0 to 1, got %g", prefix, b.Jitter))
 	}
 	if b.MaxElapsed < 0 {
 		errs = append(errs, fmt.Errorf("%smax_elapsed: must be >= 0, got %s", prefix, b.MaxElapsed))

@@ -59,7 +59,7 @@ type Publisher struct {
 	closeErr  error
 
 	sent, batches, failedBatches, resent, unconfirmed atomic.Uint64
-	dropped                                           [3]atomic.Uint64 // by buffer.DropReason
+	droppedFull, droppedClosed, droppedExpired        atomic.Uint64
 }
 
 // outgoing is one buffered message.
@@ -126,12 +126,12 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 	p := &Publisher{cfg: cfg, logger: logger.With(watermill.LogFields{"loom_addr": cfg.Client.Addr}), marshaler: m}
 	policy, _ := buffer.ParsePolicy(cfg.Buffer.Policy)
 	buf, err := buffer.New(buffer.Config[*outgoing]{
-		MaxItems: cfg.Buffer.MaxMessages,
-		MaxBytes: cfg.Buffer.MaxBytes,
-		Policy:   policy,
-		OnDrop:   p.onDrop,
-		Expired:  func(o *outgoing) bool { return o.abandoned() && !o.written.Load() },
-		Key:      (*outgoing).streamKey,
+		MaxMessages: cfg.Buffer.MaxMessages,
+		MaxBytes:    cfg.Buffer.MaxBytes,
+		Policy:      policy,
+		OnDrop:      p.onDrop,
+		Expired:     func(o *outgoing) bool { return o.abandoned() && !o.written.Load() },
+		Key:         (*outgoing).streamKey,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loom publisher config: %w", err)
@@ -146,14 +146,20 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 	return p, nil
 }
 
-func (p *Publisher) onDrop(o *outgoing, reason buffer.DropReason) {
-	p.dropped[reason].Add(1)
-	r := map[buffer.DropReason]DropReason{buffer.DropFull: DropFull, buffer.DropClosed: DropClosed, buffer.DropExpired: DropExpired}[reason]
-	p.logger.Debug("Loom message dropped", watermill.LogFields{"uuid": o.msg.UUID, "room": o.room, "reason": string(r)})
-	if p.cfg.OnDrop != nil {
-		p.cfg.OnDrop(o.msg, r)
+func (p *Publisher) onDrop(o *outgoing, reason DropReason) {
+	switch reason {
+	case DropFull:
+		p.droppedFull.Add(1)
+	case DropClosed:
+		p.droppedClosed.Add(1)
+	case DropExpired:
+		p.droppedExpired.Add(1)
 	}
-	o.call.finish(fmt.Errorf("loom: message %s dropped: %s", o.msg.UUID, r))
+	p.logger.Debug("Loom message dropped", watermill.LogFields{"uuid": o.msg.UUID, "room": o.room, "reason": string(reason)})
+	if p.cfg.OnDrop != nil {
+		p.cfg.OnDrop(o.msg, reason)
+	}
+	o.call.finish(fmt.Errorf("loom: message %s dropped: %s", o.msg.UUID, reason))
 }
 
 // Publish sends msgs to the room named by topic. In confirm mode it returns nil once
@@ -342,7 +348,7 @@ func (p *Publisher) sendBatch(cl *client.Client, batch []*outgoing, body *bytes.
 			p.unconfirmed.Add(1)
 			o.call.finish(fmt.Errorf("loom: message %s: not confirmed, not resent after publish_timeout", o.msg.UUID))
 		default:
-			p.onDrop(o, buffer.DropExpired)
+			p.onDrop(o, DropExpired)
 		}
 		p.buf.Done(o.streamKey())
 	}
@@ -381,9 +387,11 @@ type PublisherStats struct {
 	// when Close gave up, or whose confirm Publish gave up before a resend: they
 	// may or may not have arrived, and are not sent again.
 	Unconfirmed uint64
-	Dropped     map[DropReason]uint64
-	Dials       uint64
-	Reconnects  uint64
+	// Dropped counts messages dropped, by reason (DropFull, DropClosed,
+	// DropExpired; each is present): the same drops OnDrop is told of.
+	Dropped    map[DropReason]uint64
+	Dials      uint64 // connection attempts, over all sender connections
+	Reconnects uint64 // connections made after a sender's first
 }
 
 // Stats returns the publisher's counters.
@@ -402,9 +410,9 @@ func (p *Publisher) Stats() PublisherStats {
 		Resent:        p.resent.Load(),
 		Unconfirmed:   p.unconfirmed.Load(),
 		Dropped: map[DropReason]uint64{
-			DropFull:    p.dropped[buffer.DropFull].Load(),
-			DropClosed:  p.dropped[buffer.DropClosed].Load(),
-			DropExpired: p.dropped[buffer.DropExpired].Load(),
+			DropFull:    p.droppedFull.Load(),
+			DropClosed:  p.droppedClosed.Load(),
+			DropExpired: p.droppedExpired.Load(),
 		},
 		Dials:      dials,
 		Reconnects: reconnects,

@@ -82,7 +82,7 @@ func TestSkipsTruncatedAndTooLarge(t *testing.T) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			want := map[string]string{"cut": "truncated", "big-declared": "too_large", "big-undeclared": "too_large"}
+			want := map[string]loom.SkipReason{"cut": loom.SkipTruncated, "big-declared": loom.SkipTooLarge, "big-undeclared": loom.SkipTooLarge}
 			if len(skipped) != len(want) {
 				t.Fatalf("skipped %+v", skipped)
 			}
@@ -90,7 +90,7 @@ func TestSkipsTruncatedAndTooLarge(t *testing.T) {
 				if want[s.Key] != s.Reason || s.Room != "skip" || s.ID == 0 || s.Err == nil {
 					t.Fatalf("skip %+v", s)
 				}
-				if s.Reason == "truncated" && !errors.Is(s.Err, wire.ErrTruncated) {
+				if s.Reason == loom.SkipTruncated && !errors.Is(s.Err, wire.ErrTruncated) {
 					t.Fatalf("truncated skip error %v", s.Err)
 				}
 			}
@@ -135,7 +135,7 @@ func TestDeclaredSizeIsNotAllocated(t *testing.T) {
 	_ = p.Send(ctx, "k", 1<<39, io.MultiReader(bytes.NewReader(make([]byte, 100<<10)), failingReader{}))
 	select {
 	case s := <-skipped:
-		if s.Reason != "truncated" || s.Key != "k" {
+		if s.Reason != loom.SkipTruncated || s.Key != "k" {
 			t.Fatalf("skip %+v, want k truncated", s)
 		}
 	case <-ctx.Done():
@@ -194,5 +194,52 @@ func TestSubscriberCloseStopsStalledBody(t *testing.T) {
 				t.Fatal("a message was delivered, or the channel is still open")
 			}
 		})
+	}
+}
+
+// TestSkipsUndecodable: a body that starts like an envelope but is not one is
+// skipped as undecodable (a SkipReason of its own, counted apart from unreadable
+// bodies), and the next message comes through.
+func TestSkipsUndecodable(t *testing.T) {
+	srv := startRouter(t, loomtest.Config{})
+	skipped := make(chan loom.Skipped, 1)
+	lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) {
+		c.Consumers = 1
+		c.OnSkip = func(s loom.Skipped) { skipped <- s }
+	})
+	ch, err := (waitingSubscriber{lsub, srv, 1}).Subscribe(context.Background(), "bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Dial(context.Background(), clientConfig(srv, client.TransportQUIC), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := c.Produce(ctx, "bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []byte{0x89, 'L', 'B', 'E', 1, 0xff} // magic, version, then a broken varint
+	if err := p.Send(ctx, "bad", uint64(len(bad)), bytes.NewReader(bad)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Send(ctx, "good", 2, strings.NewReader("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, ch, 1, 10*time.Second)[0]; string(got.Payload) != "ok" {
+		t.Fatalf("delivered %q, want only the good message", got.Payload)
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := <-skipped
+	if s.Reason != loom.SkipUndecodable || s.Key != "bad" || !errors.Is(s.Err, loom.ErrEnvelope) {
+		t.Fatalf("skip %+v, want bad undecodable", s)
+	}
+	if st := lsub.Stats(); st.Undecodable != 1 || st.Unreadable != 0 || st.Acked != 1 {
+		t.Fatalf("stats %+v", st)
 	}
 }

@@ -40,7 +40,8 @@ type Subscriber struct {
 	closed    bool
 
 	received, acked, nacked, reopened atomic.Uint64
-	truncated, tooLarge, undecodable  atomic.Uint64
+	truncated, tooLarge, unreadable   atomic.Uint64
+	undecodable                       atomic.Uint64
 }
 
 // NewSubscriber returns a subscriber; it connects in the background and reconnects
@@ -156,13 +157,13 @@ const initialBodyBytes = 1 << 20
 // read loads a message body, bounded by MaxMessageBytes, and decodes it. A message
 // that cannot be delivered whole is returned as skipped.
 func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Skipped) {
-	skipped := func(reason string, err error) *Skipped {
+	skipped := func(reason SkipReason, err error) *Skipped {
 		return &Skipped{Room: room, Key: m.Key, ID: m.ID, Reason: reason, Err: err}
 	}
 	limit := s.cfg.MaxMessageBytes
 	if m.Size > uint64(limit) {
 		err := m.Body.Discard()
-		return nil, skipped("too_large", errors.Join(fmt.Errorf("declared %d bytes, max_message_bytes is %d", m.Size, limit), err))
+		return nil, skipped(SkipTooLarge, errors.Join(fmt.Errorf("declared %d bytes, max_message_bytes is %d", m.Size, limit), err))
 	}
 	// A fresh buffer per message: the message keeps it, so nothing is copied, and a
 	// large message pins no memory after it is handled. Its first allocation is
@@ -172,30 +173,32 @@ func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Sk
 	n, err := io.Copy(body, io.LimitReader(m.Body, limit+1))
 	switch {
 	case err != nil && errors.Is(err, wire.ErrTruncated):
-		return nil, skipped("truncated", err)
+		return nil, skipped(SkipTruncated, err)
 	case err != nil:
-		return nil, skipped("unreadable", err)
+		return nil, skipped(SkipUnreadable, err)
 	case n > limit:
 		derr := m.Body.Discard()
-		return nil, skipped("too_large", errors.Join(fmt.Errorf("more than max_message_bytes %d", limit), derr))
+		return nil, skipped(SkipTooLarge, errors.Join(fmt.Errorf("more than max_message_bytes %d", limit), derr))
 	}
 	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: body.Bytes()})
 	if err != nil {
-		return nil, skipped("undecodable", err)
+		return nil, skipped(SkipUndecodable, err)
 	}
 	return msg, nil
 }
 
 func (s *Subscriber) skip(sk Skipped) {
 	switch sk.Reason {
-	case "truncated":
+	case SkipTruncated:
 		s.truncated.Add(1)
-	case "too_large":
+	case SkipTooLarge:
 		s.tooLarge.Add(1)
-	default:
+	case SkipUnreadable:
+		s.unreadable.Add(1)
+	case SkipUndecodable:
 		s.undecodable.Add(1)
 	}
-	s.logger.Error("Loom message skipped", sk.Err, watermill.LogFields{"room": sk.Room, "key": sk.Key, "id": sk.ID, "reason": sk.Reason})
+	s.logger.Error("Loom message skipped", sk.Err, watermill.LogFields{"room": sk.Room, "key": sk.Key, "id": sk.ID, "reason": string(sk.Reason)})
 	if s.cfg.OnSkip != nil {
 		s.cfg.OnSkip(sk)
 	}
@@ -240,14 +243,15 @@ func (s *Subscriber) deliver(ctx context.Context, msg *message.Message, out chan
 // SubscriberStats are the subscriber's counters.
 type SubscriberStats struct {
 	Received    uint64 // messages read from streams
-	Acked       uint64
-	Nacked      uint64
-	Truncated   uint64 // skipped: body shorter or longer than declared
-	TooLarge    uint64 // skipped: above max_message_bytes
-	Undecodable uint64 // skipped: unreadable or bad envelope
+	Acked       uint64 // Watermill Acks, each sent to the server as an ACK frame
+	Nacked      uint64 // Watermill Nacks, each followed by a local redelivery
+	Truncated   uint64 // skipped, SkipTruncated: body shorter or longer than declared
+	TooLarge    uint64 // skipped, SkipTooLarge: above max_message_bytes
+	Unreadable  uint64 // skipped, SkipUnreadable: reading the body failed otherwise
+	Undecodable uint64 // skipped, SkipUndecodable: the Marshaler refused it (bad envelope)
 	Reopened    uint64 // consumer streams reopened after a failure
-	Dials       uint64
-	Reconnects  uint64
+	Dials       uint64 // connection attempts
+	Reconnects  uint64 // connections made after the first
 }
 
 // Stats returns the subscriber's counters.
@@ -255,7 +259,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 	dials, reconnects := s.conn.stats()
 	return SubscriberStats{
 		Received: s.received.Load(), Acked: s.acked.Load(), Nacked: s.nacked.Load(),
-		Truncated: s.truncated.Load(), TooLarge: s.tooLarge.Load(), Undecodable: s.undecodable.Load(),
+		Truncated: s.truncated.Load(), TooLarge: s.tooLarge.Load(), Unreadable: s.unreadable.Load(), Undecodable: s.undecodable.Load(),
 		Reopened: s.reopened.Load(), Dials: dials, Reconnects: reconnects,
 	}
 }

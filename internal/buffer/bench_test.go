@@ -45,7 +45,7 @@ func BenchmarkPushPopParallel(b *testing.B) {
 // One producer, four consumers blocking in Pop, a small buffer under the
 // block policy: measures the wake-up paths. One op is one item through.
 func BenchmarkProducerConsumers(b *testing.B) {
-	buf := newBuf(b, Config[int]{MaxItems: 64})
+	buf := newBuf(b, Config[int]{MaxMessages: 64})
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for range 4 {

@@ -36,44 +36,36 @@ var (
 	ErrTooLarge = errors.New("buffer: item larger than max_bytes")
 )
 
-// DropReason says why the buffer discarded an item.
-type DropReason uint8
+// DropReason says why the buffer discarded an item. Its values are the names
+// the Loom publisher reports (loom.DropReason is this type), so they can be
+// logged and compared as they are.
+type DropReason string
 
-// The drop reasons, usable as indexes into Stats.Dropped.
+// The drop reasons.
 const (
-	// DropFull: evicted by PolicyDropOldest to make room.
-	DropFull DropReason = iota
-	// DropClosed: still buffered when the owner called DropRemaining.
-	DropClosed
-	// DropExpired: Config.Expired reported it expired when Pop reached it.
-	DropExpired
-
-	numDropReasons
+	// DropFull ("buffer_full"): evicted by PolicyDropOldest to make room, or
+	// the new item itself when no eviction could make room.
+	DropFull DropReason = "buffer_full"
+	// DropClosed ("closed"): still buffered when the owner called
+	// DropRemaining.
+	DropClosed DropReason = "closed"
+	// DropExpired ("expired"): Config.Expired reported it expired when Pop
+	// reached it.
+	DropExpired DropReason = "expired"
 )
 
-// String returns "full", "closed" or "expired".
-func (r DropReason) String() string {
-	switch r {
-	case DropFull:
-		return "full"
-	case DropClosed:
-		return "closed"
-	case DropExpired:
-		return "expired"
-	}
-	return fmt.Sprintf("DropReason(%d)", uint8(r))
-}
-
 // Stats is a snapshot of a Buffer's state and counters. At any time
-// Len == Pushed + Requeued - Popped - (sum of Dropped).
+// Len == Pushed + Requeued - Popped - DroppedFull - DroppedClosed - DroppedExpired.
 type Stats struct {
 	Len      int    // items buffered now
 	Bytes    int64  // sum of their sizes
 	Pushed   uint64 // items accepted by Push
 	Requeued uint64 // items put back by Requeue or PutBack
 	Popped   uint64 // items returned by Pop
-	// Dropped counts discarded items by reason, e.g. Dropped[DropFull].
-	Dropped [numDropReasons]uint64
+	// Discarded items, by reason.
+	DroppedFull    uint64 // DropFull
+	DroppedClosed  uint64 // DropClosed
+	DroppedExpired uint64 // DropExpired
 }
 
 // Buffer is a bounded FIFO of T. Create it with New; all methods are safe
@@ -108,12 +100,17 @@ func New[T any](cfg Config[T]) (*Buffer[T], error) {
 // Push appends item, of the given size in bytes, at the back. If it does
 // not fit, the policy decides: PolicyBlock waits for room, returning an
 // error wrapping both ErrFull and ctx.Err() if ctx ends first (the item is
-// then not added); PolicyError returns ErrFull; PolicyDropOldest evicts the
-// oldest items never requeued until it fits (a requeued item may have been
-// delivered already, so evicting it could report a loss that is none; when
-// only requeued items are left, the new item is dropped instead). Push returns ErrTooLarge if size exceeds
-// MaxBytes, ErrClosed once the buffer is closed, and an error wrapping
-// ctx.Err() if ctx is already done.
+// then not added); PolicyError returns ErrFull.
+//
+// PolicyDropOldest evicts the oldest items never requeued until the new one
+// fits. A requeued item may have been delivered already, so evicting it could
+// report a loss that is none: it is spared. When evicting every item never
+// requeued would still not make room, nothing is evicted and the new item is
+// dropped instead (Push returns nil and OnDrop gets it with DropFull). Either
+// way exactly the items reported are lost.
+//
+// Push returns ErrTooLarge if size exceeds MaxBytes, ErrClosed once the
+// buffer is closed, and an error wrapping ctx.Err() if ctx is already done.
 func (b *Buffer[T]) Push(ctx context.Context, item T, size int) error {
 	if size < 0 {
 		return fmt.Errorf("buffer: negative item size %d", size)
@@ -137,18 +134,20 @@ func (b *Buffer[T]) Push(ctx context.Context, item T, size int) error {
 			b.mu.Unlock()
 			return ErrFull
 		case PolicyDropOldest:
-			i, ok := b.oldestUnsent()
-			if !ok {
-				// Only requeued items are left, and they may have arrived already:
-				// dropping one could report a loss that is none. The new item goes.
+			if !b.evictionMakesRoom(e.size) {
+				// Only requeued items would be left, and they may have arrived
+				// already: the new item goes, and nothing else.
 				b.stats.Pushed++
-				b.stats.Dropped[DropFull]++
+				b.stats.DroppedFull++
 				b.mu.Unlock()
-				b.report(append(evicted, e), DropFull)
+				b.report([]entry[T]{e}, DropFull)
 				return nil
 			}
-			evicted = append(evicted, b.remove(i))
-			b.stats.Dropped[DropFull]++
+			for !b.fits(e.size) {
+				i, _ := b.oldestUnsent() // there is one: evictionMakesRoom
+				evicted = append(evicted, b.remove(i))
+				b.stats.DroppedFull++
+			}
 			continue
 		}
 		wake := b.pushWake.wait()
@@ -237,7 +236,7 @@ func (b *Buffer[T]) takeLocked(expired []entry[T]) (T, bool, []entry[T]) {
 		}
 		e := b.remove(i)
 		if b.cfg.Expired != nil && b.cfg.Expired(e.item) {
-			b.stats.Dropped[DropExpired]++
+			b.stats.DroppedExpired++
 			expired = append(expired, e)
 			continue
 		}
@@ -268,7 +267,7 @@ func (b *Buffer[T]) Done(key string) {
 // next one popped, preserving order after a failed send. It is not subject
 // to the limits or the policy (the item was already admitted) and works
 // even after Close, so DropRemaining can still report it; the counts and
-// bytes may then exceed MaxItems and MaxBytes for a while. size must be the
+// bytes may then exceed MaxMessages and MaxBytes for a while. size must be the
 // size given to Push. Requeue panics if size is negative. A requeued item may
 // have been delivered already, so drop_oldest spares it.
 func (b *Buffer[T]) Requeue(item T, size int) {
@@ -314,7 +313,7 @@ func (b *Buffer[T]) DropRemaining() int {
 	for b.q.n > 0 {
 		left = append(left, b.remove(0))
 	}
-	b.stats.Dropped[DropClosed] += uint64(len(left))
+	b.stats.DroppedClosed += uint64(len(left))
 	b.mu.Unlock()
 
 	b.report(left, DropClosed)
@@ -375,7 +374,7 @@ func (b *Buffer[T]) key(item T) string {
 
 // fits reports whether an item of size fits now. Called with mu held.
 func (b *Buffer[T]) fits(size int64) bool {
-	return b.q.n < b.cfg.MaxItems && b.bytes+size <= b.cfg.MaxBytes
+	return b.q.n < b.cfg.MaxMessages && b.bytes+size <= b.cfg.MaxBytes
 }
 
 // oldestUnsent returns the index of the oldest item never requeued, the one
@@ -387,6 +386,19 @@ func (b *Buffer[T]) oldestUnsent() (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// evictionMakesRoom reports whether evicting every item never requeued would
+// let an item of size fit. Called with mu held.
+func (b *Buffer[T]) evictionMakesRoom(size int64) bool {
+	n, bytes := b.q.n, b.bytes
+	for i := range b.q.n {
+		if e := b.q.at(i); !e.requeued {
+			n--
+			bytes -= e.size
+		}
+	}
+	return n < b.cfg.MaxMessages && bytes+size <= b.cfg.MaxBytes
 }
 
 // next returns the index of the item Pop should take. Called with mu held.

@@ -113,7 +113,7 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		t.Fatalf("zero config: %v", err)
 	}
 	b := newBuf(t, Config[int]{Policy: " Drop_Oldest "})
-	if b.cfg.MaxItems != DefaultMaxItems || b.cfg.MaxBytes != DefaultMaxBytes || b.cfg.Policy != PolicyDropOldest {
+	if b.cfg.MaxMessages != DefaultMaxMessages || b.cfg.MaxBytes != DefaultMaxBytes || b.cfg.Policy != PolicyDropOldest {
 		t.Fatalf("config after New = %+v", b.cfg)
 	}
 	if got := newBuf(t, Config[int]{}).cfg.Policy; got != PolicyBlock {
@@ -123,7 +123,7 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		cfg  Config[int]
 		want string
 	}{
-		{Config[int]{MaxItems: -1}, "max_items: must be > 0"},
+		{Config[int]{MaxMessages: -1}, "max_messages: must be > 0"},
 		{Config[int]{MaxBytes: -5}, "max_bytes: must be > 0"},
 		{Config[int]{Policy: "fifo"}, `policy: unknown policy "fifo" (valid: block, error, drop_oldest)`},
 	} {
@@ -151,9 +151,24 @@ func TestParsePolicy(t *testing.T) {
 	}
 }
 
-func TestDropReasonString(t *testing.T) {
-	if DropFull.String() != "full" || DropClosed.String() != "closed" || DropExpired.String() != "expired" {
+// The reasons are the names the Loom publisher reports, with no mapping.
+func TestDropReasonNames(t *testing.T) {
+	if DropFull != "buffer_full" || DropClosed != "closed" || DropExpired != "expired" {
 		t.Fatal("wrong DropReason names")
+	}
+}
+
+// TestValidateReportsAll: every problem is reported, in field order, the same on
+// every run.
+func TestValidateReportsAll(t *testing.T) {
+	cfg := Config[int]{MaxMessages: -1, MaxBytes: -2, Policy: "fifo"}
+	want := "max_messages: must be > 0, got -1\n" +
+		"max_bytes: must be > 0, got -2\n" +
+		`policy: unknown policy "fifo" (valid: block, error, drop_oldest)`
+	for range 20 {
+		if err := cfg.Validate(); err == nil || err.Error() != want {
+			t.Fatalf("Validate = %v\nwant %s", err, want)
+		}
 	}
 }
 
@@ -197,7 +212,7 @@ func TestFIFOWrapAndGrow(t *testing.T) {
 }
 
 func TestBlockWaitsForRoomThenSucceeds(t *testing.T) {
-	b := newBuf(t, Config[string]{MaxItems: 1})
+	b := newBuf(t, Config[string]{MaxMessages: 1})
 	mustPush(t, b, "a", 1)
 	done := async(func() error { return b.Push(context.Background(), "b", 1) })
 	waitWaiting(t, b, &b.pushWake)
@@ -209,7 +224,7 @@ func TestBlockWaitsForRoomThenSucceeds(t *testing.T) {
 		t.Fatalf("blocked Push: %v", err)
 	}
 	mustPop(t, b, "b")
-	if s := b.Stats(); s.Dropped != [numDropReasons]uint64{} {
+	if s := b.Stats(); s.DroppedFull+s.DroppedClosed+s.DroppedExpired != 0 {
 		t.Fatalf("block policy dropped something: %+v", s)
 	}
 }
@@ -230,7 +245,7 @@ func TestBlockByBytes(t *testing.T) {
 }
 
 func TestBlockHonoursDeadline(t *testing.T) {
-	b := newBuf(t, Config[string]{MaxItems: 1})
+	b := newBuf(t, Config[string]{MaxMessages: 1})
 	mustPush(t, b, "a", 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -258,7 +273,7 @@ func TestPushWithDoneContext(t *testing.T) {
 
 func TestErrorPolicy(t *testing.T) {
 	t.Run("count", func(t *testing.T) {
-		b := newBuf(t, Config[int]{MaxItems: 2, Policy: PolicyError})
+		b := newBuf(t, Config[int]{MaxMessages: 2, Policy: PolicyError})
 		mustPush(t, b, 1, 1)
 		mustPush(t, b, 2, 1)
 		if err := b.Push(context.Background(), 3, 1); !errors.Is(err, ErrFull) {
@@ -286,7 +301,7 @@ func TestErrorPolicy(t *testing.T) {
 // is spared.
 func TestDropOldestEvictsPutBackNotRequeued(t *testing.T) {
 	var rec recorder[int]
-	b := newBuf(t, Config[int]{MaxItems: 3, Policy: PolicyDropOldest, OnDrop: rec.onDrop})
+	b := newBuf(t, Config[int]{MaxMessages: 3, Policy: PolicyDropOldest, OnDrop: rec.onDrop})
 	mustPush(t, b, 1, 1)
 	mustPush(t, b, 2, 1)
 	mustPop(t, b, 1)
@@ -310,7 +325,7 @@ func TestDropOldestEvictsPutBackNotRequeued(t *testing.T) {
 func TestDropOldest(t *testing.T) {
 	t.Run("count", func(t *testing.T) {
 		var rec recorder[int]
-		b := newBuf(t, Config[int]{MaxItems: 3, Policy: PolicyDropOldest, OnDrop: rec.onDrop})
+		b := newBuf(t, Config[int]{MaxMessages: 3, Policy: PolicyDropOldest, OnDrop: rec.onDrop})
 		for i := 1; i <= 5; i++ {
 			mustPush(t, b, i, 1)
 		}
@@ -319,7 +334,7 @@ func TestDropOldest(t *testing.T) {
 			t.Fatalf("OnDrop calls = %v, want %v", got, want)
 		}
 		s := b.Stats()
-		if s.Dropped[DropFull] != 2 || s.Len != 3 || s.Bytes != 3 || s.Pushed != 5 {
+		if s.DroppedFull != 2 || s.Len != 3 || s.Bytes != 3 || s.Pushed != 5 {
 			t.Fatalf("Stats = %+v", s)
 		}
 		for i := 3; i <= 5; i++ {
@@ -337,7 +352,7 @@ func TestDropOldest(t *testing.T) {
 		if got := rec.get(); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("OnDrop calls = %v, want %v", got, want)
 		}
-		if s := b.Stats(); s.Dropped[DropFull] != 3 || s.Len != 1 || s.Bytes != 10 {
+		if s := b.Stats(); s.DroppedFull != 3 || s.Len != 1 || s.Bytes != 10 {
 			t.Fatalf("Stats = %+v", s)
 		}
 		mustPop(t, b, "d")
@@ -398,7 +413,7 @@ func TestRequeueIgnoresLimits(t *testing.T) {
 	for _, p := range []Policy{PolicyBlock, PolicyError, PolicyDropOldest} {
 		t.Run(string(p), func(t *testing.T) {
 			var rec recorder[string]
-			b := newBuf(t, Config[string]{MaxItems: 1, MaxBytes: 5, Policy: p, OnDrop: rec.onDrop})
+			b := newBuf(t, Config[string]{MaxMessages: 1, MaxBytes: 5, Policy: p, OnDrop: rec.onDrop})
 			mustPush(t, b, "a", 5)
 			mustPop(t, b, "a")
 			mustPush(t, b, "b", 5)
@@ -512,7 +527,7 @@ func TestKeyedConcurrentConsumers(t *testing.T) {
 		perKey    = 300
 		consumers = 6
 	)
-	b := newBuf(t, Config[keyed]{MaxItems: 50, Key: keyOf})
+	b := newBuf(t, Config[keyed]{MaxMessages: 50, Key: keyOf})
 	var (
 		inFlight    [keys]atomic.Bool
 		concurrent  atomic.Int32 // items in flight now
@@ -588,7 +603,7 @@ func TestKeyedConcurrentConsumers(t *testing.T) {
 }
 
 func TestCloseWakesBlockedPush(t *testing.T) {
-	b := newBuf(t, Config[int]{MaxItems: 1})
+	b := newBuf(t, Config[int]{MaxMessages: 1})
 	mustPush(t, b, 1, 1)
 	done := async(func() error { return b.Push(context.Background(), 2, 1) })
 	waitWaiting(t, b, &b.pushWake)
@@ -656,7 +671,7 @@ func TestDropRemaining(t *testing.T) {
 		t.Fatalf("OnDrop calls = %v, want %v", got, want)
 	}
 	s := b.Stats()
-	if s.Len != 0 || s.Bytes != 0 || s.Dropped[DropClosed] != 2 {
+	if s.Len != 0 || s.Bytes != 0 || s.DroppedClosed != 2 {
 		t.Fatalf("Stats = %+v", s)
 	}
 	if err := b.Push(context.Background(), 4, 1); !errors.Is(err, ErrClosed) {
@@ -693,7 +708,7 @@ func TestExpiredDropped(t *testing.T) {
 		t.Fatalf("Pop = %v, want DeadlineExceeded", err)
 	}
 	s := b.Stats()
-	if s.Dropped[DropExpired] != 2 || s.Len != 0 || s.Bytes != 0 || s.Popped != 1 {
+	if s.DroppedExpired != 2 || s.Len != 0 || s.Bytes != 0 || s.Popped != 1 {
 		t.Fatalf("Stats = %+v", s)
 	}
 	if len(rec.get()) != 2 {
@@ -716,7 +731,7 @@ func TestExpiredByDeadline(t *testing.T) {
 	if err != nil || v.id != 2 {
 		t.Fatalf("Pop = %v, %v; want id 2", v, err)
 	}
-	if b.Stats().Dropped[DropExpired] != 1 {
+	if b.Stats().DroppedExpired != 1 {
 		t.Fatal("expired item not counted")
 	}
 }
@@ -724,7 +739,7 @@ func TestExpiredByDeadline(t *testing.T) {
 func TestOnDropMayCallBuffer(t *testing.T) {
 	var b *Buffer[int]
 	var lens []int
-	b = newBuf(t, Config[int]{MaxItems: 1, Policy: PolicyDropOldest, OnDrop: func(int, DropReason) {
+	b = newBuf(t, Config[int]{MaxMessages: 1, Policy: PolicyDropOldest, OnDrop: func(int, DropReason) {
 		lens = append(lens, b.Len()) // would deadlock if called under the lock
 	}})
 	mustPush(t, b, 1, 1)
@@ -772,7 +787,7 @@ func TestWaitEmptyWaitsForHeldKeys(t *testing.T) {
 // item pushed is popped exactly once, nothing is dropped.
 func TestConcurrentBlockNoLoss(t *testing.T) {
 	const producers, consumers, each = 4, 4, 2000
-	b := newBuf(t, Config[int]{MaxItems: 8, MaxBytes: 64})
+	b := newBuf(t, Config[int]{MaxMessages: 8, MaxBytes: 64})
 	var (
 		seen     = make([]atomic.Int32, producers*each)
 		requeued = make([]atomic.Bool, producers*each)
@@ -866,7 +881,7 @@ func TestTryPop(t *testing.T) {
 // left, the new item is dropped instead. Every reported drop is a real loss.
 func TestDropOldestSparesRequeued(t *testing.T) {
 	var dropped []int
-	b, err := New(Config[int]{MaxItems: 2, Policy: PolicyDropOldest, OnDrop: func(i int, _ DropReason) { dropped = append(dropped, i) }})
+	b, err := New(Config[int]{MaxMessages: 2, Policy: PolicyDropOldest, OnDrop: func(i int, _ DropReason) { dropped = append(dropped, i) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -891,7 +906,43 @@ func TestDropOldestSparesRequeued(t *testing.T) {
 	if !slices.Equal(dropped, []int{2, 4}) {
 		t.Fatalf("dropped %v, want [2 4]", dropped)
 	}
-	if st := b.Stats(); st.Len != 2 || st.Dropped[DropFull] != 2 || st.Pushed != 4 {
+	if st := b.Stats(); st.Len != 2 || st.DroppedFull != 2 || st.Pushed != 4 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// TestDropOldestEvictsOnlyWhenThatMakesRoom: when evicting every item never sent
+// would still leave no room (the requeued ones hold it), nothing is evicted and only
+// the new item is dropped. The old code evicted the unsent item and then dropped the
+// new one as well: two losses where one was needed, one of them pointless.
+func TestDropOldestEvictsOnlyWhenThatMakesRoom(t *testing.T) {
+	var rec recorder[string]
+	b := newBuf(t, Config[string]{MaxBytes: 10, Policy: PolicyDropOldest, OnDrop: rec.onDrop})
+	mustPush(t, b, "a", 4)
+	mustPop(t, b, "a")
+	b.Requeue("a", 4)      // sent, may have arrived: spared
+	mustPush(t, b, "b", 2) // [a(requeued) b], 6 bytes
+	mustPush(t, b, "c", 7) // 4+7 > 10 even without b: c goes, b stays
+	want := []drop[string]{{"c", DropFull}}
+	if got := rec.get(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("OnDrop calls = %v, want %v", got, want)
+	}
+	if s := b.Stats(); s.DroppedFull != 1 || s.Len != 2 || s.Bytes != 6 || s.Pushed != 3 {
+		t.Fatalf("Stats = %+v", s)
+	}
+	mustPop(t, b, "a")
+	mustPop(t, b, "b")
+
+	// When evicting does make room, it evicts just enough, oldest first.
+	mustPush(t, b, "d", 4)
+	mustPush(t, b, "e", 4)
+	mustPop(t, b, "d")
+	b.Requeue("d", 4)      // [d(requeued) e], 8 bytes
+	mustPush(t, b, "f", 6) // 4+6 fits once e is out
+	want = append(want, drop[string]{"e", DropFull})
+	if got := rec.get(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("OnDrop calls = %v, want %v", got, want)
+	}
+	mustPop(t, b, "d")
+	mustPop(t, b, "f")
 }

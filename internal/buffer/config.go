@@ -1,14 +1,19 @@
 package buffer
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
 
 // Defaults applied by New to zero-valued Config fields.
 const (
-	DefaultMaxItems = 10_000
-	DefaultMaxBytes = 64 << 20 // 64 MiB
+	// DefaultMaxMessages is the default Config.MaxMessages.
+	DefaultMaxMessages = 10_000
+	// DefaultMaxBytes is the default Config.MaxBytes: 64 MiB.
+	DefaultMaxBytes = 64 << 20
+	// DefaultPolicy is the default Config.Policy.
+	DefaultPolicy = PolicyBlock
 )
 
 // Policy decides what Push does when the new item does not fit.
@@ -21,8 +26,10 @@ const (
 	PolicyBlock Policy = "block"
 	// PolicyError makes Push return ErrFull at once.
 	PolicyError Policy = "error"
-	// PolicyDropOldest makes Push evict the oldest items until the new one
-	// fits, reporting each with DropFull.
+	// PolicyDropOldest makes Push evict the oldest items never requeued
+	// until the new one fits, reporting each with DropFull; when evicting
+	// them all would still leave no room, it evicts none and drops the new
+	// item instead (see Push).
 	PolicyDropOldest Policy = "drop_oldest"
 )
 
@@ -36,12 +43,16 @@ func ParsePolicy(s string) (Policy, error) {
 	return "", fmt.Errorf("unknown policy %q (valid: block, error, drop_oldest)", s)
 }
 
-// Config configures a Buffer. Zero values of MaxItems, MaxBytes and Policy
-// stand for the defaults (10,000 items, 64 MiB, block). The func fields
-// cannot come from a configuration file.
+// Config configures a Buffer. Zero values of MaxMessages, MaxBytes and Policy
+// stand for the defaults (DefaultMaxMessages, DefaultMaxBytes,
+// DefaultPolicy). The koanf keys are those of the Loom publisher's buffer.*
+// settings, which fill this struct. The func fields cannot come from a
+// configuration file.
 type Config[T any] struct {
-	// MaxItems is the most items the buffer holds (Requeue may exceed it).
-	MaxItems int `koanf:"max_items"`
+	// MaxMessages is the most items the buffer holds (Requeue may exceed it).
+	// The buffer is generic, but its one user holds messages, and the
+	// setting is called buffer.max_messages there.
+	MaxMessages int `koanf:"max_messages"`
 	// MaxBytes is the most bytes the buffer holds, summing the sizes given
 	// to Push (Requeue may exceed it). An item larger than MaxBytes is
 	// refused with ErrTooLarge.
@@ -68,30 +79,32 @@ type Config[T any] struct {
 }
 
 func (c *Config[T]) setDefaults() {
-	if c.MaxItems == 0 {
-		c.MaxItems = DefaultMaxItems
+	if c.MaxMessages == 0 {
+		c.MaxMessages = DefaultMaxMessages
 	}
 	if c.MaxBytes == 0 {
 		c.MaxBytes = DefaultMaxBytes
 	}
 	if c.Policy == "" {
-		c.Policy = PolicyBlock
+		c.Policy = DefaultPolicy
 	}
 }
 
-// Validate reports the first problem in c, naming the field by its koanf
-// key, for example "max_items: must be > 0, got -1". It checks c as New
-// would use it: zero values are valid since they stand for the defaults.
+// Validate reports every problem in c, joined with errors.Join in field
+// order (max_messages, max_bytes, policy), each naming the field by its
+// koanf key, for example "max_messages: must be > 0, got -1". It checks c as
+// New would use it: zero values are valid since they stand for the defaults.
 func (c Config[T]) Validate() error {
 	c.setDefaults()
-	if c.MaxItems <= 0 {
-		return fmt.Errorf("max_items: must be > 0, got %d", c.MaxItems)
+	var errs []error
+	if c.MaxMessages <= 0 {
+		errs = append(errs, fmt.Errorf("max_messages: must be > 0, got %d", c.MaxMessages))
 	}
 	if c.MaxBytes <= 0 {
-		return fmt.Errorf("max_bytes: must be > 0, got %d", c.MaxBytes)
+		errs = append(errs, fmt.Errorf("max_bytes: must be > 0, got %d", c.MaxBytes))
 	}
 	if _, err := ParsePolicy(string(c.Policy)); err != nil {
-		return fmt.Errorf("policy: %w", err)
+		errs = append(errs, fmt.Errorf("policy: %w", err))
 	}
-	return nil
+	return errors.Join(errs...)
 }

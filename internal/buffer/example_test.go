@@ -13,10 +13,10 @@ import (
 func Example() {
 	type msg struct{ key, body string }
 	buf, err := buffer.New(buffer.Config[msg]{
-		MaxItems: 100,
-		Policy:   buffer.PolicyDropOldest,
-		Key:      func(m msg) string { return m.key },
-		OnDrop:   func(m msg, r buffer.DropReason) { fmt.Println("dropped", m.body, r) },
+		MaxMessages: 100,
+		Policy:      buffer.PolicyDropOldest,
+		Key:         func(m msg) string { return m.key },
+		OnDrop:      func(m msg, r buffer.DropReason) { fmt.Println("dropped", m.body, r) },
 	})
 	if err != nil {
 		panic(err)

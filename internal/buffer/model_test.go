@@ -17,10 +17,10 @@ type mItem struct {
 
 // model is the obvious slice-based reference the Buffer is checked against.
 type model struct {
-	maxItems int
-	maxBytes int
-	policy   Policy
-	keyed    bool
+	maxMessages int
+	maxBytes    int
+	policy      Policy
+	keyed       bool
 
 	items    []mItem
 	requeued map[int]bool // ids last put back by Requeue (not PutBack): drop_oldest spares them
@@ -42,23 +42,32 @@ func (m *model) push(it mItem) (err error, ok bool) {
 	if it.size > m.maxBytes {
 		return ErrTooLarge, true
 	}
-	for len(m.items) >= m.maxItems || m.bytes()+it.size > m.maxBytes {
+	for len(m.items) >= m.maxMessages || m.bytes()+it.size > m.maxBytes {
 		switch m.policy {
 		case PolicyError:
 			return ErrFull, true
 		case PolicyBlock:
 			return nil, false
 		}
-		i := slices.IndexFunc(m.items, func(it mItem) bool { return !m.requeued[it.id] })
-		if i < 0 {
+		// Evicting every item never requeued must make room, or none is
+		// evicted and the new item is dropped.
+		n, size := 0, 0
+		for _, x := range m.items {
+			if m.requeued[x.id] {
+				n++
+				size += x.size
+			}
+		}
+		if n >= m.maxMessages || size+it.size > m.maxBytes {
 			m.dropped = append(m.dropped, it)
 			m.stats.Pushed++
-			m.stats.Dropped[DropFull]++
+			m.stats.DroppedFull++
 			return nil, true
 		}
+		i := slices.IndexFunc(m.items, func(it mItem) bool { return !m.requeued[it.id] })
 		m.dropped = append(m.dropped, m.items[i])
 		m.items = slices.Delete(m.items, i, i+1)
-		m.stats.Dropped[DropFull]++
+		m.stats.DroppedFull++
 	}
 	m.items = append(m.items, it)
 	m.stats.Pushed++
@@ -76,7 +85,7 @@ func (m *model) pop() (it mItem, ok bool) {
 		m.items = slices.Delete(m.items, i, i+1)
 		if it.expired {
 			m.dropped = append(m.dropped, it)
-			m.stats.Dropped[DropExpired]++
+			m.stats.DroppedExpired++
 			continue
 		}
 		if m.keyed {
@@ -116,20 +125,20 @@ func FuzzModel(f *testing.F) {
 			return
 		}
 		m := &model{
-			maxItems: 1 + int(data[0]%8),
-			maxBytes: 10 + int(data[1]%40),
-			policy:   []Policy{PolicyBlock, PolicyError, PolicyDropOldest}[data[2]%3],
-			keyed:    data[2]&4 != 0,
-			held:     map[string]bool{},
-			requeued: map[int]bool{},
+			maxMessages: 1 + int(data[0]%8),
+			maxBytes:    10 + int(data[1]%40),
+			policy:      []Policy{PolicyBlock, PolicyError, PolicyDropOldest}[data[2]%3],
+			keyed:       data[2]&4 != 0,
+			held:        map[string]bool{},
+			requeued:    map[int]bool{},
 		}
 		var got []mItem // OnDrop calls
 		cfg := Config[mItem]{
-			MaxItems: m.maxItems,
-			MaxBytes: int64(m.maxBytes),
-			Policy:   m.policy,
-			OnDrop:   func(it mItem, _ DropReason) { got = append(got, it) },
-			Expired:  func(it mItem) bool { return it.expired },
+			MaxMessages: m.maxMessages,
+			MaxBytes:    int64(m.maxBytes),
+			Policy:      m.policy,
+			OnDrop:      func(it mItem, _ DropReason) { got = append(got, it) },
+			Expired:     func(it mItem) bool { return it.expired },
 		}
 		if m.keyed {
 			cfg.Key = func(it mItem) string { return it.key }

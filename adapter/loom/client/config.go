@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -57,13 +58,31 @@ type TLSConfig struct {
 	ServerName string `koanf:"server_name"`
 }
 
-// Config is how a Client reaches a Loom server.
+// Defaults that SetDefaults gives zero-valued Config fields.
+const (
+	// DefaultTransport is the default Config.Transport.
+	DefaultTransport = TransportQUIC
+	// DefaultName is the default Config.Name, sent in the hello.
+	DefaultName = "loombridge"
+	// DefaultChunkSize is the default Config.ChunkSize with the default limits:
+	// SetDefaults uses Limits.MaxChunk, which wire.DefaultLimits sets to this.
+	DefaultChunkSize = 64 << 10
+	// DefaultDialTimeout is the default Config.DialTimeout.
+	DefaultDialTimeout = 10 * time.Second
+	// DefaultKeepAlive is the default Config.KeepAlive.
+	DefaultKeepAlive = 5 * time.Second
+	// DefaultIdleTimeout is the default Config.IdleTimeout.
+	DefaultIdleTimeout = 15 * time.Second
+)
+
+// Config is how a Client reaches a Loom server. Zero fields take their defaults
+// (SetDefaults); the koanf tags are the configuration keys.
 type Config struct {
-	// Addr is host:port of the Loom server (UDP).
+	// Addr is host:port of the Loom server (UDP), without a scheme; required.
 	Addr string `koanf:"addr"`
 	// Transport is "quic" (default) or "h3".
 	Transport string `koanf:"transport"`
-	// Name identifies this client to the server.
+	// Name identifies this client to the server; default DefaultName.
 	Name string `koanf:"name"`
 	// Token authenticates the client; TokenFile reads it from a file instead.
 	Token     Secret    `koanf:"token"`
@@ -72,26 +91,27 @@ type Config struct {
 	// TLSClientConfig, when set, is used as is instead of TLS (for tests and
 	// programs that build their own).
 	TLSClientConfig *tls.Config `koanf:"-"`
-	// ChunkSize is the largest body chunk sent; default and maximum 64 KiB.
+	// ChunkSize is the largest body chunk sent; default and maximum
+	// Limits.MaxChunk (DefaultChunkSize, 64 KiB, with the default limits).
 	ChunkSize int `koanf:"chunk_size"`
 	// Limits bound what the server may declare; default wire.DefaultLimits().
 	Limits wire.Limits `koanf:"-"`
-	// DialTimeout bounds the QUIC handshake; default 10 s.
+	// DialTimeout bounds the QUIC handshake; default DefaultDialTimeout (10 s).
 	DialTimeout time.Duration `koanf:"dial_timeout"`
-	// KeepAlive is the QUIC keep-alive period; default 5 s.
+	// KeepAlive is the QUIC keep-alive period; default DefaultKeepAlive (5 s).
 	KeepAlive time.Duration `koanf:"keep_alive"`
 	// IdleTimeout closes a connection that has heard nothing for this long, so a dead
-	// server is noticed; default 15 s.
+	// server is noticed; default DefaultIdleTimeout (15 s).
 	IdleTimeout time.Duration `koanf:"idle_timeout"`
 }
 
 // SetDefaults fills unset fields with their defaults.
 func (c *Config) SetDefaults() {
 	if c.Transport == "" {
-		c.Transport = TransportQUIC
+		c.Transport = DefaultTransport
 	}
 	if c.Name == "" {
-		c.Name = "loombridge"
+		c.Name = DefaultName
 	}
 	if c.Limits == (wire.Limits{}) {
 		c.Limits = wire.DefaultLimits()
@@ -100,63 +120,94 @@ func (c *Config) SetDefaults() {
 		c.ChunkSize = c.Limits.MaxChunk
 	}
 	if c.DialTimeout == 0 {
-		c.DialTimeout = 10 * time.Second
+		c.DialTimeout = DefaultDialTimeout
 	}
 	if c.KeepAlive == 0 {
-		c.KeepAlive = 5 * time.Second
+		c.KeepAlive = DefaultKeepAlive
 	}
 	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 15 * time.Second
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 }
 
-// Validate reports the first invalid field by its config key.
-func (c Config) Validate() error {
+// Validate reports every invalid field, joined with errors.Join in the order of
+// the fields (the order of the keys in a configuration file), each error starting
+// with the field's config key, e.g. "addr: ...". Call it after SetDefaults. It
+// reads no file: Check does.
+func (c Config) Validate() error { return c.validate(false) }
+
+// Check is Validate plus what only reading files tells: that token_file, tls.ca_file
+// and tls.cert_file/tls.key_file can be read and parsed now. Its errors are in the
+// same field order. Dial reads the files again on every connection, so rotated
+// files are picked up.
+func (c Config) Check() error { return c.validate(true) }
+
+func (c Config) validate(files bool) error {
 	var errs []error
-	if c.Addr == "" {
-		errs = append(errs, errors.New("addr: must be set (host:port)"))
-	}
-	if c.Transport != TransportQUIC && c.Transport != TransportH3 {
-		errs = append(errs, fmt.Errorf("transport: must be %q or %q, got %q", TransportQUIC, TransportH3, c.Transport))
-	}
-	if len(c.Name) > c.Limits.MaxName {
-		errs = append(errs, fmt.Errorf("name: %d bytes, limit %d", len(c.Name), c.Limits.MaxName))
-	}
-	if c.Token != "" && c.TokenFile != "" {
-		errs = append(errs, errors.New("token, token_file: set one, not both"))
-	}
-	if len(c.Token) > c.Limits.MaxToken {
-		errs = append(errs, fmt.Errorf("token: %d bytes, limit %d", len(c.Token), c.Limits.MaxToken))
-	}
-	if c.ChunkSize < 1 || c.ChunkSize > c.Limits.MaxChunk {
-		errs = append(errs, fmt.Errorf("chunk_size: must be 1 to %d, got %d", c.Limits.MaxChunk, c.ChunkSize))
-	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		errs = append(errs, errors.New("tls.cert_file, tls.key_file: set both for mTLS, or neither"))
-	}
-	for key, d := range map[string]time.Duration{"dial_timeout": c.DialTimeout, "keep_alive": c.KeepAlive, "idle_timeout": c.IdleTimeout} {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", key, d))
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if c.KeepAlive >= c.IdleTimeout {
-		errs = append(errs, fmt.Errorf("keep_alive: must be shorter than idle_timeout (%s)", c.IdleTimeout))
+	add(checkAddr(c.Addr))
+	if c.Transport != TransportQUIC && c.Transport != TransportH3 {
+		add(fmt.Errorf("transport: must be %q or %q, got %q", TransportQUIC, TransportH3, c.Transport))
+	}
+	if len(c.Name) > c.Limits.MaxName {
+		add(fmt.Errorf("name: %d bytes, limit %d", len(c.Name), c.Limits.MaxName))
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		add(errors.New("token, token_file: set one, not both"))
+	}
+	if len(c.Token) > c.Limits.MaxToken {
+		add(fmt.Errorf("token: %d bytes, limit %d", len(c.Token), c.Limits.MaxToken))
+	}
+	if files && c.TokenFile != "" {
+		_, err := c.token()
+		add(err)
+	}
+	pairOK := (c.TLS.CertFile == "") == (c.TLS.KeyFile == "")
+	if !pairOK {
+		add(errors.New("tls.cert_file, tls.key_file: set both for mTLS, or neither"))
+	}
+	if files && pairOK && c.TLSClientConfig == nil {
+		_, err := c.tlsFiles()
+		add(err)
+	}
+	if c.ChunkSize < 1 || c.ChunkSize > c.Limits.MaxChunk {
+		add(fmt.Errorf("chunk_size: must be 1 to %d, got %d", c.Limits.MaxChunk, c.ChunkSize))
+	}
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{{"dial_timeout", c.DialTimeout}, {"keep_alive", c.KeepAlive}, {"idle_timeout", c.IdleTimeout}} {
+		if d.d <= 0 {
+			add(fmt.Errorf("%s: must be > 0, got %s", d.key, d.d))
+		}
+	}
+	if c.KeepAlive > 0 && c.IdleTimeout > 0 && c.KeepAlive >= c.IdleTimeout {
+		add(fmt.Errorf("keep_alive: must be shorter than idle_timeout (%s), got %s", c.IdleTimeout, c.KeepAlive))
 	}
 	return errors.Join(errs...)
 }
 
-// Check is Validate plus what only reading files tells: that token_file, tls.ca_file
-// and tls.cert_file/tls.key_file can be read and parsed now. Dial reads them again
-// on every connection, so rotated files are picked up.
-func (c Config) Check() error {
-	if err := c.Validate(); err != nil {
-		return err
+// checkAddr wants host:port with a port, and no scheme: a URL or a bare host would
+// be accepted by nothing until Dial, which then fails on every attempt.
+func checkAddr(addr string) error {
+	if addr == "" {
+		return errors.New("addr: must be set (host:port)")
 	}
-	if _, err := c.token(); err != nil {
-		return err
+	if strings.Contains(addr, "://") {
+		return fmt.Errorf("addr: %q has a scheme; want host:port, e.g. loom.example.com:4433", addr)
 	}
-	_, err := c.tlsConfig(ALPNLoom, watermill.NopLogger{})
-	return err
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("addr: want host:port: %w", err)
+	}
+	if port == "" {
+		return fmt.Errorf("addr: %q has an empty port; want host:port", addr)
+	}
+	return nil
 }
 
 // token returns the token, reading TokenFile if set. Errors name the file, never
@@ -182,24 +233,9 @@ func (c Config) tlsConfig(alpn string, logger watermill.LoggerAdapter) (*tls.Con
 	if c.TLSClientConfig != nil {
 		cfg = c.TLSClientConfig.Clone()
 	} else {
-		cfg = &tls.Config{ServerName: c.TLS.ServerName, InsecureSkipVerify: c.TLS.InsecureSkipVerify}
-		if c.TLS.CAFile != "" {
-			pem, err := os.ReadFile(c.TLS.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("tls.ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate found", c.TLS.CAFile)
-			}
-			cfg.RootCAs = pool
-		}
-		if c.TLS.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
-			}
-			cfg.Certificates = []tls.Certificate{cert}
+		var err error
+		if cfg, err = c.tlsFiles(); err != nil {
+			return nil, err
 		}
 	}
 	if cfg.InsecureSkipVerify {
@@ -208,5 +244,35 @@ func (c Config) tlsConfig(alpn string, logger watermill.LoggerAdapter) (*tls.Con
 	}
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.NextProtos = []string{alpn}
+	return cfg, nil
+}
+
+// tlsFiles builds the TLS config from c.TLS, reading its files. It reports every
+// file that cannot be used, tls.ca_file first.
+func (c Config) tlsFiles() (*tls.Config, error) {
+	cfg := &tls.Config{ServerName: c.TLS.ServerName, InsecureSkipVerify: c.TLS.InsecureSkipVerify}
+	var errs []error
+	if c.TLS.CAFile != "" {
+		pem, err := os.ReadFile(c.TLS.CAFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tls.ca_file: %w", err))
+		} else {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				errs = append(errs, fmt.Errorf("tls.ca_file %s: no PEM certificate found", c.TLS.CAFile))
+			}
+			cfg.RootCAs = pool
+		}
+	}
+	if c.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tls.cert_file/tls.key_file: %w", err))
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
