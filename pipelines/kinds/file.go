@@ -55,7 +55,7 @@ func (c *FileSource) Topic() string { return c.TopicName }
 func (c *FileSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
 	cfg := c.SubscriberConfig
 	if d.DeadLetter != nil {
-		cfg.DeadLetterPublisher = d.DeadLetter
+		cfg.DeadLetter = d.DeadLetter
 		cfg.DeadLetterTopic = d.Pipeline + "_dead_letters"
 	}
 	return file.NewSubscriber(cfg, d.Logger)
