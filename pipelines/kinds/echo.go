@@ -88,7 +88,7 @@ func (c *EchoSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message
 	if err != nil {
 		return nil, fmt.Errorf("echo: %w", err)
 	}
-	r := &receiver{cfg: c, logger: d.Logger, closing: make(chan struct{}), ready: make(chan struct{})}
+	r := &receiver{cfg: c, logger: d.Logger, addr: ln.Addr().String(), closing: make(chan struct{}), ready: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc(c.Path, r.serve)
 	r.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -104,11 +104,11 @@ func (c *EchoSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message
 
 type receiver struct {
 	cfg     *EchoSource
+	addr    string
 	logger  watermill.LoggerAdapter
 	srv     *http.Server
 	wg      sync.WaitGroup
 	out     chan *message.Message
-	ctx     context.Context
 	ready   chan struct{} // closed once Subscribe set out
 	once    sync.Once
 	closing chan struct{}
@@ -118,7 +118,7 @@ type receiver struct {
 func (r *receiver) Subscribe(ctx context.Context, _ string) (<-chan *message.Message, error) {
 	started := false
 	r.once.Do(func() {
-		r.out, r.ctx, started = make(chan *message.Message), ctx, true
+		r.out, started = make(chan *message.Message), true
 		close(r.ready)
 	})
 	if !started {
@@ -133,6 +133,9 @@ func (r *receiver) Subscribe(ctx context.Context, _ string) (<-chan *message.Mes
 	}()
 	return r.out, nil
 }
+
+// Addr is where the receiver listens (useful with port 0).
+func (r *receiver) Addr() string { return r.addr }
 
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
