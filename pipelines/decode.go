@@ -18,9 +18,9 @@ import (
 // passing a DecoderConfig, which drops koanf's hooks, and its errors name Go
 // fields. Here the hooks are set again (durations, weak typing) and errors are
 // re-keyed to YAML paths.
-func decode(raw any, target any, path string, p *problems) {
+func decode(raw any, target any, path string, p *problems) (ok bool) {
 	if raw == nil {
-		return
+		return true
 	}
 	unknownKeys(raw, reflect.TypeOf(target), path, p)
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
@@ -34,11 +34,13 @@ func decode(raw any, target any, path string, p *problems) {
 	})
 	if err != nil {
 		p.add(path, err)
-		return
+		return false
 	}
 	if err := dec.Decode(raw); err != nil {
 		addDecodeErrors(path, err, p)
+		return false
 	}
+	return true
 }
 
 func addDecodeErrors(path string, err error, p *problems) {

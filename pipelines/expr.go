@@ -40,7 +40,8 @@ type exprPredicate struct {
 func compilePredicate(src string) (predicate, error) {
 	program, err := expr.Compile(src, expr.Env(exprEnv{}), expr.AsBool())
 	if err != nil {
-		return nil, fmt.Errorf("bad expression: %s", oneLine(err.Error()))
+		msg, _, _ := strings.Cut(err.Error(), "\n") // the rest draws the source with a caret
+		return nil, fmt.Errorf("bad expression %q: %s", src, msg)
 	}
 	uses := ast.Find(program.Node(), func(n ast.Node) bool {
 		id, ok := n.(*ast.IdentifierNode)
@@ -63,8 +64,4 @@ func (e *exprPredicate) match(topic string, msg *message.Message) (bool, error) 
 	}
 	b, _ := out.(bool)
 	return b, nil
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " | ")), " ")
 }

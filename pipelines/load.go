@@ -295,9 +295,7 @@ func decodeEndpoint(v any, path string, sink bool, deps Deps, kinds *Registry, p
 		ep.Source = kind.Source()
 		target = ep.Source
 	}
-	before := len(p.list)
-	decode(rest, target, path, p)
-	if len(p.list) > before {
+	if !decode(rest, target, path, p) {
 		return ep // Check would only repeat type errors as range errors
 	}
 	if sink {
