@@ -1,9 +1,13 @@
 package pipelines
 
 import (
+	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -126,7 +130,12 @@ type RetryConfig struct {
 	MaxElapsedTime time.Duration `koanf:"max_elapsed_time"`
 }
 
-func (c *Config) setDefaults() {
+// setDefaults fills what the file left out; top and log are the keys given
+// at the top level and under log:, so a key set to 0 is told from one unset.
+func (c *Config) setDefaults(top, log map[string]bool) {
+	if !log["stats_interval"] {
+		c.Log.StatsInterval = DefaultStatsInterval
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
 	}
@@ -136,29 +145,30 @@ func (c *Config) setDefaults() {
 	if c.HTTP.Addr == "" {
 		c.HTTP.Addr = DefaultHTTPAddr
 	}
-	if c.ShutdownTimeout == 0 {
+	if !top["shutdown_timeout"] {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 }
 
-// setDefaults fills the pipeline keys the file left out. Retry keys are
-// filled one by one, so max_retries: 0 stays 0 (no retries) only when the
-// whole retry block says so: a set multiplier alone keeps the other defaults.
-func (p *Pipeline) setDefaults(retrySet map[string]bool) {
-	if p.Concurrency == 0 {
+// setDefaults fills the pipeline keys the file left out, one by one: a key
+// that is given keeps its value, 0 included (max_retries: 0 is no retries,
+// concurrency: 0 is refused), and a multiplier alone keeps the other retry
+// defaults.
+func (p *Pipeline) setDefaults(concurrencySet bool, retrySet map[string]bool) {
+	if !concurrencySet {
 		p.Concurrency = DefaultConcurrency
 	}
 	r := &p.Retry
 	if !retrySet["max_retries"] {
 		r.MaxRetries = DefaultMaxRetries
 	}
-	if r.InitialInterval == 0 {
+	if !retrySet["initial_interval"] {
 		r.InitialInterval = DefaultRetryInitial
 	}
-	if r.MaxInterval == 0 {
-		r.MaxInterval = DefaultRetryMax
+	if !retrySet["max_interval"] {
+		r.MaxInterval = max(DefaultRetryMax, r.InitialInterval)
 	}
-	if r.Multiplier == 0 {
+	if !retrySet["multiplier"] {
 		r.Multiplier = DefaultRetryMultiplier
 	}
 	if !retrySet["jitter"] {
@@ -166,7 +176,7 @@ func (p *Pipeline) setDefaults(retrySet map[string]bool) {
 	}
 }
 
-func (c *Config) validate(p *problems) {
+func (c *Config) validate(p *problems, pipelinesGiven bool) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		p.addf("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
@@ -177,13 +187,13 @@ func (c *Config) validate(p *problems) {
 	if c.Log.StatsInterval < 0 {
 		p.addf("log.stats_interval", "must not be negative, got %s", c.Log.StatsInterval)
 	}
-	if err := checkHostPort(c.HTTP.Addr); err != nil {
+	if err := checkAddr(c.HTTP.Addr); err != nil {
 		p.add("http.addr", err)
 	}
-	if c.ShutdownTimeout < 0 {
-		p.addf("shutdown_timeout", "must be positive, got %s", c.ShutdownTimeout)
+	if c.ShutdownTimeout <= 0 {
+		p.addf("shutdown_timeout", "must be positive, got %s (leave it out for %s)", c.ShutdownTimeout, DefaultShutdownTimeout)
 	}
-	if len(c.Pipelines) == 0 {
+	if len(c.Pipelines) == 0 && !pipelinesGiven {
 		p.addf("pipelines", "no pipeline defined: add at least one under pipelines:")
 	}
 }
@@ -193,10 +203,10 @@ func (r RetryConfig) validate(path string, p *problems) {
 		p.addf(path+".max_retries", "must not be negative, got %d", r.MaxRetries)
 	}
 	if r.InitialInterval < 0 {
-		p.addf(path+".initial_interval", "must be positive, got %s", r.InitialInterval)
+		p.addf(path+".initial_interval", "must not be negative, got %s", r.InitialInterval)
 	}
 	if r.MaxInterval < r.InitialInterval {
-		p.addf(path+".max_interval", "%s is below initial_interval %s", r.MaxInterval, r.InitialInterval)
+		p.addf(path+".max_interval", "must be at least initial_interval (%s), got %s", r.InitialInterval, r.MaxInterval)
 	}
 	if math.IsNaN(r.Multiplier) || math.IsInf(r.Multiplier, 0) || r.Multiplier < 1 {
 		p.addf(path+".multiplier", "must be a number >= 1, got %v", r.Multiplier)
@@ -207,6 +217,23 @@ func (r RetryConfig) validate(path string, p *problems) {
 	if r.MaxElapsedTime < 0 {
 		p.addf(path+".max_elapsed_time", "must not be negative, got %s", r.MaxElapsedTime)
 	}
+}
+
+// checkAddr accepts host:port with a port number from 0 to 65535; an empty
+// host listens on every interface.
+func checkAddr(addr string) error {
+	const want = "want host:port, such as 127.0.0.1:9464"
+	if strings.Contains(addr, "://") {
+		return fmt.Errorf("%s, without a scheme; got %q", want, addr)
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s; got %q", want, addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || port == "" || n > 65535 {
+		return fmt.Errorf("port must be a number from 0 to 65535; got %q", addr)
+	}
+	return nil
 }
 
 // predicate is a compiled filter or when expression; nil matches everything.

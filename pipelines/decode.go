@@ -3,9 +3,12 @@ package pipelines
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 )
@@ -17,18 +20,20 @@ import (
 // koanf's own Unmarshal is not used: asking mapstructure for ErrorUnused means
 // passing a DecoderConfig, which drops koanf's hooks, and its errors name Go
 // fields. Here the hooks are set again (durations, weak typing) and errors are
-// re-keyed to YAML paths.
-func decode(raw any, target any, path string, p *problems) (ok bool) {
+// re-keyed to YAML paths. also names keys the caller handles itself (type,
+// when), listed among the valid keys when one is unknown. ok is false when a
+// value could not be decoded (unknown keys alone leave it true).
+func decode(raw any, target any, path string, p *problems, also ...string) (ok bool) {
 	if raw == nil {
 		return true
 	}
-	unknownKeys(raw, reflect.TypeOf(target), path, p)
+	unknownKeysAlso(raw, reflect.TypeOf(target), path, p, also)
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		TagName:          "koanf",
 		WeaklyTypedInput: true,
 		Result:           target,
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
+			strictScalarsHook,
 			mapstructure.TextUnmarshallerHookFunc(),
 		),
 	})
@@ -43,6 +48,51 @@ func decode(raw any, target any, path string, p *problems) (ok bool) {
 	return true
 }
 
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// strictScalarsHook refuses what weak typing would turn into a surprise: a
+// bare number as a duration (30 would be 30ns), a fraction as a whole number
+// (1.5 would be 1), true as a string ("1"), and a mapping or list where a
+// single value belongs.
+func strictScalarsHook(from, to reflect.Type, data any) (any, error) {
+	for to.Kind() == reflect.Pointer {
+		to = to.Elem()
+	}
+	switch {
+	case to == durationType:
+		switch v := data.(type) {
+		case int, int64, uint64, float64:
+			if fmt.Sprint(v) != "0" {
+				return nil, fmt.Errorf("must be a duration with a unit, such as %[1]vs or %[1]vms, got %[1]v", v)
+			}
+			return time.Duration(0), nil
+		case bool:
+			return nil, fmt.Errorf("must be a duration such as 500ms, 30s or 5m, got %v", v)
+		case string:
+			d, err := time.ParseDuration(strings.TrimSpace(v))
+			if err != nil {
+				return nil, fmt.Errorf("must be a duration such as 500ms, 30s or 5m, got %q", v)
+			}
+			return d, nil
+		}
+	case to.Kind() >= reflect.Int && to.Kind() <= reflect.Uint64:
+		if f, ok := data.(float64); ok && f != math.Trunc(f) {
+			return nil, fmt.Errorf("must be a whole number, got %v", f)
+		}
+	case to.Kind() == reflect.String:
+		if b, ok := data.(bool); ok {
+			return strconv.FormatBool(b), nil
+		}
+	}
+	switch data.(type) {
+	case map[string]any, []any:
+		if k := to.Kind(); k != reflect.Struct && k != reflect.Map && k != reflect.Slice && k != reflect.Array && k != reflect.Interface {
+			return nil, fmt.Errorf("must be %s, got %s", typeName(to), valueName(data))
+		}
+	}
+	return data, nil
+}
+
 func addDecodeErrors(path string, err error, p *problems) {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		for _, e := range j.Unwrap() {
@@ -52,7 +102,7 @@ func addDecodeErrors(path string, err error, p *problems) {
 	}
 	var de *mapstructure.DecodeError
 	if errors.As(err, &de) {
-		p.list = append(p.list, &FieldError{Path: join(path, de.Name()), Err: describe(de.Unwrap())})
+		p.addType(join(path, de.Name()), describe(de.Unwrap()))
 		return
 	}
 	p.add(path, err)
@@ -64,13 +114,12 @@ func describe(err error) error {
 	var ue *mapstructure.UnconvertibleTypeError
 	switch {
 	case errors.As(err, &pe):
-		return fmt.Errorf("cannot read %q as %s: %v", fmt.Sprint(pe.Value), typeName(pe.Expected.Type()), errors.Unwrap(pe.Err))
+		if errors.Is(pe.Err, strconv.ErrRange) {
+			return fmt.Errorf("must be %s in range, got %q", typeName(pe.Expected.Type()), fmt.Sprint(pe.Value))
+		}
+		return fmt.Errorf("must be %s, got %q", typeName(pe.Expected.Type()), fmt.Sprint(pe.Value))
 	case errors.As(err, &ue):
 		return fmt.Errorf("must be %s, got %s", typeName(ue.Expected.Type()), valueName(ue.Value))
-	}
-	msg := err.Error()
-	if i := strings.Index(msg, "time: "); i >= 0 {
-		return errors.New("invalid duration: " + strings.TrimPrefix(msg[i:], "time: invalid duration ") + " (examples: 500ms, 30s, 5m)")
 	}
 	return err
 }
@@ -96,18 +145,19 @@ func typeName(t reflect.Type) string {
 }
 
 func valueName(v any) string {
-	switch v.(type) {
-	case map[string]any:
-		return "a mapping"
-	case []any:
-		return "a list"
+	if s, ok := v.(string); ok {
+		return fmt.Sprintf("%q", s)
 	}
-	return fmt.Sprintf("%v", v)
+	return valueKind(v)
 }
 
 // unknownKeys records every key of raw that type t does not have, recursing
 // into nested structs, maps and lists.
 func unknownKeys(raw any, t reflect.Type, path string, p *problems) {
+	unknownKeysAlso(raw, t, path, p, nil)
+}
+
+func unknownKeysAlso(raw any, t reflect.Type, path string, p *problems, also []string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -118,6 +168,11 @@ func unknownKeys(raw any, t reflect.Type, path string, p *problems) {
 			return // a type error, reported by the decoder
 		}
 		fields := structKeys(t)
+		valid := sortedKeys(fields)
+		if len(also) > 0 {
+			valid = append(append([]string{}, also...), valid...)
+			sort.Strings(valid)
+		}
 		keys := make([]string, 0, len(m))
 		for k := range m {
 			keys = append(keys, k)
@@ -126,7 +181,7 @@ func unknownKeys(raw any, t reflect.Type, path string, p *problems) {
 		for _, k := range keys {
 			ft, ok := fields[k]
 			if !ok {
-				p.addf(join(path, k), "unknown key (valid keys here: %s)", strings.Join(sortedKeys(fields), ", "))
+				p.addf(join(path, k), "unknown key (valid keys here: %s)", strings.Join(valid, ", "))
 				continue
 			}
 			unknownKeys(m[k], ft, join(path, k), p)

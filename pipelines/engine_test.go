@@ -18,7 +18,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/loombridge/loombridge/pipelines"
-	"github.com/loombridge/loombridge/pipelines/kinds"
 )
 
 func TestMain(m *testing.M) {
@@ -28,17 +27,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
-}
-
-// parse loads a configuration written in a test; {{DIR}} and {{URL}} style
-// placeholders are replaced by the caller beforehand.
-func parse(t testing.TB, yaml string) *pipelines.Config {
-	t.Helper()
-	cfg, err := pipelines.Parse([]byte(yaml), pipelines.LoadOptions{Kinds: kinds.Builtin(), Environ: func() []string { return nil }})
-	if err != nil {
-		t.Fatalf("config:\n%v", err)
-	}
-	return cfg
 }
 
 func startEngine(t testing.TB, cfg *pipelines.Config) *pipelines.Engine {

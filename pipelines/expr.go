@@ -2,12 +2,14 @@ package pipelines
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 )
 
@@ -40,8 +42,7 @@ type exprPredicate struct {
 func compilePredicate(src string) (predicate, error) {
 	program, err := expr.Compile(src, expr.Env(exprEnv{}), expr.AsBool())
 	if err != nil {
-		msg, _, _ := strings.Cut(err.Error(), "\n") // the rest draws the source with a caret
-		return nil, fmt.Errorf("bad expression %q: %s", src, msg)
+		return nil, exprError(err)
 	}
 	uses := ast.Find(program.Node(), func(n ast.Node) bool {
 		id, ok := n.(*ast.IdentifierNode)
@@ -64,4 +65,26 @@ func (e *exprPredicate) match(topic string, msg *message.Message) (bool, error) 
 	}
 	b, _ := out.(bool)
 	return b, nil
+}
+
+// exprError says what is wrong with an expression on one line: expr's own
+// text adds a drawing of the source over two more.
+func exprError(err error) error {
+	msg := err.Error()
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		msg = fe.Message
+		if fe.Snippet != "" {
+			msg += fmt.Sprintf(" at column %d", fe.Column+1)
+		}
+	}
+	msg = strings.Replace(msg, "expected bool, but got ", "must give true or false, not ", 1)
+	if strings.HasPrefix(msg, "unknown name ") {
+		msg += " (names: key, uuid, topic, metadata, payload, size)"
+	}
+	return fmt.Errorf("bad expression: %s", oneLine(msg))
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " | ")), " ")
 }

@@ -10,8 +10,11 @@ import (
 // parsed YAML tree, in place; "$${" stands for a literal "${". It runs after
 // parsing, so a value can never change the YAML's structure and a "$5" in a
 // value is left alone. Every variable that is unset (and has no default) is
-// reported, with the keys that use it, in one error.
-func interpolate(tree map[string]any, lookup func(string) (string, bool), p *problems) {
+// reported, with the keys that use it, in one error. Values at paths that
+// skip reports (keys an environment override replaces) are left as they are.
+// It returns the paths of the values it could not expand: what is wrong there
+// is said here, so later checks of those values are not worth reporting.
+func interpolate(tree map[string]any, lookup func(string) (string, bool), skip func(path string) bool, p *problems) (tainted []string) {
 	missing := map[string][]string{}
 	var walk func(v any, path string) any
 	walk = func(v any, path string) any {
@@ -25,9 +28,18 @@ func interpolate(tree map[string]any, lookup func(string) (string, bool), p *pro
 				t[i] = walk(e, fmt.Sprintf("%s[%d]", path, i))
 			}
 		case string:
-			s, err := expand(t, lookup, func(name string) { missing[name] = append(missing[name], path) })
+			if skip != nil && skip(path) {
+				return t
+			}
+			bad := false
+			s, err := expand(t, lookup, func(name string) { missing[name] = append(missing[name], path); bad = true })
 			if err != nil {
-				p.add(path, err)
+				p.addf(path, "%v", err)
+				tainted = append(tainted, path)
+				return t
+			}
+			if bad {
+				tainted = append(tainted, path)
 			}
 			return s
 		}
@@ -35,7 +47,7 @@ func interpolate(tree map[string]any, lookup func(string) (string, bool), p *pro
 	}
 	walk(tree, "")
 	if len(missing) == 0 {
-		return
+		return tainted
 	}
 	names := make([]string, 0, len(missing))
 	for n := range missing {
@@ -43,7 +55,12 @@ func interpolate(tree map[string]any, lookup func(string) (string, bool), p *pro
 		names = append(names, fmt.Sprintf("%s (used by %s)", n, strings.Join(missing[n], ", ")))
 	}
 	sort.Strings(names)
-	p.addf("", "environment variables not set: %s", strings.Join(names, "; "))
+	what := "environment variable not set"
+	if len(names) > 1 {
+		what = "environment variables not set"
+	}
+	p.addf("", "%s: %s", what, strings.Join(names, "; "))
+	return tainted
 }
 
 // expand replaces the references in s. onMissing is called for each unset

@@ -9,10 +9,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/v2"
+	"go.yaml.in/yaml/v3"
 )
 
 // EnvPrefix starts every environment override: LOOMBRIDGE_<PATH>, with "__"
@@ -43,6 +43,9 @@ func Parse(b []byte, opts LoadOptions) (*Config, error) {
 	if opts.Environ == nil {
 		opts.Environ = os.Environ
 	}
+	if opts.Kinds == nil {
+		opts.Kinds = NewRegistry()
+	}
 	environ := opts.Environ()
 	lookup := func(name string) (string, bool) {
 		for _, kv := range environ {
@@ -54,34 +57,37 @@ func Parse(b []byte, opts LoadOptions) (*Config, error) {
 	}
 
 	var p problems
-	tree, err := yaml.Parser().Unmarshal(b)
-	if err != nil {
-		p.add("", fmt.Errorf("YAML: %w", err))
+	tree := parseYAML(b, &p)
+	if p.err() != nil {
 		return nil, p.err()
-	}
-	if tree == nil {
-		tree = map[string]any{}
 	}
 	checkNames(tree, &p)
 	if p.err() != nil {
 		return nil, p.err() // a dotted name would be split by koanf
 	}
-	interpolate(tree, lookup, &p)
+	overrides := envOverrides(environ, &p)
+	var ip problems // interpolation's, kept apart from what its results cause
+	tainted := interpolate(tree, lookup, overrides.covers, &ip)
 
 	// Layers: the file, then LOOMBRIDGE_ overrides. Defaults come last in code,
 	// for keys still unset, since a kind's defaults depend on its type.
 	k := koanf.New(".")
 	if err := k.Load(confmap.Provider(tree, ""), nil); err != nil {
-		p.add("", err)
+		p.addf("", "%v", err)
 	}
 	if err := k.Load(env.Provider(".", env.Opt{
 		Prefix:        EnvPrefix,
 		EnvironFunc:   func() []string { return environ },
 		TransformFunc: envKey,
 	}), nil); err != nil {
-		p.add("", fmt.Errorf("environment overrides: %w", err))
+		p.addf("", "environment overrides: %v", err)
 	}
-	cfg := decodeConfig(k.Raw(), opts.Kinds, &p)
+	merged := k.Raw()
+	checkNames(merged, &p) // names an override added
+	cfg := decodeConfig(merged, opts.Kinds, &p)
+	p.drop(tainted)
+	p.list = append(p.list, ip.list...)
+	overrides.annotate(&p)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
@@ -89,80 +95,271 @@ func Parse(b []byte, opts LoadOptions) (*Config, error) {
 }
 
 // envKey turns LOOMBRIDGE_PIPELINES__ORDERS__FROM__ROOM into
-// pipelines.orders.from.room.
+// pipelines.orders.from.room; a name with an empty level is left out (and
+// reported by envOverrides).
 func envKey(k, v string) (string, any) {
-	k = strings.TrimPrefix(k, EnvPrefix)
-	return strings.ToLower(strings.ReplaceAll(k, "__", ".")), v
+	key, ok := envPath(k)
+	if !ok {
+		return "", nil
+	}
+	return key, v
 }
 
-// checkNames refuses names that koanf would split (dots) or that are not
-// [a-z0-9_-]+, for connections, pipelines and sinks.
-func checkNames(tree map[string]any, p *problems) {
-	check := func(path string, m any) {
-		mm, ok := m.(map[string]any)
+func envPath(name string) (string, bool) {
+	k := strings.TrimPrefix(name, EnvPrefix)
+	key := strings.ToLower(strings.ReplaceAll(k, "__", "."))
+	for _, part := range strings.Split(key, ".") {
+		if part == "" {
+			return "", false
+		}
+	}
+	return key, true
+}
+
+// overrides are the key paths set by LOOMBRIDGE_ variables, and by which.
+type overrides map[string]string
+
+func envOverrides(environ []string, p *problems) overrides {
+	o := overrides{}
+	for _, kv := range environ {
+		name, _, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+			continue
+		}
+		key, ok := envPath(name)
 		if !ok {
-			return
+			p.addf("", "environment variable %s: empty key level; write %s<KEY>__<KEY>, such as %sLOG__LEVEL", name, EnvPrefix, EnvPrefix)
+			continue
 		}
-		for _, name := range sortedNames(mm) {
-			switch {
-			case strings.Contains(name, "."):
-				p.addf(join(path, name), "name %q contains \".\", which separates keys; use - or _ instead", name)
-			case !validName.MatchString(name):
-				p.addf(join(path, name), "name %q: use only a-z, 0-9, _ and -", name)
-			}
-		}
+		o[key] = name
 	}
-	check("connections", tree["connections"])
-	check("pipelines", tree["pipelines"])
-	if pls, ok := tree["pipelines"].(map[string]any); ok {
-		for name, pl := range pls {
-			if m, ok := pl.(map[string]any); ok {
-				check("pipelines."+name+".to", m["to"])
-			}
+	return o
+}
+
+// covers reports whether an override replaces the value at path, itself or
+// one of the mappings around it.
+func (o overrides) covers(path string) bool {
+	for {
+		if _, ok := o[path]; ok {
+			return true
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return false
+		}
+		path = path[:i]
+	}
+}
+
+// annotate says which variable set the value of each problem at an
+// overridden key, since the file does not show it.
+func (o overrides) annotate(p *problems) {
+	for i, e := range p.list {
+		if name, ok := o[e.Path]; ok {
+			p.list[i] = &FieldError{Path: e.Path, Err: fmt.Errorf("%w (set by %s)", e.Err, name)}
 		}
 	}
 }
 
-// topKeys and pipelineKeys describe the generic parts of the file, for the
-// unknown-key check; sources and sinks are checked against their kind.
+// parseYAML parses the file into a tree of map[string]any, []any and
+// scalars. A key given twice in one mapping is reported at its path, not as
+// the parser's line-numbered text; keys that are not strings (1:, true:) are
+// turned into strings.
+func parseYAML(b []byte, p *problems) map[string]any {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		p.addf("", "%s", yamlMessage(err))
+		return nil
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return map[string]any{} // an empty file, or only comments
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return map[string]any{}
+	}
+	if root.Kind != yaml.MappingNode {
+		p.addf("", "the file must be a mapping with the keys log, http, shutdown_timeout, connections and pipelines; got %s", nodeKind(root))
+		return nil
+	}
+	duplicateKeys(root, "", p)
+	if len(p.list) > 0 {
+		return nil
+	}
+	var v any
+	if err := root.Decode(&v); err != nil {
+		p.addf("", "%s", yamlMessage(err))
+		return nil
+	}
+	tree, _ := stringKeys(v).(map[string]any)
+	if tree == nil {
+		tree = map[string]any{}
+	}
+	return tree
+}
+
+func yamlMessage(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	return "invalid YAML: " + strings.Join(strings.Fields(msg), " ")
+}
+
+func nodeKind(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return fmt.Sprintf("the value %q", n.Value)
+}
+
+// duplicateKeys reports each key given twice in one mapping, at its path.
+// Aliases are not followed (their target is checked where it is defined).
+func duplicateKeys(n *yaml.Node, path string, p *problems) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			if key.Kind != yaml.ScalarNode || key.Value == "<<" && key.Tag == "!!merge" {
+				continue
+			}
+			if line, dup := seen[key.Value]; dup {
+				p.addf(join(path, key.Value), "given twice (lines %d and %d): each name must be unique, keep one", line, key.Line)
+				continue
+			}
+			seen[key.Value] = key.Line
+			duplicateKeys(val, join(path, key.Value), p)
+		}
+	case yaml.SequenceNode:
+		for i, e := range n.Content {
+			duplicateKeys(e, fmt.Sprintf("%s[%d]", path, i), p)
+		}
+	}
+}
+
+// stringKeys turns mappings with keys that are not all strings into
+// map[string]any, everywhere in v.
+func stringKeys(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			t[k] = stringKeys(e)
+		}
+	case map[any]any:
+		m := make(map[string]any, len(t))
+		for k, e := range t {
+			m[fmt.Sprint(k)] = stringKeys(e)
+		}
+		return m
+	case []any:
+		for i, e := range t {
+			t[i] = stringKeys(e)
+		}
+	}
+	return v
+}
+
+// topKeys and pipelineKeys name the generic keys of the file, for the
+// unknown-key check of their own level; what is under them is checked where
+// it is decoded, sources and sinks against their kind.
 type topKeys struct {
-	Log             LogConfig      `koanf:"log"`
-	HTTP            HTTPConfig     `koanf:"http"`
-	ShutdownTimeout string         `koanf:"shutdown_timeout"`
-	Connections     map[string]any `koanf:"connections"`
-	Pipelines       map[string]any `koanf:"pipelines"`
+	Log             any `koanf:"log"`
+	HTTP            any `koanf:"http"`
+	ShutdownTimeout any `koanf:"shutdown_timeout"`
+	Connections     any `koanf:"connections"`
+	Pipelines       any `koanf:"pipelines"`
 }
 
 type pipelineKeys struct {
-	From        map[string]any `koanf:"from"`
-	To          map[string]any `koanf:"to"`
-	Filter      string         `koanf:"filter"`
-	Retry       RetryConfig    `koanf:"retry"`
-	DeadLetter  map[string]any `koanf:"dead_letter"`
-	Concurrency int            `koanf:"concurrency"`
+	From        any `koanf:"from"`
+	To          any `koanf:"to"`
+	Filter      any `koanf:"filter"`
+	Retry       any `koanf:"retry"`
+	DeadLetter  any `koanf:"dead_letter"`
+	Concurrency any `koanf:"concurrency"`
+}
+
+// pipelineScalars are the pipeline's own values.
+type pipelineScalars struct {
+	Filter      string `koanf:"filter"`
+	Concurrency int    `koanf:"concurrency"`
+}
+
+// setKeys lists the keys of v when it is a mapping.
+func setKeys(v any) map[string]bool {
+	m, _ := v.(map[string]any)
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
+// mapping returns v as a mapping; a value that is there but no mapping is
+// reported at path with what it should hold.
+func mapping(v any, path, want string, p *problems) (map[string]any, bool) {
+	if v == nil {
+		return nil, true
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		p.addf(path, "must be a mapping %s, got %s", want, valueKind(v))
+	}
+	return m, ok
+}
+
+// valueKind names what a YAML value is, for messages.
+func valueKind(v any) string {
+	switch t := v.(type) {
+	case map[string]any:
+		return "a mapping"
+	case []any:
+		return "a list"
+	case string:
+		if t == "" {
+			return "an empty string"
+		}
+		return fmt.Sprintf("the string %q", t)
+	case nil:
+		return "nothing"
+	}
+	return fmt.Sprintf("%v", v)
 }
 
 func decodeConfig(tree map[string]any, kinds *Registry, p *problems) *Config {
 	cfg := &Config{Connections: map[string]*Connection{}, Pipelines: map[string]*Pipeline{}, fingerprint: map[string]string{}}
 	unknownKeys(tree, typeOf[topKeys](), "", p)
-	decode(tree["log"], &cfg.Log, "log", p)
-	decode(tree["http"], &cfg.HTTP, "http", p)
+	if _, ok := mapping(tree["log"], "log", "(level, format, stats_interval)", p); ok {
+		decode(tree["log"], &cfg.Log, "log", p)
+	}
+	if _, ok := mapping(tree["http"], "http", "(addr)", p); ok {
+		decode(tree["http"], &cfg.HTTP, "http", p)
+	}
 	decode(map[string]any{"shutdown_timeout": tree["shutdown_timeout"]}, cfg, "", p)
-	cfg.setDefaults()
+	cfg.setDefaults(setKeys(tree), setKeys(tree["log"]))
 
-	conns, _ := tree["connections"].(map[string]any)
+	conns, _ := mapping(tree["connections"], "connections", "of connection names to their keys", p)
 	for _, name := range sortedNames(conns) {
 		path := "connections." + name
 		c := &Connection{}
 		if _, ok := conns[name].(map[string]any); !ok {
-			p.addf(path, "must be a mapping of connection keys")
+			p.addf(path, "must be a mapping of connection keys (addr, transport, token, tls, ... or embedded: true), got %s", valueKind(conns[name]))
 			continue
 		}
+		before := len(p.list)
 		decode(conns[name], c, path, p)
 		cfg.Connections[name] = c
+		if len(p.list) > before {
+			c.invalid = true
+			continue
+		}
 		if c.Embedded {
 			if c.Client.Addr != "" {
-				if err := checkHostPort(c.Client.Addr); err != nil {
+				if err := checkAddr(c.Client.Addr); err != nil {
 					p.add(path+".addr", err)
 				}
 			}
@@ -170,24 +367,25 @@ func decodeConfig(tree map[string]any, kinds *Registry, p *problems) *Config {
 		}
 		check := c.Client
 		check.SetDefaults()
-		before := len(p.list)
 		p.add(path, check.Check())
 		c.invalid = len(p.list) > before
 	}
 
-	pls, _ := tree["pipelines"].(map[string]any)
+	pls, _ := mapping(tree["pipelines"], "pipelines", "of pipeline names to pipelines", p)
 	for _, name := range sortedNames(pls) {
 		path := "pipelines." + name
 		raw, ok := pls[name].(map[string]any)
 		if !ok {
-			p.addf(path, "must be a mapping with from: and to:")
+			p.addf(path, "must be a mapping with from: and to:, got %s", valueKind(pls[name]))
 			continue
 		}
 		pl := decodePipeline(name, raw, cfg.Connections, kinds, p)
 		cfg.Pipelines[name] = pl
 		cfg.fingerprint[name] = fingerprint(raw, conns)
 	}
-	cfg.validate(p)
+	// pipelines that are not a mapping, or hold only broken pipelines, were
+	// reported: "no pipeline defined" would only add noise.
+	cfg.validate(p, tree["pipelines"] != nil && (pls == nil || len(pls) > 0))
 	return cfg
 }
 
@@ -195,37 +393,34 @@ func decodePipeline(name string, raw map[string]any, conns map[string]*Connectio
 	path := "pipelines." + name
 	unknownKeys(raw, typeOf[pipelineKeys](), path, p)
 	pl := &Pipeline{To: map[string]*Endpoint{}}
-	var keys pipelineKeys
-	decode(map[string]any{"filter": raw["filter"], "concurrency": raw["concurrency"]}, &keys, path, p)
-	decode(raw["retry"], &pl.Retry, path+".retry", p)
-	pl.Filter, pl.Concurrency = keys.Filter, keys.Concurrency
-	retrySet := map[string]bool{}
-	if rm, ok := raw["retry"].(map[string]any); ok {
-		for k := range rm {
-			retrySet[k] = true
-		}
+	var own pipelineScalars
+	decode(map[string]any{"filter": raw["filter"], "concurrency": raw["concurrency"]}, &own, path, p)
+	if _, ok := mapping(raw["retry"], path+".retry", "of retry keys", p); ok {
+		decode(raw["retry"], &pl.Retry, path+".retry", p)
 	}
-	pl.setDefaults(retrySet)
+	pl.Filter, pl.Concurrency = own.Filter, own.Concurrency
+	set := setKeys(raw)
+	pl.setDefaults(set["concurrency"], setKeys(raw["retry"]))
 	pl.Retry.validate(path+".retry", p)
 	if pl.Concurrency < 1 {
-		p.addf(path+".concurrency", "must be >= 1, got %d", pl.Concurrency)
+		p.addf(path+".concurrency", "must be at least 1, got %d (leave it out for %d)", pl.Concurrency, DefaultConcurrency)
 	}
 	if pl.Filter != "" {
 		f, err := compilePredicate(pl.Filter)
 		if err != nil {
-			p.add(path+".filter", err)
+			p.addf(path+".filter", "%v", err)
 		}
 		pl.filter = f
 	}
 
 	deps := Deps{Pipeline: name, connections: conns}
 	if raw["from"] == nil {
-		p.addf(path+".from", "must be set: the source, {type: <kind>, ...}")
+		p.addf(path+".from", "must be set to the source: {type: <kind>, ...} with a kind of %s", strings.Join(kinds.Names(true), ", "))
 	} else {
 		pl.From = decodeEndpoint(raw["from"], path+".from", false, deps, kinds, p)
 	}
-	to, _ := raw["to"].(map[string]any)
-	if len(to) == 0 {
+	to, ok := mapping(raw["to"], path+".to", "of sink names to sinks: to: {<name>: {type: <kind>, ...}}", p)
+	if ok && len(to) == 0 {
 		p.addf(path+".to", "must name at least one sink: to: {<name>: {type: <kind>, ...}}")
 	}
 	for _, sink := range sortedNames(to) {
@@ -244,8 +439,8 @@ func decodePipeline(name string, raw map[string]any, conns map[string]*Connectio
 	}
 	if raw["dead_letter"] != nil {
 		pl.DeadLetter = decodeEndpoint(raw["dead_letter"], path+".dead_letter", true, deps, kinds, p)
-		if pl.DeadLetter != nil && pl.DeadLetter.When != "" {
-			p.addf(path+".dead_letter.when", "not allowed: every dead letter must be kept")
+		if dl, ok := raw["dead_letter"].(map[string]any); ok && dl["when"] != nil {
+			p.addf(path+".dead_letter.when", "not allowed on a dead_letter: every dead letter must be kept")
 		}
 	}
 	return pl
@@ -253,23 +448,32 @@ func decodePipeline(name string, raw map[string]any, conns map[string]*Connectio
 
 // decodeEndpoint decodes {type: kind, when: expr, ...kind keys}.
 func decodeEndpoint(v any, path string, sink bool, deps Deps, kinds *Registry, p *problems) *Endpoint {
-	role := "source"
+	role, other := "source", "sink"
 	if sink {
-		role = "sink"
+		role, other = "sink", "source"
 	}
+	names := strings.Join(kinds.Names(!sink), ", ")
 	raw, ok := v.(map[string]any)
 	if !ok {
-		p.addf(path, "must be a mapping: {type: <kind>, ...}")
+		p.addf(path, "must be a mapping: {type: <kind>, ...} with a %s kind of %s, got %s", role, names, valueKind(v))
 		return nil
 	}
-	typ, _ := raw["type"].(string)
-	if typ == "" {
-		p.addf(path+".type", "must be set to a %s kind: %s", role, strings.Join(kinds.Names(!sink), ", "))
+	typ, isString := raw["type"].(string)
+	switch {
+	case raw["type"] == nil || isString && typ == "":
+		p.addf(path+".type", "must be set to a %s kind: %s", role, names)
+		return nil
+	case !isString:
+		p.addf(path+".type", "must be one %s kind (%s), got %s", role, names, valueKind(raw["type"]))
 		return nil
 	}
 	kind, ok := kinds.Lookup(typ)
-	if !ok || (sink && kind.Sink == nil) || (!sink && kind.Source == nil) {
-		p.addf(path+".type", "unknown %s kind %q (known: %s)", role, typ, strings.Join(kinds.Names(!sink), ", "))
+	switch {
+	case !ok:
+		p.addf(path+".type", "unknown %s kind %q (known: %s)", role, typ, names)
+		return nil
+	case sink && kind.Sink == nil || !sink && kind.Source == nil:
+		p.addf(path+".type", "%q is a %s kind only, not a %s kind (%s kinds: %s)", typ, other, role, role, names)
 		return nil
 	}
 	rest := make(map[string]any, len(raw))
@@ -278,24 +482,30 @@ func decodeEndpoint(v any, path string, sink bool, deps Deps, kinds *Registry, p
 			rest[k] = val
 		}
 	}
+	also := []string{"type"}
 	ep := &Endpoint{Type: typ}
 	var target any
 	if sink {
+		also = append(also, "when")
 		ep.Sink = kind.Sink()
 		target = ep.Sink
 		if w, ok := raw["when"]; ok {
-			ep.When = fmt.Sprint(w)
-			pred, err := compilePredicate(ep.When)
-			if err != nil {
-				p.add(path+".when", err)
+			if s, ok := w.(string); ok {
+				ep.When = s
+				pred, err := compilePredicate(ep.When)
+				if err != nil {
+					p.addf(path+".when", "%v", err)
+				}
+				ep.when = pred
+			} else {
+				p.addf(path+".when", "must be an expression (a string), got %s", valueKind(w))
 			}
-			ep.when = pred
 		}
 	} else {
 		ep.Source = kind.Source()
 		target = ep.Source
 	}
-	if !decode(rest, target, path, p) {
+	if !decode(rest, target, path, p, also...) {
 		return ep // Check would only repeat type errors as range errors
 	}
 	if sink {
@@ -363,4 +573,35 @@ func sourceRoom(pl *Pipeline) ([2]string, bool) {
 	}
 	c, rm := r.LoomRoom()
 	return [2]string{c, rm}, true
+}
+
+// checkNames refuses names that koanf would split (dots) or that are not
+// [a-z0-9_-]+, for connections, pipelines and sinks: names become parts of key
+// paths, environment variable names and metric labels.
+func checkNames(tree map[string]any, p *problems) {
+	check := func(path, what string, m any) {
+		mm, ok := m.(map[string]any)
+		if !ok {
+			return
+		}
+		for _, name := range sortedNames(mm) {
+			switch {
+			case name == "":
+				p.addf(path, "a %s name is empty: use a-z, 0-9, _ and -", what)
+			case strings.Contains(name, "."):
+				p.addf(join(path, name), "%s name %q contains \".\", which separates keys (as in LOOMBRIDGE_ overrides); use - or _ instead", what, name)
+			case !validName.MatchString(name):
+				p.addf(join(path, name), "%s name may hold only a-z, 0-9, _ and -; got %q", what, name)
+			}
+		}
+	}
+	check("connections", "connection", tree["connections"])
+	check("pipelines", "pipeline", tree["pipelines"])
+	if pls, ok := tree["pipelines"].(map[string]any); ok {
+		for name, pl := range pls {
+			if m, ok := pl.(map[string]any); ok {
+				check("pipelines."+name+".to", "sink", m["to"])
+			}
+		}
+	}
 }

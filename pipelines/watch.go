@@ -23,52 +23,95 @@ const DefaultWatchDebounce = 300 * time.Millisecond
 // delete-then-create, and Kubernetes ConfigMaps (a symlink swapped under
 // ..data) all replace the file, which a watch on the file itself would lose.
 // Events are debounced, so a truncate-then-write is read once, whole; an
-// empty or missing file is not reported (the next write will be).
+// empty or missing file is not reported (the next write will be). When path
+// is a symlink, the directory of the file it points to is watched too.
 func WatchFile(ctx context.Context, path string, debounce time.Duration, changed func()) error {
+	_, err := watchFile(ctx, path, debounce, changed, nil)
+	return err
+}
+
+// watchFile is WatchFile, returning a channel closed once its goroutine has
+// ended; checked, when not nil, is called after each debounced look at the
+// file with whether changed was called.
+func watchFile(ctx context.Context, path string, debounce time.Duration, changed func(), checked func(fired bool)) (<-chan struct{}, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return fmt.Errorf("watch %s: %w", path, err)
+		return nil, fmt.Errorf("watch %s: %w", path, err)
 	}
-	dir, base := filepath.Dir(path), filepath.Base(path)
+	path = filepath.Clean(path)
+	dir := filepath.Dir(path)
 	if err := w.Add(dir); err != nil {
 		w.Close()
-		return fmt.Errorf("watch %s: %w", dir, err)
+		return nil, fmt.Errorf("watch %s: %w", dir, err)
+	}
+	watched := map[string]bool{dir: true}
+	target := ""
+	// follow watches the directory of the file path points to (when another),
+	// so an in-place edit of a symlink's target is seen.
+	follow := func() {
+		t, err := filepath.EvalSymlinks(path)
+		if err != nil || t == path {
+			target = ""
+			return
+		}
+		target = t
+		if d := filepath.Dir(t); !watched[d] && w.Add(d) == nil {
+			watched[d] = true
+		}
+	}
+	follow()
+	// relevant tells the events that may change what path reads: the file's
+	// own name in its directory, names starting with ".." there (a
+	// Kubernetes ..data swap), and the symlink target.
+	relevant := func(name string) bool {
+		name = filepath.Clean(name)
+		if filepath.Dir(name) == dir {
+			base := filepath.Base(name)
+			if base == filepath.Base(path) || strings.HasPrefix(base, "..") {
+				return true
+			}
+		}
+		return target != "" && name == target
 	}
 	last := digest(path)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		defer w.Close()
 		timer := time.NewTimer(time.Hour)
 		timer.Stop()
+		defer timer.Stop()
 		for {
 			select {
 			case <-ctx.Done():
-				timer.Stop()
 				return
 			case ev, ok := <-w.Events:
 				if !ok {
 					return
 				}
-				// The file itself, or a Kubernetes ConfigMap's ..data symlink
-				// swap; other files in the directory (say a sink's output)
-				// would otherwise keep the debounce from ever firing.
-				if n := filepath.Base(ev.Name); n == base || strings.HasPrefix(n, "..") {
+				if relevant(ev.Name) {
 					timer.Reset(debounce)
 				}
 			case _, ok := <-w.Errors:
 				if !ok {
 					return
 				}
+				timer.Reset(debounce) // events may have been lost: look again
 			case <-timer.C:
+				follow()
 				d := digest(path)
-				if d == nil || bytes.Equal(d, last) {
-					continue
+				fired := d != nil && !bytes.Equal(d, last) && ctx.Err() == nil
+				if fired {
+					last = d
+					changed()
 				}
-				last = d
-				changed()
+				if checked != nil {
+					checked(fired)
+				}
 			}
 		}
 	}()
-	return nil
+	return done, nil
 }
 
 // digest hashes the file's content; nil when it is missing or empty.
