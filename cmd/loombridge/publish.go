@@ -378,7 +378,6 @@ func newProgress(stderr io.Writer, total int64) progress {
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetSpinnerChangeInterval(0), // no ticker goroutine
 		progressbar.OptionClearOnFinish(),
-		progressbar.OptionFullWidth(),
 	)
 	return &barProgress{bar: bar, start: time.Now()}
 }
