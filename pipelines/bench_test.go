@@ -1,0 +1,294 @@
+package pipelines_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/loombridge/loombridge/adapter/loom"
+	"github.com/loombridge/loombridge/adapter/loom/client"
+	"github.com/loombridge/loombridge/adapter/loom/loomtest"
+	"github.com/loombridge/loombridge/pipelines"
+)
+
+// Shared by the pipeline benchmarks and their baseline, so that the two
+// differ only in what consumes the room.
+const (
+	benchRoom = "bench"
+	// benchConsumers is the consumer streams of the pipeline's loom source and
+	// of the baseline's subscriber. Loom sends a stream its next message only
+	// after the previous one was acked, so this is also how many messages the
+	// pipeline handles at once.
+	benchConsumers = 8
+	// benchStreams is the producer streams of the fire_and_forget publisher
+	// that fills the room (the fastest setting of the adapter's BenchmarkPubSub).
+	benchStreams = 8
+)
+
+var benchSizes = []struct {
+	name string
+	size int
+}{{"1KiB", 1 << 10}, {"1MiB", 1 << 20}}
+
+// benchPayload is printable ASCII, so the file sink's JSONL line carries it
+// as it is: no JSON escapes, no base64.
+func benchPayload(size int) []byte {
+	return bytes.Repeat([]byte("0123456789abcdef"), size/16)
+}
+
+// benchLogger keeps the engine's warnings and errors (shown with the
+// benchmark's output) and drops its Info lines: a benchmark's log is always
+// printed.
+func benchLogger(b *testing.B) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{b}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// BenchmarkLoomToFile runs the pipeline loom (embedded router) -> file
+// (jsonl) and fills its room from the benchmark with a fire_and_forget
+// loom.Publisher. One op is one message published, routed, consumed by the
+// pipeline, written to the file and acked; the timer stops when the pipeline
+// counts b.N messages done. Compare with BenchmarkLoomConsumeBaseline.
+func BenchmarkLoomToFile(b *testing.B) {
+	for _, sz := range benchSizes {
+		payload := benchPayload(sz.size)
+		for _, fsync := range []string{"never", "interval"} {
+			b.Run(sz.name+"/fsync="+fsync, func(b *testing.B) {
+				runLoomToFile(b, payload, fsync)
+			})
+		}
+	}
+}
+
+func runLoomToFile(b *testing.B, payload []byte, fsync string) {
+	dir := b.TempDir()
+	cfg := parse(b, fill(`
+log: {stats_interval: 0}
+connections:
+  local: {embedded: true}
+pipelines:
+  bridge:
+    from: {type: loom, connection: local, room: @ROOM@, consumers: @C@}
+    to:
+      archive: {type: file, dir: @DIR@, topic: @ROOM@, fsync: @FSYNC@}
+`, "@ROOM@", benchRoom, "@C@", fmt.Sprint(benchConsumers), "@DIR@", dir, "@FSYNC@", fsync))
+	e := pipelines.NewEngine(pipelines.EngineOptions{Logger: benchLogger(b)})
+	if err := e.Start(context.Background(), cfg); err != nil {
+		b.Fatal(err)
+	}
+	defer closeEngine(b, e)
+	srv, ok := e.EmbeddedServer("local")
+	if !ok {
+		b.Fatal("no embedded router")
+	}
+	// The engine waits for the first consumer stream only; a saturated room
+	// needs them all.
+	waitConsumers(b, srv, benchConsumers)
+	pub := benchPublisher(b, srv)
+	defer pub.Close()
+
+	done := func() uint64 { return e.Stats()["bridge"].Done }
+	warmUp(b, pub, payload, func(n uint64) { pollUntil(b, done, n, 10*time.Second) })
+
+	msgs := benchMessages(b.N, payload)
+	b.SetBytes(int64(len(payload)))
+	b.ResetTimer()
+	publishAll(b, pub, msgs)
+	pollUntil(b, done, 1+uint64(b.N), benchWait(b.N, len(payload)))
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+
+	st := e.Stats()["bridge"]
+	if st.Received != 1+uint64(b.N) || st.Failed != 0 || st.Sinks["archive"].Retried != 0 {
+		b.Fatalf("pipeline stats %+v, want %d received, none failed or retried", st, 1+b.N)
+	}
+	checkRouter(b, srv)
+	// The file's size, not its lines: re-reading a file of b.N MiB is no check
+	// a benchmark should pay for.
+	fi, err := os.Stat(filepath.Join(dir, benchRoom+".jsonl"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if min := int64(1+b.N) * int64(len(payload)); fi.Size() < min {
+		b.Fatalf("file has %d bytes, want at least %d", fi.Size(), min)
+	}
+}
+
+// BenchmarkLoomConsumeBaseline is what BenchmarkLoomToFile is measured
+// against: the same router, publisher and messages, consumed by a
+// loom.Subscriber with the same consumer streams whose only handling is Ack.
+// It is the most the pipeline could reach.
+func BenchmarkLoomConsumeBaseline(b *testing.B) {
+	for _, sz := range benchSizes {
+		payload := benchPayload(sz.size)
+		b.Run(sz.name, func(b *testing.B) { runConsumeBaseline(b, payload) })
+	}
+}
+
+func runConsumeBaseline(b *testing.B, payload []byte) {
+	srv, err := loomtest.Start(loomtest.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	sub, err := loom.NewSubscriber(loom.SubscriberConfig{Client: benchClient(srv), Consumers: benchConsumers}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := sub.Subscribe(ctx, benchRoom)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var received atomic.Uint64
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		for m := range ch {
+			m.Ack()
+			received.Add(1)
+		}
+	})
+	waitConsumers(b, srv, benchConsumers)
+	pub := benchPublisher(b, srv)
+	defer pub.Close()
+
+	// Polled like the pipeline's count, so both carry the same granularity.
+	done := received.Load
+	warmUp(b, pub, payload, func(n uint64) { pollUntil(b, done, n, 10*time.Second) })
+
+	msgs := benchMessages(b.N, payload)
+	b.SetBytes(int64(len(payload)))
+	b.ResetTimer()
+	publishAll(b, pub, msgs)
+	pollUntil(b, done, 1+uint64(b.N), benchWait(b.N, len(payload)))
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	checkRouter(b, srv)
+	if got := received.Load(); got != 1+uint64(b.N) {
+		b.Fatalf("received %d messages, want %d", got, 1+b.N)
+	}
+}
+
+// BenchmarkGenerateToFile runs generate (interval 0, 1 KiB payloads, 64 in
+// flight) -> file (jsonl, fsync never): the engine and the file sink without
+// Loom. One op is one message made, written and acked; the timer runs from
+// the engine's start to b.N messages done.
+func BenchmarkGenerateToFile(b *testing.B) {
+	b.Run("1KiB", func(b *testing.B) {
+		dir := b.TempDir()
+		cfg := parse(b, fill(`
+log: {stats_interval: 0}
+pipelines:
+  gen:
+    from: {type: generate, interval: 0, count: @N@, pad_to: 1024, in_flight: 64, payload: '{"n":{{.N}}}', key: 'k{{mod .N 16}}'}
+    to:
+      out: {type: file, dir: @DIR@, topic: gen, fsync: never}
+`, "@N@", fmt.Sprint(b.N), "@DIR@", dir))
+		e := pipelines.NewEngine(pipelines.EngineOptions{Logger: benchLogger(b)})
+		b.SetBytes(1024)
+		b.ResetTimer()
+		if err := e.Start(context.Background(), cfg); err != nil {
+			b.Fatal(err)
+		}
+		defer closeEngine(b, e)
+		pollUntil(b, func() uint64 { return e.Stats()["gen"].Done }, uint64(b.N), benchWait(b.N, 1024))
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		if st := e.Stats()["gen"]; st.Received != uint64(b.N) || st.Failed != 0 {
+			b.Fatalf("pipeline stats %+v, want %d received, none failed", st, b.N)
+		}
+	})
+}
+
+func benchClient(srv *loomtest.Server) client.Config {
+	return client.Config{Addr: srv.Addr(), TLSClientConfig: srv.ClientTLS()}
+}
+
+func benchPublisher(b *testing.B, srv *loomtest.Server) *loom.Publisher {
+	pub, err := loom.NewPublisher(loom.PublisherConfig{
+		Client:  benchClient(srv),
+		Mode:    loom.ModeFireAndForget,
+		Streams: benchStreams,
+	}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return pub
+}
+
+func waitConsumers(b *testing.B, srv *loomtest.Server, n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.WaitConsumers(ctx, benchRoom, n); err != nil {
+		b.Fatalf("consumer streams: %v", err)
+	}
+}
+
+// warmUp sends one message through before the timer starts: the first
+// producer stream on a connection waits for a possible refusal, once.
+func warmUp(b *testing.B, pub *loom.Publisher, payload []byte, wait func(n uint64)) {
+	if err := pub.Publish(benchRoom, message.NewMessage(watermill.NewUUID(), payload)); err != nil {
+		b.Fatal(err)
+	}
+	wait(1)
+}
+
+// benchMessages are made before the timer starts; they share one payload.
+// Their keys are their UUIDs, so they spread over the consumer streams.
+func benchMessages(n int, payload []byte) []*message.Message {
+	msgs := make([]*message.Message, n)
+	for i := range msgs {
+		msgs[i] = message.NewMessage(watermill.NewUUID(), payload)
+	}
+	return msgs
+}
+
+// publishAll publishes from one goroutine: a fire_and_forget Publish
+// returns once the message is buffered, and blocks while the buffer is full,
+// which keeps the room saturated.
+func publishAll(b *testing.B, pub *loom.Publisher, msgs []*message.Message) {
+	for _, m := range msgs {
+		if err := pub.Publish(benchRoom, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// pollUntil waits until count reaches n. Polling every 200 µs costs little
+// next to the counts taken and adds at most that to the measured time.
+func pollUntil(b *testing.B, count func() uint64, n uint64, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for count() < n {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d messages done after %s", count(), n, timeout)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// checkRouter fails the benchmark if the router lost a message: a
+// benchmark of what did not arrive measures nothing.
+func checkRouter(b *testing.B, srv *loomtest.Server) {
+	st := srv.Stats()
+	if st.Discarded+st.DroppedFull+st.DroppedTooLarge+st.LostOnDisconnect+st.ProtocolErrors > 0 {
+		b.Fatalf("router lost messages: %+v", st)
+	}
+}
+
+// benchWait bounds how long the messages may take after the timer started.
+func benchWait(n, size int) time.Duration {
+	return time.Minute + time.Duration(n)*time.Duration(size)*time.Second/(10<<20) // 10 MB/s floor
+}
