@@ -147,8 +147,11 @@ func TestAbandonedWrittenMessageIsNotReportedDropped(t *testing.T) {
 	var drops []string
 	pub := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
 		c.Streams = 1
-		c.PublishTimeout = time.Second
-		c.StreamTimeout = time.Second // 2 s for the batch of two
+		// Publish must still be waiting when m2 is delivered: 3 s leaves a loaded
+		// machine time for the dial and m1's round trip. The batch (2 x 2 s) times
+		// out after Publish gave up.
+		c.PublishTimeout = 3 * time.Second
+		c.StreamTimeout = 2 * time.Second
 		c.CloseTimeout = 100 * time.Millisecond
 		c.OnDrop = func(m *message.Message, r loom.DropReason) {
 			mu.Lock()

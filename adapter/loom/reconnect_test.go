@@ -200,7 +200,7 @@ func TestBufferBlockHonoursDeadline(t *testing.T) {
 }
 
 func TestBufferBlockWaitsForRoom(t *testing.T) {
-	srv, pub := downPublisher(t, "block", func(c *loom.PublisherConfig) { c.PublishTimeout = 20 * time.Second })
+	srv, pub := downPublisher(t, "block", func(c *loom.PublisherConfig) { c.PublishTimeout = patience })
 	sub := waitingSubscriber{newSubscriber(t, srv, client.TransportQUIC, nil), srv, 4}
 	done := make(chan error, 1)
 	go func() { done <- pub.Publish("full", message.NewMessage("5", []byte("5"))) }()
