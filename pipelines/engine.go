@@ -15,7 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
-	"github.com/loombridge/loombridge/adapter/loom/loomtest"
+	"github.com/loombridge/loombridge/adapter/loom/server"
 )
 
 // Engine runs the pipelines of a configuration, each on a Watermill Router of
@@ -43,7 +43,7 @@ type EngineOptions struct {
 
 // embedded is a Loom-compatible router run in this process for a connection.
 type embedded struct {
-	srv *loomtest.Server
+	srv *server.Server
 	fp  string // the connection's keys it was started with
 }
 
@@ -172,7 +172,7 @@ func (e *Engine) LoomAddr(connection string) (addr string, ok bool) {
 }
 
 // EmbeddedServer returns the embedded router of a connection, if it runs.
-func (e *Engine) EmbeddedServer(connection string) (*loomtest.Server, bool) {
+func (e *Engine) EmbeddedServer(connection string) (*server.Server, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if s, ok := e.servers[connection]; ok {
@@ -303,7 +303,7 @@ func (e *Engine) loomConnection(cfg *Config, name string) (client.Config, error)
 		return client.Config{}, fmt.Errorf("connection %s: the embedded router's keys changed; restart loombridge to move it", name)
 	}
 	if !ok {
-		srv, err := loomtest.Start(loomtest.Config{Addr: c.Client.Addr, Logger: e.logger.With("embedded_router", name)})
+		srv, err := server.Start(server.Config{Addr: c.Client.Addr, Logger: e.logger.With("embedded_router", name)})
 		if err != nil {
 			return client.Config{}, fmt.Errorf("connection %s: start embedded router: %w", name, err)
 		}

@@ -17,6 +17,28 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// patience bounds the tests' waits for something that must happen. It is a hang
+// detector, not a speed assertion: on a loaded 2-core machine under -race a step
+// that takes milliseconds idle can take seconds, and a test must then be slow, not
+// fail. Waits for something that must not happen take their own short duration.
+const patience = 2 * time.Minute
+
+// waitProgress waits until done() reaches want. It fails only when done() stops
+// growing for patience (a stall), not when the whole takes long: how long a run of
+// thousands of messages takes depends on the machine's load, not on the code.
+func waitProgress(t testing.TB, what string, want int, done func() int, state func() string) {
+	t.Helper()
+	last, since := done(), time.Now()
+	for last < want {
+		time.Sleep(10 * time.Millisecond)
+		if n := done(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > patience {
+			t.Fatalf("%s: stalled at %d of %d for %s; %s", what, last, want, patience, state())
+		}
+	}
+}
+
 var transports = []string{client.TransportQUIC, client.TransportH3}
 
 func startRouter(t testing.TB, cfg loomtest.Config) *loomtest.Server {
@@ -76,7 +98,7 @@ func newSubscriber(t testing.TB, srv *loomtest.Server, transport string, mod fun
 // waitRegistered waits until the router has n more consumer streams of sub in topic
 // than before; before comes from registered.
 func waitRegistered(ctx context.Context, srv *loomtest.Server, sub message.Subscriber, topic string, before, n int) error {
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, patience)
 	defer cancel()
 	if name, ok := subscriberNames.Load(sub); ok {
 		return srv.WaitClientConsumers(wctx, topic, name.(string), before+n)
@@ -119,11 +141,11 @@ func (w waitingSubscriber) Subscribe(ctx context.Context, topic string) (<-chan 
 	return ch, waitRegistered(ctx, w.srv, w.Subscriber, topic, before, w.consumers)
 }
 
-// readN reads n messages, acking each, or fails after timeout.
-func readN(t testing.TB, ch <-chan *message.Message, n int, timeout time.Duration) []*message.Message {
+// readN reads n messages, acking each, or fails after patience.
+func readN(t testing.TB, ch <-chan *message.Message, n int) []*message.Message {
 	t.Helper()
 	var got []*message.Message
-	deadline := time.After(timeout)
+	deadline := time.After(patience)
 	for len(got) < n {
 		select {
 		case m, ok := <-ch:
@@ -133,7 +155,7 @@ func readN(t testing.TB, ch <-chan *message.Message, n int, timeout time.Duratio
 			got = append(got, m)
 			m.Ack()
 		case <-deadline:
-			t.Fatalf("received %d of %d messages in %s", len(got), n, timeout)
+			t.Fatalf("received %d of %d messages in %s", len(got), n, patience)
 		}
 	}
 	return got

@@ -55,7 +55,7 @@ func TestSlowConsumerBatchIsNotResent(t *testing.T) {
 			published := make(chan error, 1)
 			go func() { published <- pub.Publish("slow", msgs...) }()
 			seen := map[string]int{}
-			deadline := time.After(15 * time.Second)
+			deadline := time.After(patience)
 			for len(seen) < len(msgs) {
 				select {
 				case m := <-ch:
@@ -127,7 +127,7 @@ func TestDropOldestTakesBouncedMessage(t *testing.T) {
 		if id != "B1" {
 			t.Fatalf("drop_oldest dropped %s; B1 is the oldest message never sent", id)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("nothing dropped")
 	}
 }
@@ -147,8 +147,11 @@ func TestAbandonedWrittenMessageIsNotReportedDropped(t *testing.T) {
 	var drops []string
 	pub := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
 		c.Streams = 1
-		c.PublishTimeout = time.Second
-		c.StreamTimeout = time.Second // 2 s for the batch of two
+		// Publish must still be waiting when m2 is delivered: 3 s leaves a loaded
+		// machine time for the dial and m1's round trip. The batch (2 x 2 s) times
+		// out after Publish gave up.
+		c.PublishTimeout = 3 * time.Second
+		c.StreamTimeout = 2 * time.Second
 		c.CloseTimeout = 100 * time.Millisecond
 		c.OnDrop = func(m *message.Message, r loom.DropReason) {
 			mu.Lock()
@@ -165,7 +168,7 @@ func TestAbandonedWrittenMessageIsNotReportedDropped(t *testing.T) {
 	if err := <-published; err == nil {
 		t.Fatal("Publish confirmed although m2 is held")
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(patience)
 	for pub.Stats().Unconfirmed < 2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("publisher %+v: want 2 unconfirmed", pub.Stats())
@@ -185,7 +188,7 @@ func TestAbandonedWrittenMessageIsNotReportedDropped(t *testing.T) {
 	}
 }
 
-// recvOne returns the next message, or fails the test after 10 s.
+// recvOne returns the next message, or fails the test after patience.
 func recvOne(t *testing.T, ch <-chan *message.Message) *message.Message {
 	t.Helper()
 	select {
@@ -194,8 +197,8 @@ func recvOne(t *testing.T, ch <-chan *message.Message) *message.Message {
 			t.Fatal("channel closed")
 		}
 		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("no message within 10 s")
+	case <-time.After(patience):
+		t.Fatal("no message")
 	}
 	return nil
 }

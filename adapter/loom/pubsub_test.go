@@ -43,7 +43,7 @@ func TestPublishSubscribeBothModes(t *testing.T) {
 						}
 					})
 				}
-				got := readN(t, ch, len(sent), 20*time.Second)
+				got := readN(t, ch, len(sent))
 				wg.Wait()
 				payloads := map[string]bool{}
 				for _, m := range got {
@@ -87,7 +87,7 @@ func TestEnvelopeCarriesMetadataAndTrace(t *testing.T) {
 	// A confirm Publish returns once the consumer acked, so it runs beside the reader.
 	published := make(chan error, 1)
 	go func() { published <- pub.Publish("env", msg) }()
-	got := readN(t, ch, 1, 10*time.Second)[0]
+	got := readN(t, ch, 1)[0]
 	if err := <-published; err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestNackRedeliversSameMessage(t *testing.T) {
 	first.Nack()
 	select {
 	case <-first.Context().Done():
-	case <-time.After(time.Second):
+	case <-time.After(patience):
 		t.Fatal("context not cancelled after Nack")
 	}
 	again := <-ch
@@ -125,7 +125,7 @@ func TestNackRedeliversSameMessage(t *testing.T) {
 		t.Fatalf("after Nack got %s, want %s again", again.UUID, first.UUID)
 	}
 	again.Ack()
-	next := readN(t, ch, 1, 5*time.Second)[0]
+	next := readN(t, ch, 1)[0]
 	if next.UUID == first.UUID {
 		t.Fatal("an acked message came again")
 	}
@@ -155,7 +155,7 @@ func TestKeyOrder(t *testing.T) {
 		}
 	}
 	next := map[string]int{}
-	for _, m := range readN(t, ch, keys*per, 20*time.Second) {
+	for _, m := range readN(t, ch, keys*per) {
 		k := m.Metadata.Get(loom.MetadataKey)
 		if want := strconv.Itoa(next[k]); string(m.Payload) != want {
 			t.Fatalf("key %s: got %s, want %s", k, m.Payload, want)

@@ -47,7 +47,7 @@ func TestSkipsTruncatedAndTooLarge(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
 			defer cancel()
 
 			// Truncated: the producer dies after 100 KiB of 500 KiB declared (more
@@ -72,7 +72,7 @@ func TestSkipsTruncatedAndTooLarge(t *testing.T) {
 			if err := p.Send(ctx, "good", 2, strings.NewReader("ok")); err != nil {
 				t.Fatal(err)
 			}
-			got := readN(t, ch, 1, 10*time.Second)[0]
+			got := readN(t, ch, 1)[0]
 			// The server ends the stream once "good" was acknowledged.
 			if err := p.Close(ctx); err != nil {
 				t.Fatal(err)
@@ -126,7 +126,7 @@ func TestDeclaredSizeIsNotAllocated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	p, err := c.Produce(ctx, "huge")
 	if err != nil {
@@ -172,7 +172,7 @@ func TestSubscriberCloseStopsStalledBody(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Received counts a header taken from the stream: the body read is next.
-			deadline := time.Now().Add(10 * time.Second)
+			deadline := time.Now().Add(patience)
 			for lsub.Stats().Received == 0 {
 				if time.Now().After(deadline) {
 					t.Fatal("the message header never arrived")
@@ -186,7 +186,7 @@ func TestSubscriberCloseStopsStalledBody(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-			case <-time.After(10 * time.Second):
+			case <-time.After(patience):
 				_ = pw.CloseWithError(errors.New("test gave up")) // let the old code finish
 				t.Fatal("Close did not return while a body was stalled mid-message")
 			}
@@ -229,7 +229,7 @@ func TestSkipsUndecodable(t *testing.T) {
 	if err := p.Send(ctx, "good", 2, strings.NewReader("ok")); err != nil {
 		t.Fatal(err)
 	}
-	if got := readN(t, ch, 1, 10*time.Second)[0]; string(got.Payload) != "ok" {
+	if got := readN(t, ch, 1)[0]; string(got.Payload) != "ok" {
 		t.Fatalf("delivered %q, want only the good message", got.Payload)
 	}
 	if err := p.Close(ctx); err != nil {

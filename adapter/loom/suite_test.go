@@ -9,10 +9,11 @@ package loom_test
 // reads them. Loom does not: a room routes each message to a consumer stream that is
 // connected now and discards it when there is none, and it never redelivers. Run as
 // is, those tests would lose everything they publish before Subscribe. Each test
-// below keeps its upstream intent, message counts and assertions, but subscribes
-// first, waits until the router has registered the consumer streams
-// (waitingSubscriber, or srv.WaitConsumers), and only then publishes. Where a
-// test needs something more to fit Loom, its comment says what and why.
+// below keeps its upstream intent, message counts (smaller under -race for the
+// heaviest, see suiteCountRace) and assertions, but subscribes first, waits until
+// the router has registered the consumer streams (waitingSubscriber, or
+// srv.WaitConsumers), and only then publishes. Where a test needs something more to
+// fit Loom, its comment says what and why.
 //
 // Modes: a confirm Publish returns only once a consumer acked (or the server
 // discarded) its messages, so in confirm mode the suite publishes from a goroutine
@@ -45,13 +46,32 @@ import (
 	"github.com/loombridge/loombridge/adapter/loom/loomtest"
 )
 
-// suiteTimeout is upstream's defaultTimeout; upstream's waits are multiples of it.
-const suiteTimeout = 15 * time.Second
+// suiteTimeout stands for upstream's defaultTimeout (15 s), of which upstream's waits
+// are multiples; here it is 60 s. Every such wait ends as soon as what it waits for
+// has arrived, so it is a hang detector, and 15 s did not hold on a loaded 2-core
+// machine under -race (ConcurrentSubscribe over HTTP/3 needed over 45 s there).
+const suiteTimeout = 60 * time.Second
 
 // suiteCount returns upstream's testing.Short() count when -short, else its full count.
 func suiteCount(short, full int) int {
 	if testing.Short() {
 		return short
+	}
+	return full
+}
+
+// suiteCountRace is suiteCount for the suite's heaviest tests, with a count for -race
+// between upstream's short and full ones. Under -race each message costs 5 to 10
+// times the CPU, and on a 2-core CI machine these tests at full count took minutes
+// while adding nothing the race detector needs over the -race count: the same
+// concurrency (goroutines, subscribers, topics), fewer messages each. .ci/run runs
+// the suite once more without -race at upstream's full counts.
+func suiteCountRace(short, race, full int) int {
+	switch {
+	case testing.Short():
+		return short
+	case raceEnabled:
+		return race
 	}
 	return full
 }
@@ -135,7 +155,7 @@ func assertChannelClosed(t *testing.T, ch <-chan *message.Message) {
 // waitNoConsumers waits until the router has no consumer stream left in topic.
 func waitNoConsumers(t *testing.T, srv *loomtest.Server, topic string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(patience)
 	for srv.Consumers(topic) != 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d consumer streams still registered in %q", srv.Consumers(topic), topic)
@@ -196,8 +216,8 @@ func TestUniversalPublishSubscribe(t *testing.T) {
 // they receive must be every message. Confirm mode: the 50 concurrent Publish calls
 // run beside the reader.
 func TestUniversalConcurrentSubscribe(t *testing.T) {
-	messagesCount := suiteCount(100, 5000)
-	subscribersCount := suiteCount(10, 50)
+	messagesCount := suiteCountRace(100, 1000, 5000)
+	subscribersCount := suiteCountRace(10, 20, 50)
 	forTransports(t, func(t *testing.T, srv *loomtest.Server, tr string) {
 		pub := suitePublisher(t, srv, tr, loom.ModeConfirm)
 		topicName := suiteTopic()
@@ -229,8 +249,8 @@ func TestUniversalConcurrentSubscribe(t *testing.T) {
 // topics at once, each topic subscribed, published to and read in its own goroutine
 // (subscribe first here). fire_and_forget: each goroutine publishes before it reads.
 func TestUniversalConcurrentSubscribeMultipleTopics(t *testing.T) {
-	messagesCount := suiteCount(50, 100)
-	topicsCount := suiteCount(10, 20)
+	messagesCount := suiteCountRace(50, 50, 100)
+	topicsCount := suiteCountRace(10, 20, 20)
 	forTransports(t, func(t *testing.T, srv *loomtest.Server, tr string) {
 		pub, sub := suitePublisher(t, srv, tr, loom.ModeFireAndForget), suiteSubscriber(t, srv, tr)
 		base := suiteTopic()
@@ -378,9 +398,11 @@ func TestUniversalContinueAfterErrors(t *testing.T) {
 // stream one message at a time and takes the next only after the consumer acked the
 // previous one, so each message costs a full round trip (about 0.7 ms in
 // fire_and_forget and 1.5-2 ms in confirm mode under -race); 10,000 messages in four
-// runs took over 50 s, the budget of the whole file. -short keeps upstream's 100.
+// runs took over 50 s, the budget of the whole file. -short keeps upstream's 100;
+// -race sends 500 (2,000 took 50 s of a loaded run), still far more than a Close
+// finds sent in fire_and_forget mode.
 func TestUniversalPublisherClose(t *testing.T) {
-	messagesCount := suiteCount(100, 2000)
+	messagesCount := suiteCountRace(100, 500, 2000)
 	forTransportsAndModes(t, func(t *testing.T, srv *loomtest.Server, tr, mode string) {
 		pub, sub := suitePublisher(t, srv, tr, mode), suiteSubscriber(t, srv, tr)
 		topicName := suiteTopic()

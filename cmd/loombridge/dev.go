@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/loombridge/loombridge/adapter/loom/loomtest"
+	"github.com/loombridge/loombridge/adapter/loom/server"
 )
 
 // devFlags are the flags of loombridge dev.
@@ -71,7 +71,7 @@ func runDev(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		lv = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
-	srv, err := loomtest.Start(loomtest.Config{Addr: f.addr, Logger: logger})
+	srv, err := server.Start(server.Config{Addr: f.addr, Logger: logger})
 	if err != nil {
 		fmt.Fprintf(stderr, "loombridge dev: %v\n", err)
 		return exitFailure

@@ -75,30 +75,30 @@ func TestMutualTLS(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			tlsCfg := client.TLSConfig{CAFile: ca, ServerName: "localhost", CertFile: certFile, KeyFile: keyFile}
-			c, err := client.Dial(ctxT(t, 5*time.Second), client.Config{Addr: srv.Addr(), Transport: tr, TLS: tlsCfg}, nil)
+			c, err := client.Dial(ctxT(t), client.Config{Addr: srv.Addr(), Transport: tr, TLS: tlsCfg}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
 			k := consume(t, srv, c, "m"+tr, 1)
-			p, err := c.Produce(ctxT(t, time.Second), "m"+tr)
+			p, err := c.Produce(ctxT(t), "m"+tr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := p.Send(ctxT(t, time.Second), "k", 2, strings.NewReader("hi")); err != nil {
+			if err := p.Send(ctxT(t), "k", 2, strings.NewReader("hi")); err != nil {
 				t.Fatal(err)
 			}
-			if m, err := k.Next(ctxT(t, 5*time.Second)); err != nil || m.Key != "k" {
+			if m, err := k.Next(ctxT(t)); err != nil || m.Key != "k" {
 				t.Fatalf("with a client certificate: %v", err)
 			}
 
 			// Without the certificate the same hello is refused.
-			anon, err := client.Dial(ctxT(t, 5*time.Second), client.Config{Addr: srv.Addr(), Transport: tr, TLS: client.TLSConfig{CAFile: ca, ServerName: "localhost"}}, nil)
+			anon, err := client.Dial(ctxT(t), client.Config{Addr: srv.Addr(), Transport: tr, TLS: client.TLSConfig{CAFile: ca, ServerName: "localhost"}}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer anon.Close()
-			ctx := ctxT(t, time.Second)
+			ctx := ctxT(t)
 			k2, err := anon.Consume(ctx, "m"+tr)
 			if err == nil {
 				_, err = k2.Next(ctx)
@@ -120,11 +120,11 @@ func TestMutualTLS(t *testing.T) {
 func TestRespectsStreamLimit(t *testing.T) {
 	srv := startRouter(t, loomtest.Config{MaxIncomingStreams: 2})
 	c := dial(t, srv, client.TransportQUIC, nil)
-	a, err := c.Consume(ctxT(t, time.Second), "lim")
+	a, err := c.Consume(ctxT(t), "lim")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := c.Consume(ctxT(t, time.Second), "lim")
+	b, err := c.Consume(ctxT(t), "lim")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestRespectsStreamLimit(t *testing.T) {
 		t.Fatalf("third stream: got %v, want to wait past the deadline", err)
 	}
 	_ = a.Close()
-	third, err := c.Consume(ctxT(t, 5*time.Second), "lim")
+	third, err := c.Consume(ctxT(t), "lim")
 	if err != nil {
 		t.Fatalf("after a stream closed: %v", err)
 	}

@@ -1,4 +1,4 @@
-package loomtest
+package server
 
 import (
 	"context"

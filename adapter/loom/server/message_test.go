@@ -1,4 +1,4 @@
-package loomtest
+package server
 
 import (
 	"bytes"
@@ -198,11 +198,15 @@ func TestConsumerResetsMidMessage(t *testing.T) {
 	}
 }
 
-// slowConsumer is a QUIC consumer whose client grants only 16 KiB of stream window and
-// does not read until told.
+// slowConsumer is a QUIC consumer whose client grants only 256 KiB of stream window
+// (quic-go would grow it to 6 MiB) and does not read until told. The window is small
+// next to the tests' bodies, so the consumer backs up into the server at once, yet
+// large enough that reading a 12 MiB body through it takes a few dozen window
+// updates: with 16 KiB, 768 round trips made TestChunkFull/block take over 15 s on a
+// loaded machine under -race.
 func slowConsumer(t *testing.T, s *Server) *sess {
 	t.Helper()
-	conf := &quic.Config{InitialStreamReceiveWindow: 16 << 10, MaxStreamReceiveWindow: 16 << 10}
+	conf := &quic.Config{InitialStreamReceiveWindow: 256 << 10, MaxStreamReceiveWindow: 256 << 10}
 	c := openQUIC(t, dialQUIC(t, s, conf, nil), wire.RoleConsumer, "", "")
 	if err := s.WaitConsumers(testCtx(t), "", 1); err != nil {
 		t.Fatal(err)

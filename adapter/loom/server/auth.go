@@ -1,4 +1,4 @@
-package loomtest
+package server
 
 import (
 	"crypto/subtle"
@@ -48,7 +48,7 @@ func (a Auth) validate() error {
 	case "", ModeDisabled, ModeToken, ModeMTLS, ModeBoth:
 		return nil
 	}
-	return fmt.Errorf("loomtest: unknown auth mode %q", a.Mode)
+	return fmt.Errorf("loom server: unknown auth mode %q", a.Mode)
 }
 
 // allow reports whether the session may open, and as whom. certs are the client's

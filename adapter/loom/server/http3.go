@@ -1,4 +1,4 @@
-package loomtest
+package server
 
 import (
 	"crypto/x509"
@@ -35,7 +35,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		if tr.err == nil {
 			s.inc(nil, statProtocolErrors)
 		}
-		s.log.Debug("loomtest: bad hello", "carrier", "h3", "err", err)
+		s.log.Debug("loom server: bad hello", "carrier", "h3", "err", err)
 		http.Error(w, "bad hello", http.StatusBadRequest)
 		return
 	}

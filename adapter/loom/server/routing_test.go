@@ -1,4 +1,4 @@
-package loomtest
+package server
 
 import (
 	"fmt"
@@ -220,7 +220,11 @@ func TestBacklogFull(t *testing.T) {
 				ackNext("m4")
 				ackNext("m5")
 			case FullBlock:
-				// m4's producer waits for room, and is not read further meanwhile.
+				// m4's producer waits for room, and is not read further meanwhile. Its
+				// header is read first (waited for: on a loaded machine that can take
+				// longer than the pause below); the pause gives a wrong read of m4b
+				// time to show.
+				eventually(t, "m4 read", func() bool { return s.Stats().Received == 4 })
 				ps[3].write(msg("m4b", 0, true, []byte("m4b")))
 				time.Sleep(100 * time.Millisecond)
 				if st := s.Stats(); st.DroppedFull != 0 || st.Received != 4 || s.queued("") != 2 {

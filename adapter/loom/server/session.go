@@ -1,4 +1,4 @@
-package loomtest
+package server
 
 import (
 	"bufio"
@@ -17,9 +17,9 @@ import (
 
 var (
 	// errProtocol marks a malformed stream: the carrier delivered every byte asked for.
-	errProtocol = errors.New("loomtest: protocol error")
+	errProtocol = errors.New("loom server: protocol error")
 	// errGone marks a session whose carrier failed or ended mid-frame.
-	errGone = errors.New("loomtest: session gone")
+	errGone = errors.New("loom server: session gone")
 )
 
 // trackReader feeds the wire decoders and remembers the first error the carrier gave
@@ -86,7 +86,7 @@ func (s *Server) serveStream(conn *quic.Conn, str *quic.Stream) {
 		if tr.err == nil {
 			s.inc(nil, statProtocolErrors)
 		}
-		s.log.Debug("loomtest: bad hello", "carrier", "quic", "err", err)
+		s.log.Debug("loom server: bad hello", "carrier", "quic", "err", err)
 		closeStream()
 		return
 	}
@@ -122,10 +122,10 @@ func (s *Server) authorize(h wire.Hello, certs []*x509.Certificate, via string) 
 	principal, ok := s.cfg.Auth.allow(h, certs)
 	if !ok {
 		s.inc(rm, statRefused)
-		s.log.Info("loomtest: session refused", "carrier", via, "hello", h.String())
+		s.log.Info("loom server: session refused", "carrier", via, "hello", h.String())
 		return rm, false
 	}
-	s.log.Debug("loomtest: session", "carrier", via, "hello", h.String(), "principal", principal)
+	s.log.Debug("loom server: session", "carrier", via, "hello", h.String(), "principal", principal)
 	return rm, true
 }
 
@@ -181,7 +181,7 @@ func (s *Server) serveProducer(ctx context.Context, tr *trackReader, rm *room) e
 func (s *Server) failed(rm *room, err error) error {
 	if errors.Is(err, errProtocol) {
 		s.inc(rm, statProtocolErrors)
-		s.log.Debug("loomtest: protocol error", "room", rm.name, "err", err)
+		s.log.Debug("loom server: protocol error", "room", rm.name, "err", err)
 	}
 	return err
 }
@@ -342,22 +342,22 @@ func (s *Server) writeMessage(car carrier, c *consumer, m *message, scratch []by
 	}
 	scratch = wire.AppendHeader(scratch, m.hdr)
 	if _, err := car.w.Write(scratch); err != nil {
-		return scratch, fmt.Errorf("loomtest: write header: %w", err)
+		return scratch, fmt.Errorf("loom server: write header: %w", err)
 	}
 	for {
 		if len(m.chunks) == 0 {
 			if err := flush(); err != nil {
-				return scratch, fmt.Errorf("loomtest: flush: %w", err)
+				return scratch, fmt.Errorf("loom server: flush: %w", err)
 			}
 		}
 		select {
 		case b, ok := <-m.chunks:
 			if !ok {
 				if _, err := car.w.Write([]byte{0}); err != nil {
-					return scratch, fmt.Errorf("loomtest: write end chunk: %w", err)
+					return scratch, fmt.Errorf("loom server: write end chunk: %w", err)
 				}
 				if err := flush(); err != nil {
-					return scratch, fmt.Errorf("loomtest: flush: %w", err)
+					return scratch, fmt.Errorf("loom server: flush: %w", err)
 				}
 				return scratch, nil
 			}
@@ -367,7 +367,7 @@ func (s *Server) writeMessage(car carrier, c *consumer, m *message, scratch []by
 			_, err := car.w.Write((*b)[chunkRoom-h:])
 			s.putBuf(b)
 			if err != nil {
-				return scratch, fmt.Errorf("loomtest: write chunk: %w", err)
+				return scratch, fmt.Errorf("loom server: write chunk: %w", err)
 			}
 		case <-c.done:
 			return scratch, errGone

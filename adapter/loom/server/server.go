@@ -1,16 +1,4 @@
-// Package loomtest is an in-process Loom-compatible router on loopback, for tests,
-// benchmarks and as the embedded default router of the loombridge CLI.
-//
-// It mimics the documented behaviour of loomd, the Loom server, as the project's Loom
-// protocol note describes it (wire version 4): one UDP port serves both carriers (QUIC with ALPN
-// "loom/1", HTTP/3 with POST /stream), messages are routed per room by rendezvous
-// hashing of key partitions onto consumer streams, one message is in flight per
-// consumer stream, producers are read one message at a time, and the backlog and
-// chunk-buffer policies, size limits and token/mTLS authorisation follow loomd's
-// settings. It is not the real server: it keeps no state beyond the process, and where
-// loomd's documentation is silent it makes the simple choice documented on the
-// relevant code.
-package loomtest
+package server
 
 import (
 	"context"
@@ -77,7 +65,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Limits = wire.DefaultLimits()
 	}
 	if c.Limits.MaxChunk <= 0 || c.Limits.MaxMessage <= 0 || c.Limits.MaxKey <= 0 {
-		return c, fmt.Errorf("loomtest: limits: MaxChunk, MaxMessage and MaxKey must be positive")
+		return c, fmt.Errorf("loom server: limits: MaxChunk, MaxMessage and MaxKey must be positive")
 	}
 	if c.PartitionCount <= 0 {
 		c.PartitionCount = 64
@@ -90,14 +78,14 @@ func (c Config) withDefaults() (Config, error) {
 		c.PartitionFull = FullDropNewest
 	case FullDropNewest, FullDropOldest, FullBlock:
 	default:
-		return c, fmt.Errorf("loomtest: unknown PartitionFull %q", c.PartitionFull)
+		return c, fmt.Errorf("loom server: unknown PartitionFull %q", c.PartitionFull)
 	}
 	switch c.ChunkFull {
 	case "":
 		c.ChunkFull = FullBlock
 	case FullBlock, FullDrop:
 	default:
-		return c, fmt.Errorf("loomtest: unknown ChunkFull %q", c.ChunkFull)
+		return c, fmt.Errorf("loom server: unknown ChunkFull %q", c.ChunkFull)
 	}
 	if err := c.Auth.validate(); err != nil {
 		return c, err
@@ -114,7 +102,7 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Server is a running loomtest router. Its methods are safe for concurrent use.
+// Server is a running Loom-compatible router. Its methods are safe for concurrent use.
 type Server struct {
 	cfg        Config
 	tlsConf    *tls.Config
@@ -241,7 +229,7 @@ func (s *Server) waitConsumers(ctx context.Context, room string, n int, what str
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return fmt.Errorf("loomtest: waiting for %d consumers%s in room %q (have %d): %w", n, what, rm.name, have, ctx.Err())
+			return fmt.Errorf("loom server: waiting for %d consumers%s in room %q (have %d): %w", n, what, rm.name, have, ctx.Err())
 		}
 	}
 }
@@ -302,18 +290,18 @@ func (s *Server) quicConfig() *quic.Config {
 func (s *Server) listen(addr string) error {
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
-		return fmt.Errorf("loomtest: resolve %s: %w", addr, err)
+		return fmt.Errorf("loom server: resolve %s: %w", addr, err)
 	}
 	udp, err := net.ListenUDP("udp", ua)
 	if err != nil {
-		return fmt.Errorf("loomtest: listen %s: %w", addr, err)
+		return fmt.Errorf("loom server: listen %s: %w", addr, err)
 	}
 	tr := &quic.Transport{Conn: udp}
 	ln, err := tr.Listen(s.tlsConf, s.quicConfig())
 	if err != nil {
 		_ = tr.Close()
 		_ = udp.Close()
-		return fmt.Errorf("loomtest: listen %s: %w", addr, err)
+		return fmt.Errorf("loom server: listen %s: %w", addr, err)
 	}
 	h3 := &http3.Server{Handler: http.HandlerFunc(s.serveHTTP), Logger: s.log}
 	s.mu.Lock()
@@ -321,7 +309,7 @@ func (s *Server) listen(addr string) error {
 	s.udp, s.tr, s.ln, s.h3, s.running = udp, tr, ln, h3, true
 	s.wg.Go(func() { s.acceptLoop(ln, h3) })
 	s.mu.Unlock()
-	s.log.Debug("loomtest: listening", "addr", s.addr)
+	s.log.Debug("loom server: listening", "addr", s.addr)
 	return nil
 }
 
@@ -334,7 +322,7 @@ func (s *Server) acceptLoop(ln *quic.Listener, h3 *http3.Server) {
 		s.mu.Lock()
 		if !s.running || s.ln != ln {
 			s.mu.Unlock()
-			_ = conn.CloseWithError(0, "loomtest: server stopped")
+			_ = conn.CloseWithError(0, "loom server: server stopped")
 			continue
 		}
 		s.conns[conn] = struct{}{}
@@ -361,10 +349,10 @@ func (s *Server) serveConn(conn *quic.Conn, h3 *http3.Server) {
 		}
 	case alpnH3:
 		if err := h3.ServeQUICConn(conn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Debug("loomtest: http3 connection ended", "err", err)
+			s.log.Debug("loom server: http3 connection ended", "err", err)
 		}
 	default:
-		_ = conn.CloseWithError(0, "loomtest: unsupported ALPN")
+		_ = conn.CloseWithError(0, "loom server: unsupported ALPN")
 	}
 }
 
@@ -393,7 +381,7 @@ func (s *Server) CutConnections() {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		_ = c.CloseWithError(0, "loomtest: connections cut")
+		_ = c.CloseWithError(0, "loom server: connections cut")
 	}
 	// A closed connection fails every read of its streams, so each session leaves.
 	for _, c := range cut {
@@ -455,7 +443,7 @@ func (s *Server) stop() error {
 	errLn := ln.Close()
 	s.cutting.Store(true)
 	for _, c := range conns {
-		_ = c.CloseWithError(0, "loomtest: server stopped")
+		_ = c.CloseWithError(0, "loom server: server stopped")
 	}
 	s.wg.Wait()
 	s.cutting.Store(false)
@@ -466,7 +454,7 @@ func (s *Server) stop() error {
 		errUDP = nil
 	}
 	if err := errors.Join(errLn, errH3, errTr, errUDP); err != nil {
-		return fmt.Errorf("loomtest: stop: %w", err)
+		return fmt.Errorf("loom server: stop: %w", err)
 	}
 	return nil
 }
@@ -481,9 +469,9 @@ func (s *Server) Restart() error {
 	s.mu.Unlock()
 	switch {
 	case closed:
-		return errors.New("loomtest: restart: server closed")
+		return errors.New("loom server: restart: server closed")
 	case running:
-		return errors.New("loomtest: restart: server is running")
+		return errors.New("loom server: restart: server is running")
 	}
 	return s.listen(addr)
 }
