@@ -26,6 +26,9 @@ type LoadOptions struct {
 	// Environ lists the environment as KEY=value, for ${VAR} references and
 	// LOOMBRIDGE_ overrides; nil means os.Environ.
 	Environ func() []string
+	// AllowNoPipelines accepts a file without pipelines, for tools that only
+	// take its connections (publish, consume).
+	AllowNoPipelines bool
 }
 
 // Load reads the configuration file at path and checks all of it. The error,
@@ -84,7 +87,7 @@ func Parse(b []byte, opts LoadOptions) (*Config, error) {
 	}
 	merged := k.Raw()
 	checkNames(merged, &p) // names an override added
-	cfg := decodeConfig(merged, opts.Kinds, &p)
+	cfg := decodeConfig(merged, opts.Kinds, opts.AllowNoPipelines, &p)
 	p.drop(tainted)
 	p.list = append(p.list, ip.list...)
 	overrides.annotate(&p)
@@ -330,7 +333,7 @@ func valueKind(v any) string {
 	return fmt.Sprintf("%v", v)
 }
 
-func decodeConfig(tree map[string]any, kinds *Registry, p *problems) *Config {
+func decodeConfig(tree map[string]any, kinds *Registry, allowNone bool, p *problems) *Config {
 	cfg := &Config{Connections: map[string]*Connection{}, Pipelines: map[string]*Pipeline{}, fingerprint: map[string]string{}}
 	unknownKeys(tree, typeOf[topKeys](), "", p)
 	if _, ok := mapping(tree["log"], "log", "(level, format, stats_interval)", p); ok {
@@ -385,7 +388,7 @@ func decodeConfig(tree map[string]any, kinds *Registry, p *problems) *Config {
 	}
 	// pipelines that are not a mapping, or hold only broken pipelines, were
 	// reported: "no pipeline defined" would only add noise.
-	cfg.validate(p, tree["pipelines"] != nil && (pls == nil || len(pls) > 0))
+	cfg.validate(p, allowNone || tree["pipelines"] != nil && (pls == nil || len(pls) > 0))
 	return cfg
 }
 

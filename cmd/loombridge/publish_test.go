@@ -219,9 +219,7 @@ func TestPublishConnectionFromConfig(t *testing.T) {
 connections:
   main: {addr: "`+r.srv.Addr()+`", tls: {ca_file: "`+r.ca+`"}}
   local: {embedded: true}
-pipelines:
-  p: {from: {type: loom, connection: main, room: x}, to: {out: {type: stdout}}}
-`), 0o644)
+`), 0o644) // connections only, as the dev command's snippet: no pipeline needed
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +282,7 @@ func TestPublishFailureExits1(t *testing.T) {
 func TestPublishBadFlags(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "conns.yaml")
-	if err := os.WriteFile(cfg, []byte("connections:\n  dev: {addr: '127.0.0.1:4433'}\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("connections:\n  dev: {addr: '127.0.0.1:4433', transport: tcp}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	addr := []string{"--addr", "127.0.0.1:4433", "--room", "r"}
@@ -313,7 +311,7 @@ func TestPublishBadFlags(t *testing.T) {
 		{"invalid sink", []string{"--sink", "{type: file, topic: x, fsync: sometimes}"}, "sink.dir: must not be empty"},
 		{"unknown sink key", []string{"--sink", "{type: stdout, colour: red}"}, "sink.colour: unknown key"},
 		{"missing ca file", []string{"--addr", "127.0.0.1:4433", "--room", "r", "--ca-file", filepath.Join(dir, "none.pem")}, "tls.ca_file"},
-		{"config without pipelines", []string{"-c", cfg, "--connection", "dev", "--room", "r"}, "-c takes a whole configuration"},
+		{"config with a bad connection", []string{"-c", cfg, "--connection", "dev", "--room", "r"}, "connections.dev.transport"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := runCmd(t, context.Background(), "", append([]string{"publish"}, tc.args...)...)

@@ -147,13 +147,9 @@ func (t *targetFlags) endpoint(extra map[string]any) ([]byte, *pipelines.Config,
 const cliConnection = "flags"
 
 func (t *targetFlags) loadConfig() (*pipelines.Config, error) {
-	cfg, err := loadConfig(t.config)
+	cfg, err := pipelines.Load(t.config, pipelines.LoadOptions{Kinds: kinds.Builtin(), AllowNoPipelines: true})
 	if err == nil {
 		return cfg, nil
-	}
-	var es pipelines.Errors
-	if errors.As(err, &es) && len(es) == 1 && es[0].Path == "pipelines" {
-		return nil, fmt.Errorf("%s: %v\n(-c takes a whole configuration, as `loombridge run` reads; for a server alone use --addr, --ca-file, --token-file)", t.config, es[0])
 	}
 	var b strings.Builder
 	printConfigErrors(&b, t.config, err)
