@@ -43,6 +43,9 @@ func (c *FileSource) Check(pipelines.Deps) error {
 	if c.TopicName == "" {
 		errs = append(errs, errors.New("topic: must be set (the file read is <dir>/<topic>.jsonl)"))
 	}
+	if c.DeadLetterTopic != "" {
+		errs = append(errs, errors.New("dead_letter_topic: bad lines go to the pipeline's dead_letter; set its topic there"))
+	}
 	cfg := c.SubscriberConfig
 	cfg.SetDefaults()
 	return errors.Join(append(errs, cfg.Validate())...)

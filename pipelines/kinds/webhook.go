@@ -40,6 +40,9 @@ var errNoDeadLetter = errors.New("the pipeline has no dead_letter: message nacke
 
 // Check implements pipelines.SinkConfig.
 func (c *WebhookSink) Check(pipelines.Deps) error {
+	if c.DeadLetterTopic != "" {
+		return errors.New("dead_letter_topic: an endpoint's dead letters go to the pipeline's dead_letter; set its topic there")
+	}
 	cfg := c.PublisherConfig
 	cfg.SetDefaults()
 	cfg.DeadLetter = nowhere{} // given at run time
