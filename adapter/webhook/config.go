@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -120,6 +121,10 @@ type EndpointConfig struct {
 	// Several secrets (during rotation) send several signatures. Empty:
 	// requests are not signed.
 	Secrets []string `koanf:"secrets"`
+	// SecretsFile names a file of more secrets, one a line (blank lines and
+	// lines starting with # are skipped), so they need not be in the
+	// configuration. It is read when the publisher is built.
+	SecretsFile string `koanf:"secrets_file"`
 	// Timeout bounds one attempt, response headers and body included
 	// (default 15s).
 	Timeout time.Duration `koanf:"timeout"`
@@ -323,6 +328,11 @@ func (e *EndpointConfig) validate(prefix string) []error {
 			bad("secrets[%d]: %w", i, err)
 		}
 	}
+	if e.SecretsFile != "" {
+		if _, err := ReadSecretsFile(e.SecretsFile); err != nil {
+			bad("secrets_file: %w", err)
+		}
+	}
 	if e.Timeout < 0 {
 		bad("timeout: must not be negative, got %s", e.Timeout)
 	}
@@ -434,4 +444,40 @@ func newDefaultClient() *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
+}
+
+// secrets returns Secrets and those of SecretsFile.
+func (e EndpointConfig) secrets() ([]string, error) {
+	if e.SecretsFile == "" {
+		return e.Secrets, nil
+	}
+	more, err := ReadSecretsFile(e.SecretsFile)
+	if err != nil {
+		return nil, fmt.Errorf("secrets_file: %w", err)
+	}
+	return append(slices.Clone(e.Secrets), more...), nil
+}
+
+// ReadSecretsFile reads one secret a line, as secrets_file keys name them. Errors name the file and the line,
+// never the content.
+func ReadSecretsFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, err := decodeSecret(line); err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", path, i+1, err)
+		}
+		out = append(out, line)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no secret", path)
+	}
+	return out, nil
 }

@@ -100,8 +100,12 @@ func (e *attemptError) Unwrap() error { return e.err }
 
 func newEndpoint(cfg EndpointConfig, remember int) (*endpoint, error) {
 	ep := &endpoint{cfg: cfg, url: redactURL(cfg.URL), queue: make(chan job), accepted: newAcceptedSet(remember)}
-	if len(cfg.Secrets) > 0 {
-		keys, err := decodeSecrets(cfg.Secrets)
+	secrets, err := cfg.secrets()
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: %w", cfg.Name, err)
+	}
+	if len(secrets) > 0 {
+		keys, err := decodeSecrets(secrets)
 		if err != nil {
 			return nil, fmt.Errorf("endpoint %q: %w", cfg.Name, err)
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -899,5 +901,43 @@ func TestConcurrentPublish(t *testing.T) {
 	wg.Wait()
 	if n := s.count(); n != 80 {
 		t.Fatalf("server saw %d requests, want 80", n)
+	}
+}
+
+// secrets_file adds secrets from a file, one a line; each signs, and a bad
+// line is reported by file and line, never by content.
+func TestSecretsFile(t *testing.T) {
+	const a, b = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24="
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secrets")
+	if err := os.WriteFile(path, []byte("# rotated 2026-12\n\n"+b+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, status(204))
+	ep := endpointFor("e", srv)
+	ep.Secrets = []string{a}
+	ep.SecretsFile = path
+	p := newTestPublisher(t, &dlqRecorder{}, watermill.NopLogger{}, ep)
+	if err := p.Publish("t", message.NewMessage("id-1", []byte("body"))); err != nil {
+		t.Fatal(err)
+	}
+	req := srv.seen()[0]
+	for _, s := range []string{a, b} {
+		if err := Verify(req.body, req.header, time.Minute, s); err != nil {
+			t.Errorf("not signed with one of the secrets: %v", err)
+		}
+	}
+
+	bad := filepath.Join(dir, "bad")
+	if err := os.WriteFile(bad, []byte(a+"\nNOT-A-SECRET-VALUE\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{bad: "secrets_file: " + bad + " line 2", filepath.Join(dir, "none"): "secrets_file: open"} {
+		cfg := PublisherConfig{Endpoints: []EndpointConfig{{Name: "e", URL: "http://127.0.0.1:1/x", SecretsFile: file}}, DeadLetter: &dlqRecorder{}}
+		cfg.SetDefaults()
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "NOT-A-SECRET") {
+			t.Errorf("secrets_file %s: error %v, want %q without the content", file, err, want)
+		}
 	}
 }

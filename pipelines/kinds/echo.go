@@ -45,6 +45,8 @@ type EchoSource struct {
 	TopicName string `koanf:"topic"`
 	// Secrets verify signatures ("whsec_..."); empty accepts any request.
 	Secrets []string `koanf:"secrets"`
+	// SecretsFile holds more secrets, one a line.
+	SecretsFile string `koanf:"secrets_file"`
 	// MetadataHeaders maps HTTP header names to metadata keys.
 	MetadataHeaders map[string]string `koanf:"metadata_headers"`
 	MaxBodyBytes    int64             `koanf:"max_body_bytes"`
@@ -73,6 +75,11 @@ func (c *EchoSource) Check(d pipelines.Deps) error {
 			errs = append(errs, fmt.Errorf("secrets: %w", err))
 		}
 	}
+	if c.SecretsFile != "" {
+		if _, err := webhook.ReadSecretsFile(c.SecretsFile); err != nil {
+			errs = append(errs, fmt.Errorf("secrets_file: %w", err))
+		}
+	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("max_body_bytes: must be positive, got %d", c.MaxBodyBytes))
 	}
@@ -88,7 +95,16 @@ func (c *EchoSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message
 	if err != nil {
 		return nil, fmt.Errorf("echo: %w", err)
 	}
-	r := &receiver{cfg: c, logger: d.Logger, addr: ln.Addr().String(), closing: make(chan struct{}), ready: make(chan struct{})}
+	secrets := c.Secrets
+	if c.SecretsFile != "" {
+		more, err := webhook.ReadSecretsFile(c.SecretsFile)
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("echo: secrets_file: %w", err)
+		}
+		secrets = append(append([]string(nil), secrets...), more...)
+	}
+	r := &receiver{cfg: c, secrets: secrets, logger: d.Logger, addr: ln.Addr().String(), closing: make(chan struct{}), ready: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc(c.Path, r.serve)
 	r.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -104,6 +120,7 @@ func (c *EchoSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message
 
 type receiver struct {
 	cfg     *EchoSource
+	secrets []string
 	addr    string
 	logger  watermill.LoggerAdapter
 	srv     *http.Server
@@ -147,8 +164,8 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "body: "+err.Error(), http.StatusRequestEntityTooLarge)
 		return
 	}
-	if len(r.cfg.Secrets) > 0 {
-		if err := webhook.Verify(body, req.Header, 5*time.Minute, r.cfg.Secrets...); err != nil {
+	if len(r.secrets) > 0 {
+		if err := webhook.Verify(body, req.Header, 5*time.Minute, r.secrets...); err != nil {
 			http.Error(w, "signature: "+err.Error(), http.StatusUnauthorized)
 			return
 		}
