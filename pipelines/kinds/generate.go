@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"text/template"
+	"text/template/parse"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -102,10 +103,54 @@ func parseTemplate(s string) (*template.Template, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRanges(t.Root); err != nil {
+		return nil, err
+	}
 	if err := t.Execute(&bytes.Buffer{}, genData{N: 1, Time: time.Now()}); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// maxRange bounds {{range N}} over a literal, so that trying a template at
+// Check (and making each message) cannot loop for minutes.
+const maxRange = 100_000
+
+func checkRanges(n parse.Node) error {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return nil
+		}
+		for _, c := range n.Nodes {
+			if err := checkRanges(c); err != nil {
+				return err
+			}
+		}
+	case *parse.RangeNode:
+		for _, cmd := range n.Pipe.Cmds {
+			for _, arg := range cmd.Args {
+				if num, ok := arg.(*parse.NumberNode); ok && (!num.IsInt || num.Int64 > maxRange) {
+					return fmt.Errorf("range over %s: at most %d", num.Text, maxRange)
+				}
+			}
+		}
+		if err := checkRanges(n.List); err != nil {
+			return err
+		}
+		return checkRanges(n.ElseList)
+	case *parse.IfNode:
+		if err := checkRanges(n.List); err != nil {
+			return err
+		}
+		return checkRanges(n.ElseList)
+	case *parse.WithNode:
+		if err := checkRanges(n.List); err != nil {
+			return err
+		}
+		return checkRanges(n.ElseList)
+	}
+	return nil
 }
 
 type genData struct {

@@ -174,3 +174,12 @@ func TestStdout(t *testing.T) {
 		t.Errorf("got  %s\nwant %s", buf.String(), want)
 	}
 }
+
+// A template ranging over a huge literal is refused, not run for minutes.
+func TestGenerateRefusesHugeRange(t *testing.T) {
+	c := &kinds.GenerateSource{Payload: "{{range 1000000000}}x{{end}}"}
+	err := c.Check(deps())
+	if err == nil || !strings.Contains(err.Error(), "payload: range over 1000000000: at most 100000") {
+		t.Fatalf("error %v", err)
+	}
+}

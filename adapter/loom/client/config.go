@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -216,7 +217,7 @@ func (c Config) token() (string, error) {
 	if c.TokenFile == "" {
 		return string(c.Token), nil
 	}
-	b, err := os.ReadFile(c.TokenFile)
+	b, err := readAtMost(c.TokenFile, int64(c.Limits.MaxToken)+4096) // room for whitespace around it
 	if err != nil {
 		return "", fmt.Errorf("token_file: %w", err)
 	}
@@ -275,4 +276,15 @@ func (c Config) tlsFiles() (*tls.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// readAtMost reads a file, but no more than limit+1 bytes: a token_file
+// pointing at /dev/zero or a huge file must fail, not read forever.
+func readAtMost(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit+1))
 }

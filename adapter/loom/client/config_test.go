@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -84,5 +85,18 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if client.DefaultChunkSize != wire.DefaultLimits().MaxChunk {
 		t.Fatal("DefaultChunkSize is not wire.DefaultLimits().MaxChunk")
+	}
+}
+
+// A token_file that never ends (/dev/zero) is refused, not read forever.
+func TestTokenFileEndless(t *testing.T) {
+	if _, err := os.Stat("/dev/zero"); err != nil {
+		t.Skip("no /dev/zero")
+	}
+	c := client.Config{Addr: "127.0.0.1:1", TokenFile: "/dev/zero"}
+	c.SetDefaults()
+	err := c.Check()
+	if err == nil || !strings.Contains(err.Error(), "token_file /dev/zero: token is") {
+		t.Fatalf("error %v", err)
 	}
 }
