@@ -78,6 +78,11 @@ type HTTPConfig struct {
 // tls, ...) as adapter/loom/client reads them, or embedded: true for a router
 // run inside loombridge on loopback.
 type Connection struct {
+	// Type is "loom" (the default) or the name of a kind that defines a
+	// connection of its own (a broker); the keys are then that kind's.
+	Type string `koanf:"type"`
+	// Broker is the decoded keys of a connection that is not Loom's.
+	Broker ConnectionConfig `koanf:"-"`
 	// Embedded runs a Loom-compatible router in this process (adapter/loom/server)
 	// instead of dialling one; addr, if set, is where it listens (default a free
 	// loopback port). Clients trust its self-signed certificate automatically.

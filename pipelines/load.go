@@ -354,8 +354,13 @@ func decodeConfig(tree map[string]any, kinds *Registry, allowNone bool, p *probl
 			continue
 		}
 		before := len(p.list)
-		decode(conns[name], c, path, p)
 		cfg.Connections[name] = c
+		if typ, _ := conns[name].(map[string]any)["type"].(string); typ != "" && typ != "loom" {
+			decodeBrokerConnection(typ, conns[name].(map[string]any), c, path, kinds, p)
+			c.invalid = len(p.list) > before
+			continue
+		}
+		decode(conns[name], c, path, p)
 		if len(p.list) > before {
 			c.invalid = true
 			continue
@@ -390,6 +395,27 @@ func decodeConfig(tree map[string]any, kinds *Registry, allowNone bool, p *probl
 	// reported: "no pipeline defined" would only add noise.
 	cfg.validate(p, allowNone || tree["pipelines"] != nil && (pls == nil || len(pls) > 0))
 	return cfg
+}
+
+// decodeBrokerConnection decodes a connection whose type names a kind with a
+// connection of its own.
+func decodeBrokerConnection(typ string, raw map[string]any, c *Connection, path string, kinds *Registry, p *problems) {
+	c.Type = typ
+	k, ok := kinds.Lookup(typ)
+	if !ok || k.Connection == nil {
+		p.addf(path+".type", "unknown connection type %q (known: %s)", typ, strings.Join(append([]string{"loom"}, kinds.ConnectionNames()...), ", "))
+		return
+	}
+	rest := make(map[string]any, len(raw))
+	for key, v := range raw {
+		if key != "type" {
+			rest[key] = v
+		}
+	}
+	c.Broker = k.Connection()
+	if decode(rest, c.Broker, path, p, "type") {
+		p.add(path, c.Broker.Check())
+	}
 }
 
 func decodePipeline(name string, raw map[string]any, conns map[string]*Connection, kinds *Registry, p *problems) *Pipeline {

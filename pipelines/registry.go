@@ -24,6 +24,17 @@ type Kind struct {
 	Source func() SourceConfig
 	// Sink returns a new, empty sink config; nil when the kind is no sink.
 	Sink func() SinkConfig
+	// Connection returns a new, empty config of a connection of this type
+	// (connections.<name>.type: <kind>), shared by the pipelines that name it;
+	// nil when the kind has none.
+	Connection func() ConnectionConfig
+}
+
+// ConnectionConfig is a broker connection's decoded keys.
+type ConnectionConfig interface {
+	// Check applies the defaults and reports every problem, each starting
+	// with its key relative to the connection ("url: must be set").
+	Check() error
 }
 
 // SourceConfig is a source's decoded keys.
@@ -74,6 +85,9 @@ func (d Deps) Loom(name string) (client.Config, error) {
 	if !ok {
 		return client.Config{}, fmt.Errorf("no connection %q under connections (have: %s)", name, strings.Join(sortedNames(d.connections), ", "))
 	}
+	if c.Type != "" && c.Type != "loom" {
+		return client.Config{}, fmt.Errorf("connection %q is of type %s, not loom", name, c.Type)
+	}
 	if c.invalid {
 		return client.Config{}, fmt.Errorf("connection %q is invalid (see connections.%s)", name, name)
 	}
@@ -83,6 +97,29 @@ func (d Deps) Loom(name string) (client.Config, error) {
 		cfg.TLSClientConfig = &tls.Config{}
 	}
 	return cfg, nil
+}
+
+// Connection returns the named connection of a broker kind, checked; kinds
+// type-assert its Broker to their own connection config.
+func (d Deps) Connection(name, kind string) (ConnectionConfig, error) {
+	c, ok := d.connections[name]
+	if !ok {
+		return nil, fmt.Errorf("no connection %q under connections (have: %s)", name, strings.Join(sortedNames(d.connections), ", "))
+	}
+	if c.Type != kind {
+		return nil, fmt.Errorf("connection %q is of type %s, not %s", name, c.typeName(), kind)
+	}
+	if c.invalid {
+		return nil, fmt.Errorf("connection %q is invalid (see connections.%s)", name, name)
+	}
+	return c.Broker, nil
+}
+
+func (c *Connection) typeName() string {
+	if c.Type == "" {
+		return "loom"
+	}
+	return c.Type
 }
 
 // Registry holds the kinds Load understands.
@@ -112,6 +149,18 @@ func (r *Registry) Names(sources bool) []string {
 	var out []string
 	for n, k := range r.kinds {
 		if sources && k.Source != nil || !sources && k.Sink != nil {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ConnectionNames lists the kinds that define a connection type.
+func (r *Registry) ConnectionNames() []string {
+	var out []string
+	for n, k := range r.kinds {
+		if k.Connection != nil {
 			out = append(out, n)
 		}
 	}
