@@ -184,8 +184,5 @@ func printProblems(w io.Writer, cmd string, err error) {
 		fmt.Fprintf(w, "loombridge %s: %v\n", cmd, err)
 		return
 	}
-	fmt.Fprintf(w, "loombridge %s: invalid target, %d problem(s):\n", cmd, len(es))
-	for _, e := range es {
-		fmt.Fprintf(w, "  %s\n", e)
-	}
+	printErrorList(w, fmt.Sprintf("loombridge %s: invalid target, %d problem(s):", cmd, len(es)), es)
 }

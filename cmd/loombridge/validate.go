@@ -41,7 +41,12 @@ func printConfigErrors(w io.Writer, path string, err error) {
 		fmt.Fprintf(w, "%s: %v\n", path, err)
 		return
 	}
-	fmt.Fprintf(w, "%s: %d problem(s):\n", path, len(es))
+	printErrorList(w, fmt.Sprintf("%s: %d problem(s):", path, len(es)), es)
+}
+
+// printErrorList prints a heading and every problem under it, one a line.
+func printErrorList(w io.Writer, heading string, es pipelines.Errors) {
+	fmt.Fprintln(w, heading)
 	for _, e := range es {
 		fmt.Fprintf(w, "  %s\n", e)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/loombridge/loombridge/adapter/loom"
+	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/pipelines"
 )
 
@@ -41,16 +42,12 @@ const connKeysHere = "connection keys (addr, transport, token, tls, ...) belong 
 
 // Check implements pipelines.SourceConfig.
 func (c *LoomSource) Check(d pipelines.Deps) error {
-	errs := []error{checkRoom(c.Connection, c.Room), notZero(c.Client, connKeysHere)}
-	if cl, err := d.Loom(c.Connection); err == nil && c.Connection != "" {
+	return checkLoom(d, c.Connection, c.Room, c.Client, func(cl client.Config) error {
 		cfg := c.SubscriberConfig
 		cfg.Client = cl
 		cfg.SetDefaults()
-		errs = append(errs, cfg.Validate())
-	} else if c.Connection != "" {
-		errs = append(errs, fmt.Errorf("connection: %w", err))
-	}
-	return errors.Join(errs...)
+		return cfg.Validate()
+	})
 }
 
 // Topic implements pipelines.SourceConfig.
@@ -69,16 +66,12 @@ func (c *LoomSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message
 
 // Check implements pipelines.SinkConfig.
 func (c *LoomSink) Check(d pipelines.Deps) error {
-	errs := []error{checkRoom(c.Connection, c.Room), notZero(c.Client, connKeysHere)}
-	if cl, err := d.Loom(c.Connection); err == nil && c.Connection != "" {
+	return checkLoom(d, c.Connection, c.Room, c.Client, func(cl client.Config) error {
 		cfg := c.PublisherConfig
 		cfg.Client = cl
 		cfg.SetDefaults()
-		errs = append(errs, cfg.Validate())
-	} else if c.Connection != "" {
-		errs = append(errs, fmt.Errorf("connection: %w", err))
-	}
-	return errors.Join(errs...)
+		return cfg.Validate()
+	})
 }
 
 // Topic implements pipelines.SinkConfig.
@@ -93,6 +86,20 @@ func (c *LoomSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Pu
 	cfg := c.PublisherConfig
 	cfg.Client = cl
 	return loom.NewPublisher(cfg, d.Logger)
+}
+
+// checkLoom checks what a Loom source and sink share, then the adapter's own
+// config with the connection's client keys in it.
+func checkLoom(d pipelines.Deps, conn, room string, own client.Config, adapter func(client.Config) error) error {
+	errs := []error{checkRoom(conn, room), notZero(own, connKeysHere)}
+	if conn != "" {
+		if cl, err := d.Loom(conn); err != nil {
+			errs = append(errs, fmt.Errorf("connection: %w", err))
+		} else {
+			errs = append(errs, adapter(cl))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func checkRoom(conn, room string) error {
