@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/adapter/loom/server"
@@ -30,6 +31,9 @@ type Engine struct {
 	pipelines map[string]*runner
 	servers   map[string]*embedded     // embedded Loom routers by connection name
 	final     map[string]PipelineStats // counts of pipelines stopped and not restarted
+	latency   *prometheus.HistogramVec
+	probes    map[string]*probe // reachability of the Loom servers in use, by connection
+	probesOn  bool
 
 	stopStats context.CancelFunc
 	statsDone chan struct{}
@@ -39,6 +43,9 @@ type Engine struct {
 type EngineOptions struct {
 	Logger *slog.Logger // default: discard
 	Stdout io.Writer    // where stdout sinks write; default os.Stdout
+	// ProbeLoom keeps an idle connection to each Loom server in use, so that
+	// Ready knows whether it is reachable (see health.go).
+	ProbeLoom bool
 }
 
 // embedded is a Loom-compatible router run in this process for a connection.
@@ -62,6 +69,13 @@ func NewEngine(opts EngineOptions) *Engine {
 		pipelines: map[string]*runner{},
 		servers:   map[string]*embedded{},
 		final:     map[string]PipelineStats{},
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "loombridge_pipeline_handling_seconds",
+			Help:    "Time from taking a message from the source until every matching sink took it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"pipeline"}),
+		probes:   map[string]*probe{},
+		probesOn: opts.ProbeLoom,
 	}
 }
 
@@ -81,6 +95,7 @@ func (e *Engine) Start(ctx context.Context, cfg *Config) error {
 		e.cfg = nil
 		return err
 	}
+	e.syncProbes()
 	if cfg.Log.StatsInterval > 0 {
 		sctx, cancel := context.WithCancel(context.Background())
 		e.stopStats, e.statsDone = cancel, make(chan struct{})
@@ -113,6 +128,7 @@ func (e *Engine) Apply(ctx context.Context, cfg *Config) error {
 			errs = append(errs, err)
 		}
 	}
+	e.syncProbes()
 	return errors.Join(errs...)
 }
 
@@ -129,6 +145,10 @@ func (e *Engine) Close(ctx context.Context) error {
 	}
 	err := e.stopPipelines(ctx, sortedNames(e.pipelines))
 	e.closeServers(nil)
+	for name, p := range e.probes {
+		p.stop()
+		delete(e.probes, name)
+	}
 	return err
 }
 
@@ -183,7 +203,7 @@ func (e *Engine) EmbeddedServer(connection string) (*server.Server, bool) {
 
 func (e *Engine) startPipelines(ctx context.Context, cfg *Config, names []string) error {
 	for _, name := range names {
-		r, err := startRunner(ctx, name, cfg.Pipelines[name], e.deps(cfg, name), cfg.ShutdownTimeout, e.logger)
+		r, err := startRunner(ctx, name, cfg.Pipelines[name], e.deps(cfg, name), cfg.ShutdownTimeout, e.logger, e.latency.WithLabelValues(name))
 		if err != nil {
 			return fmt.Errorf("pipeline %s: %w", name, err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metadata set on a message sent to a pipeline's dead letters, next to
@@ -62,7 +63,7 @@ type job struct {
 // did not take after their retries.
 var ErrSinksFailed = errors.New("sinks failed")
 
-func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTimeout time.Duration, logger *slog.Logger) (_ *runner, err error) {
+func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTimeout time.Duration, logger *slog.Logger, latency prometheus.Observer) (_ *runner, err error) {
 	r := &runner{
 		name:    name,
 		pl:      pl,
@@ -73,6 +74,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		logger:  logger.With("pipeline", name),
 		runDone: make(chan error, 1),
 	}
+	r.stats.latency = latency
 	defer func() {
 		if err != nil {
 			if r.router != nil {
@@ -221,6 +223,7 @@ func (r *runner) process(msg *message.Message) error {
 	r.stats.observe(time.Since(start))
 	if len(failed) > 0 {
 		r.stats.failed.Add(1)
+		r.stats.setErr(fmt.Errorf("sinks %s: %w", strings.Join(failed, ","), errors.Join(errs...)))
 		msg.Metadata.Set(MetadataDeadPipeline, r.name)
 		msg.Metadata.Set(MetadataDeadSinks, strings.Join(failed, ","))
 		return fmt.Errorf("%w: %s: %w", ErrSinksFailed, strings.Join(failed, ","), errors.Join(errs...))

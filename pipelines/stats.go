@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // PipelineStats are a pipeline's counts since it started.
@@ -20,6 +21,10 @@ type PipelineStats struct {
 	// MaxLatency is the longest a message took from source to all its sinks.
 	MaxLatency time.Duration
 	Sinks      map[string]SinkStats
+	// LastError is the last failure (a sink that failed after its retries),
+	// and when it happened; empty when none.
+	LastError   string    `json:",omitempty"`
+	LastErrorAt time.Time `json:",omitzero"`
 }
 
 // SinkStats are one sink's counts.
@@ -34,7 +39,10 @@ type stats struct {
 
 	mu         sync.Mutex
 	maxLatency time.Duration
+	lastErr    string
+	lastErrAt  time.Time
 	sinks      map[string]*sinkStats
+	latency    prometheus.Observer // handling time, for /metrics; nil: not measured
 }
 
 type sinkStats struct{ published, failed, retried atomic.Uint64 }
@@ -48,6 +56,9 @@ func newStats(sinks []string) *stats {
 }
 
 func (s *stats) observe(d time.Duration) {
+	if s.latency != nil {
+		s.latency.Observe(d.Seconds())
+	}
 	s.mu.Lock()
 	if d > s.maxLatency {
 		s.maxLatency = d
@@ -55,14 +66,22 @@ func (s *stats) observe(d time.Duration) {
 	s.mu.Unlock()
 }
 
+// failed records the last error, for /status.
+func (s *stats) setErr(err error) {
+	s.mu.Lock()
+	s.lastErr, s.lastErrAt = err.Error(), time.Now()
+	s.mu.Unlock()
+}
+
 func (s *stats) snapshot() PipelineStats {
 	s.mu.Lock()
-	lat := s.maxLatency
+	lat, lastErr, lastErrAt := s.maxLatency, s.lastErr, s.lastErrAt
 	s.mu.Unlock()
 	out := PipelineStats{
 		Received: s.received.Load(), Done: s.done.Load(), Filtered: s.filtered.Load(),
 		Unmatched: s.unmatched.Load(), Failed: s.failed.Load(), DeadLettered: s.deadLettered.Load(),
 		ExprErrors: s.exprErrors.Load(), MaxLatency: lat, Sinks: map[string]SinkStats{},
+		LastError: lastErr, LastErrorAt: lastErrAt,
 	}
 	for _, n := range sortedKeysOf(s.sinks) {
 		ss := s.sinks[n]

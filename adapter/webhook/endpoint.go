@@ -60,6 +60,9 @@ type endpoint struct {
 	accepted *acceptedSet
 
 	delivered, retried, deadLettered atomic.Uint64
+	// attempts counts HTTP attempts by outcome: index 0 no response, 1-5 the
+	// status class (1xx to 5xx).
+	attempts [6]atomic.Uint64
 }
 
 // job is one message for one endpoint.
@@ -267,8 +270,12 @@ func (p *Publisher) send(ctx context.Context, ep *endpoint, j job, d *delivery) 
 
 	resp, err := p.client.Do(req)
 	if err != nil {
+		ep.attempts[0].Add(1)
 		d.lastStatus, d.lastErr = 0, redactErr(err, ep.url)
 		return &attemptError{err: d.lastErr, retry: true}
+	}
+	if class := resp.StatusCode / 100; class >= 1 && class <= 5 {
+		ep.attempts[class].Add(1)
 	}
 	// Drain so the connection is reused; a slow body counts in Timeout.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))

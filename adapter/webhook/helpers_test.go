@@ -127,7 +127,10 @@ func fast() RetryConfig {
 }
 
 func endpointFor(name string, s *server) EndpointConfig {
-	return EndpointConfig{Name: name, URL: s.URL, Secrets: []string{testSecret}, Retry: fast(), Timeout: 5 * time.Second}
+	// The attempt timeout is a hang detector: on a loaded machine a shorter one
+	// times out requests the server then accepts, and the retry is a duplicate.
+	// Tests of timeouts set their own.
+	return EndpointConfig{Name: name, URL: s.URL, Secrets: []string{testSecret}, Retry: fast(), Timeout: 2 * time.Minute}
 }
 
 func newTestPublisher(t *testing.T, dlq *dlqRecorder, logger watermill.LoggerAdapter, eps ...EndpointConfig) *Publisher {

@@ -253,6 +253,9 @@ type EndpointStats struct {
 	DeadLettered uint64
 	Disabled     bool   // after 410 Gone
 	Breaker      string // "closed", "half-open" or "open"
+	// Attempts counts HTTP attempts by outcome: "1xx" to "5xx" by status class,
+	// "error" when no response came (refused, timeout, TLS).
+	Attempts map[string]uint64
 }
 
 // Stats returns a snapshot of the counters, endpoints in config order.
@@ -266,6 +269,10 @@ func (p *Publisher) Stats() Stats {
 			DeadLettered: ep.deadLettered.Load(),
 			Disabled:     ep.disabled.Load(),
 			Breaker:      ep.breaker.State().String(),
+			Attempts:     map[string]uint64{"error": ep.attempts[0].Load()},
+		}
+		for class := 1; class <= 5; class++ {
+			e.Attempts[fmt.Sprintf("%dxx", class)] = ep.attempts[class].Load()
 		}
 		s.Delivered += e.Delivered
 		s.Retried += e.Retried

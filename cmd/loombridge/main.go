@@ -38,6 +38,7 @@ func commands() []command {
 		{"publish", "publish files, lines or stdin to a Loom room or any sink", runPublish},
 		{"consume", "print or save the messages of a Loom room or any source", runConsume},
 		{"dev", "run a Loom-compatible router on loopback for development", runDev},
+		{"healthcheck", "exit 0 if a running instance is ready, 1 if not", runHealthcheck},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -101,7 +102,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "loombridge moves messages between Loom rooms and files, webhooks and brokers.")
 	fmt.Fprintln(w, "\nUsage: loombridge <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\n'loombridge <command> --help' shows a command's flags.")
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid configuration.")

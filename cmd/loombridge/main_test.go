@@ -15,7 +15,13 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// Every run in these tests (and the binaries they start, which inherit the
+	// environment) serves health on a free port, not the default one, so tests
+	// never fight over it.
+	os.Setenv("LOOMBRIDGE_HTTP__ADDR", "127.0.0.1:0")
+	goleak.VerifyTestMain(m)
+}
 
 // wait is the generous deadline of every wait: the machine is shared and slow.
 const wait = 60 * time.Second

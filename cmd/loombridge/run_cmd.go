@@ -1,9 +1,15 @@
 package main
 
 import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"context"
 	"errors"
 	"fmt"
+	"github.com/loombridge/loombridge/internal/health"
 	"io"
 	"log/slog"
 	"os"
@@ -38,7 +44,20 @@ func runRun(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		return exitUsage
 	}
 	logger := newLogger(stderr, cfg.Log)
-	engine := pipelines.NewEngine(pipelines.EngineOptions{Logger: logger, Stdout: stdout})
+	engine := pipelines.NewEngine(pipelines.EngineOptions{Logger: logger, Stdout: stdout, ProbeLoom: true})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(engine.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hs, err := health.Start(cfg.HTTP.Addr, engine, reg)
+	if err != nil {
+		logger.Error("cannot start the health and metrics listener", "error", err)
+		return exitFailure
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Close(ctx)
+	}()
+	logger.Info("health and metrics", "addr", hs.Addr(), "endpoints", "/healthz /readyz /metrics /status")
 	if err := engine.Start(ctx, cfg); err != nil {
 		logger.Error("cannot start", "error", err)
 		return exitFailure

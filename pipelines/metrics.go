@@ -1,0 +1,159 @@
+package pipelines
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/loombridge/loombridge/adapter/loom"
+	"github.com/loombridge/loombridge/adapter/webhook"
+)
+
+// Collector returns the engine's metrics for a Prometheus registry. Counts
+// are read from the pipelines' and adapters' own counters at scrape time, so
+// measuring costs the message path nothing but the latency histogram.
+func (e *Engine) Collector() prometheus.Collector { return (*collector)(e) }
+
+type collector Engine
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("loombridge_"+name, help, labels, nil)
+}
+
+var (
+	dUp           = desc("pipeline_up", "1 while the pipeline runs.", "pipeline")
+	dReceived     = desc("pipeline_received_total", "Messages taken from the source.", "pipeline")
+	dDone         = desc("pipeline_done_total", "Messages every matching sink took, then acked at the source.", "pipeline")
+	dFiltered     = desc("pipeline_filtered_total", "Messages the filter dropped (acked).", "pipeline")
+	dUnmatched    = desc("pipeline_unmatched_total", "Messages no sink's when matched (acked).", "pipeline")
+	dFailed       = desc("pipeline_failed_total", "Messages a sink failed after its retries (dead-lettered, or nacked without a dead_letter).", "pipeline")
+	dDeadLettered = desc("pipeline_dead_lettered_total", "Messages published to the dead letters, the webhook's per-endpoint ones included.", "pipeline")
+	dExprErrors   = desc("pipeline_expression_errors_total", "Filter or when evaluations that failed (taken as no match).", "pipeline")
+	dPublished    = desc("sink_published_total", "Messages the sink took.", "pipeline", "sink")
+	dSinkFailed   = desc("sink_failed_attempts_total", "Publish attempts that failed.", "pipeline", "sink")
+	dRetried      = desc("sink_retries_total", "Publish attempts after the first.", "pipeline", "sink")
+
+	dLoomBuffered      = desc("loom_publisher_buffered_messages", "Messages waiting in the Loom publisher's buffer.", "pipeline", "sink")
+	dLoomBufferedBytes = desc("loom_publisher_buffered_bytes", "Bytes waiting in the Loom publisher's buffer.", "pipeline", "sink")
+	dLoomSent          = desc("loom_publisher_sent_total", "Messages the Loom server confirmed.", "pipeline", "sink")
+	dLoomResent        = desc("loom_publisher_resent_total", "Messages sent again after a failed producer stream.", "pipeline", "sink")
+	dLoomUnconfirmed   = desc("loom_publisher_unconfirmed_total", "Messages written whose confirm never came.", "pipeline", "sink")
+	dLoomDropped       = desc("loom_publisher_dropped_total", "Messages the Loom publisher dropped, by reason.", "pipeline", "sink", "reason")
+	dLoomReconnects    = desc("loom_reconnects_total", "Connections made after the first, per source or sink.", "pipeline", "endpoint")
+	dLoomReceived      = desc("loom_subscriber_received_total", "Messages read from Loom consumer streams.", "pipeline")
+	dLoomSkipped       = desc("loom_subscriber_skipped_total", "Messages acked but not delivered, by reason.", "pipeline", "reason")
+
+	dHookAttempts  = desc("webhook_attempts_total", "HTTP attempts by outcome: 1xx to 5xx, or error (no response).", "pipeline", "sink", "endpoint", "class")
+	dHookDelivered = desc("webhook_delivered_total", "Messages an endpoint accepted (2xx).", "pipeline", "sink", "endpoint")
+	dHookDead      = desc("webhook_dead_lettered_total", "Messages dead-lettered for an endpoint.", "pipeline", "sink", "endpoint")
+	dHookBreaker   = desc("webhook_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.", "pipeline", "sink", "endpoint")
+
+	dLoomReachable = desc("loom_connection_up", "1 while the Loom server of a connection answers.", "connection")
+)
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dUp, dReceived, dDone, dFiltered, dUnmatched, dFailed, dDeadLettered, dExprErrors,
+		dPublished, dSinkFailed, dRetried, dLoomBuffered, dLoomBufferedBytes, dLoomSent, dLoomResent, dLoomUnconfirmed,
+		dLoomDropped, dLoomReconnects, dLoomReceived, dLoomSkipped, dHookAttempts, dHookDelivered, dHookDead, dHookBreaker,
+		dLoomReachable} {
+		ch <- d
+	}
+	c.latency.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	e := (*Engine)(c)
+	e.latency.Collect(ch)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	emit := func(name string, s PipelineStats, up bool) {
+		gauge(dUp, map[bool]float64{true: 1}[up], name)
+		counter(dReceived, s.Received, name)
+		counter(dDone, s.Done, name)
+		counter(dFiltered, s.Filtered, name)
+		counter(dUnmatched, s.Unmatched, name)
+		counter(dFailed, s.Failed, name)
+		counter(dDeadLettered, s.DeadLettered, name)
+		counter(dExprErrors, s.ExprErrors, name)
+		for sink, ss := range s.Sinks {
+			counter(dPublished, ss.Published, name, sink)
+			counter(dSinkFailed, ss.Failed, name, sink)
+			counter(dRetried, ss.Retried, name, sink)
+		}
+	}
+	for name, s := range e.final {
+		if _, running := e.pipelines[name]; !running {
+			emit(name, s, false)
+		}
+	}
+	for name, r := range e.pipelines {
+		emit(name, r.stats.snapshot(), !r.router.IsClosed())
+		r.eachAdapter(func(where string, a any) {
+			sink := strings.TrimPrefix(where, "to.")
+			switch a := a.(type) {
+			case *loom.Publisher:
+				st := a.Stats()
+				gauge(dLoomBuffered, float64(st.Buffered), name, sink)
+				gauge(dLoomBufferedBytes, float64(st.BufferedBytes), name, sink)
+				counter(dLoomSent, st.Sent, name, sink)
+				counter(dLoomResent, st.Resent, name, sink)
+				counter(dLoomUnconfirmed, st.Unconfirmed, name, sink)
+				for reason, n := range st.Dropped {
+					counter(dLoomDropped, n, name, sink, string(reason))
+				}
+				counter(dLoomReconnects, st.Reconnects, name, where)
+			case *loom.Subscriber:
+				st := a.Stats()
+				counter(dLoomReceived, st.Received, name)
+				for reason, n := range map[loom.SkipReason]uint64{loom.SkipTruncated: st.Truncated, loom.SkipTooLarge: st.TooLarge,
+					loom.SkipUnreadable: st.Unreadable, loom.SkipUndecodable: st.Undecodable} {
+					counter(dLoomSkipped, n, name, string(reason))
+				}
+				counter(dLoomReconnects, st.Reconnects, name, where)
+			case *webhook.Publisher:
+				for _, ep := range a.Stats().Endpoints {
+					for class, n := range ep.Attempts {
+						counter(dHookAttempts, n, name, sink, ep.Name, class)
+					}
+					counter(dHookDelivered, ep.Delivered, name, sink, ep.Name)
+					counter(dHookDead, ep.DeadLettered, name, sink, ep.Name)
+					gauge(dHookBreaker, breakerValue(ep.Breaker), name, sink, ep.Name)
+				}
+			}
+		})
+	}
+	for name, p := range e.probes {
+		gauge(dLoomReachable, map[bool]float64{true: 1}[p.up.Load()], name)
+	}
+}
+
+func breakerValue(state string) float64 {
+	switch state {
+	case "half-open":
+		return 1
+	case "open":
+		return 2
+	}
+	return 0
+}
+
+// adapterStats returns an adapter's own Stats(), for /status.
+func adapterStats(a any) any {
+	switch a := a.(type) {
+	case *loom.Publisher:
+		return a.Stats()
+	case *loom.Subscriber:
+		return a.Stats()
+	case *webhook.Publisher:
+		return a.Stats()
+	}
+	return nil
+}
