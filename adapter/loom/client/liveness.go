@@ -136,8 +136,10 @@ const probeDialTimeout = 3 * time.Second
 func (c *Client) watchdog(tlsConf *tls.Config) {
 	t := time.NewTicker(watchEvery)
 	defer t.Stop()
-	last := c.conn.ConnectionStats().PacketsReceived
+	st := c.conn.ConnectionStats()
+	last, sentThen := st.PacketsReceived, st.PacketsSent
 	heard := time.Now()
+	var asked time.Time // when an unanswered ack-eliciting packet was first seen sent
 	for {
 		select {
 		case <-t.C:
@@ -147,18 +149,28 @@ func (c *Client) watchdog(tlsConf *tls.Config) {
 			return
 		}
 		st := c.conn.ConnectionStats()
+		now := time.Now()
 		if st.PacketsReceived != last {
-			last, heard = st.PacketsReceived, time.Now()
+			last, sentThen, heard, asked = st.PacketsReceived, st.PacketsSent, now, time.Time{}
 			continue
 		}
+		// Without a packet from the server this side sends at most one ACK-only
+		// packet; a second packet asks for an acknowledgement.
+		if asked.IsZero() && st.PacketsSent >= sentThen+2 {
+			asked = now
+		}
 		pto := st.SmoothedRTT + max(4*st.MeanDeviation, time.Millisecond) + 25*time.Millisecond
-		if time.Since(heard) < c.cfg.KeepAlive+max(suspectMargin, 3*pto) {
+		margin := max(suspectMargin, 3*pto)
+		idle := now.Sub(heard) >= c.cfg.KeepAlive+margin
+		unanswered := !asked.IsZero() && now.Sub(asked) >= margin
+		if !idle && !unanswered {
 			continue
 		}
 		if c.checkServer(tlsConf, last, heard) {
 			return
 		}
-		last, heard = c.conn.ConnectionStats().PacketsReceived, time.Now()
+		st = c.conn.ConnectionStats()
+		last, sentThen, heard, asked = st.PacketsReceived, st.PacketsSent, time.Now(), time.Time{}
 	}
 }
 
