@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,4 +296,98 @@ func TestBenchChildRouter(t *testing.T) {
 		}
 		cancel()
 	}
+}
+
+// BenchmarkBatchConfirm measures what confirming a producer stream costs: one op is
+// one producer stream (a batch) opened, carrying batch messages of 1 KiB to a
+// consumer that acks each, and closed, Close returning the server's confirm. Over
+// QUIC Close also waits for the liveness probe opened after the server's FIN (shared
+// by the streams of the connection); streams=4 runs four such producers at once on
+// one connection. ns/op is per batch.
+func BenchmarkBatchConfirm(b *testing.B) {
+	body := make([]byte, 1<<10)
+	for _, tr := range transports {
+		for _, batch := range []int{1, 64} {
+			for _, streams := range []int{1, 4} {
+				b.Run(fmt.Sprintf("%s/batch=%d/streams=%d", tr, batch, streams), func(b *testing.B) {
+					runBatchConfirm(b, inProcessRouter(b), tr, body, batch, streams)
+				})
+			}
+		}
+	}
+}
+
+func runBatchConfirm(b *testing.B, r benchRouter, transport string, body []byte, batch, streams int) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	ctx, cancelT := context.WithTimeout(ctx, benchTimeout)
+	defer cancelT()
+	dialB := func() *client.Client {
+		c, err := client.Dial(ctx, client.Config{Addr: r.addr, Transport: transport, TLSClientConfig: r.tls}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	pc, cc := dialB(), dialB()
+	const room = "confirm"
+	var cwg sync.WaitGroup
+	for range streams {
+		k, err := cc.Consume(ctx, room)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = k.Close(); cwg.Wait() })
+		cwg.Go(func() {
+			buf := make([]byte, 64<<10)
+			for {
+				m, err := k.Next(ctx)
+				if err != nil {
+					return
+				}
+				if _, err := drain(m.Body, buf); err != nil {
+					return
+				}
+				if err := k.Ack(ctx, m.ID); err != nil {
+					return
+				}
+			}
+		})
+	}
+	if err := r.wait(ctx, room, streams); err != nil {
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for w := range streams {
+		wg.Go(func() {
+			var rd bytes.Reader
+			for next.Add(1) <= int64(b.N) {
+				p, err := pc.Produce(ctx, room)
+				if err != nil {
+					cancel(err)
+					return
+				}
+				for j := range batch {
+					rd.Reset(body)
+					if err := p.Send(ctx, "k"+strconv.Itoa(w*batch+j), uint64(len(body)), &rd); err != nil {
+						cancel(err)
+						return
+					}
+				}
+				if err := p.Close(ctx); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "msgs/s")
 }

@@ -40,6 +40,16 @@ var (
 	ErrNotLoom = errors.New("not a Loom endpoint")
 	// ErrClosed: the session or client was closed by this side.
 	ErrClosed = errors.New("loom: closed")
+	// ErrStreamEnded: the server ended a producer stream before this side had ended
+	// it, so before reading every message sent: a server stopping (loomd's graceful
+	// stop ends producer streams this way), a protocol error, or, right after the
+	// hello, a refusal. The messages may or may not have arrived.
+	ErrStreamEnded = errors.New("the server ended the stream before reading every message")
+	// ErrUnconfirmed: the server ended a QUIC producer stream after this side's end,
+	// as it does once every message was handled, but did not prove alive afterwards
+	// (see Producer.Close): a server stopping ends its streams the same way without
+	// reading what is left, so the messages may or may not have arrived.
+	ErrUnconfirmed = errors.New("the server ended the stream but did not answer on the connection afterwards, as a stopping server would: messages may be lost")
 )
 
 // Client is one connection to a Loom server.
@@ -62,6 +72,9 @@ type Client struct {
 
 	// chunks holds Send's chunk buffers, so a stream per batch costs no 64 KiB each.
 	chunks sync.Pool
+
+	pmu   sync.Mutex
+	probe *probe // the latest liveness probe; see proveAlive
 }
 
 // chunkBuf returns a buffer for wire.WriteBody; put it back in c.chunks.
@@ -96,18 +109,21 @@ func Dial(ctx context.Context, cfg Config, logger watermill.LoggerAdapter) (*Cli
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	conn, err := quic.DialAddr(dctx, cfg.Addr, tlsConf, &quic.Config{
-		KeepAlivePeriod: cfg.KeepAlive,
-		MaxIdleTimeout:  cfg.IdleTimeout,
-	})
+	c := &Client{cfg: cfg, token: tok, logger: logger, closed: make(chan struct{}), streams: map[stream]struct{}{}}
+	conn, err := dialStaggered(dctx, cfg.Addr, tlsConf, c.quicConfig())
 	if err != nil {
 		return nil, fmt.Errorf("loom: dial %s over %s: %w", cfg.Addr, cfg.Transport, err)
 	}
-	c := &Client{cfg: cfg, token: tok, logger: logger, conn: conn, closed: make(chan struct{}), streams: map[stream]struct{}{}}
+	c.conn = conn
 	if cfg.Transport == TransportH3 {
 		c.h3 = (&http3.Transport{}).NewClientConn(conn)
 	}
+	c.wg.Go(func() { c.watchdog(tlsConf) })
 	return c, nil
+}
+
+func (c *Client) quicConfig() *quic.Config {
+	return &quic.Config{KeepAlivePeriod: c.cfg.KeepAlive, MaxIdleTimeout: c.cfg.IdleTimeout}
 }
 
 // Done is closed when the connection has ended, by Close or by failure.
@@ -309,7 +325,7 @@ var errStoppedReading = fmt.Errorf("%w; or a %w", ErrRefused, ErrProtocol)
 
 // isVerdict reports whether err is the server's answer rather than a local failure.
 func isVerdict(err error) bool {
-	return errors.Is(err, ErrRefused) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrNotLoom)
+	return errors.Is(err, ErrRefused) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrNotLoom) || errors.Is(err, ErrStreamEnded)
 }
 
 // h3Stream is a session as one POST /stream request. The request body is a pipe the

@@ -70,8 +70,10 @@ const (
 	DefaultChunkSize = 64 << 10
 	// DefaultDialTimeout is the default Config.DialTimeout.
 	DefaultDialTimeout = 10 * time.Second
-	// DefaultKeepAlive is the default Config.KeepAlive.
-	DefaultKeepAlive = 5 * time.Second
+	// DefaultKeepAlive is the default Config.KeepAlive. An idle connection sends a
+	// PING this often (about 100 bytes a second with its acknowledgement), so that
+	// a server that vanished is suspected within KeepAlive + 0.5 s.
+	DefaultKeepAlive = time.Second
 	// DefaultIdleTimeout is the default Config.IdleTimeout.
 	DefaultIdleTimeout = 15 * time.Second
 )
@@ -99,10 +101,13 @@ type Config struct {
 	Limits wire.Limits `koanf:"-"`
 	// DialTimeout bounds the QUIC handshake; default DefaultDialTimeout (10 s).
 	DialTimeout time.Duration `koanf:"dial_timeout"`
-	// KeepAlive is the QUIC keep-alive period; default DefaultKeepAlive (5 s).
+	// KeepAlive is the QUIC keep-alive period; default DefaultKeepAlive (1 s). A
+	// connection that hears nothing for KeepAlive + max(0.5 s, 3 PTO) is suspect:
+	// the client dials the server afresh, and if that works while this connection
+	// stays silent after a poke, closes it (see Client.Done).
 	KeepAlive time.Duration `koanf:"keep_alive"`
 	// IdleTimeout closes a connection that has heard nothing for this long, so a dead
-	// server is noticed; default DefaultIdleTimeout (15 s).
+	// server is noticed even while it is not back; default DefaultIdleTimeout (15 s).
 	IdleTimeout time.Duration `koanf:"idle_timeout"`
 }
 

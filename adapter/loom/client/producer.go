@@ -19,6 +19,9 @@ import (
 // The server reads a producer stream one message at a time and closes its side only
 // after the last message was acknowledged by a consumer or discarded, so Close
 // returning nil means the server is done with every message sent on this session.
+// Over QUIC a stopping server ends its side the same way without reading the rest,
+// so Close returns nil only once the server has also answered on the connection
+// after that end (see ErrUnconfirmed).
 type Producer struct {
 	c      *Client
 	s      stream
@@ -36,6 +39,9 @@ type Producer struct {
 	done   chan struct{} // closed when the server has ended its side
 	srvErr error         // why, valid after done
 	closed bool
+
+	stop     chan struct{} // closed by abort
+	stopOnce sync.Once
 }
 
 func newProducer(c *Client, s stream, room string, opened time.Time) *Producer {
@@ -47,6 +53,7 @@ func newProducer(c *Client, s stream, room string, opened time.Time) *Producer {
 		werr:   &writeErr{w: s},
 		hdr:    make([]byte, 0, c.cfg.Limits.MaxKey+3*binary.MaxVarintLen64),
 		done:   make(chan struct{}),
+		stop:   make(chan struct{}),
 	}
 	// Small: it only coalesces a header with a small body; chunks pass through.
 	p.w = bufio.NewWriterSize(p.werr, 4<<10)
@@ -59,21 +66,29 @@ func newProducer(c *Client, s stream, room string, opened time.Time) *Producer {
 // a stream nobody reads.
 func (p *Producer) watch() {
 	err := p.s.Wait()
+	ended := time.Now()
 	fin := p.finSent.Load()
 	if err == nil && p.s.PeerStopped(fin) {
 		err = errStoppedReading
 	}
 	switch {
 	case err == nil && !fin:
-		// Before this side's end, a close can only be a refusal or a protocol error.
-		if p.sent.Load() == 0 {
-			err = ErrRefused
-		} else {
-			err = errStoppedReading
-		}
+		// Before this side's end: the server stopped reading early.
+		_, verified := p.c.verified.Load(p.room)
+		err = &endedEarly{sent: p.sent.Load(), verified: verified}
 	case err != nil && p.aborted.Load() && !isVerdict(err):
 		err = fmt.Errorf("producer session aborted: %w", ErrClosed)
-	case err == nil:
+	case err == nil && p.c.h3 == nil:
+		// A plain FIN after ours: every message handled, or a server stopping.
+		if perr := p.c.proveAlive(p.room, ended, p.stop); perr != nil {
+			if p.aborted.Load() {
+				err = fmt.Errorf("producer session aborted: %w", ErrClosed)
+			} else {
+				err = fmt.Errorf("%w (%d messages sent): %w", ErrUnconfirmed, p.sent.Load(), perr)
+			}
+		}
+	}
+	if err == nil {
 		p.c.verified.Store(p.room, true)
 	}
 	if err != nil {
@@ -160,6 +175,7 @@ func (p *Producer) usable() error {
 
 func (p *Producer) abort() {
 	p.aborted.Store(true)
+	p.stopOnce.Do(func() { close(p.stop) })
 	p.s.Abort()
 }
 
@@ -171,8 +187,12 @@ func (p *Producer) Abort() {
 
 // Close ends the session (FIN) and waits, bounded by ctx, until the server has ended
 // its side: then every message sent was acknowledged by a consumer or discarded by
-// the server. It returns why not otherwise (refused, protocol error, connection lost,
-// ctx ended). Further calls return the first result.
+// the server. Over QUIC it also waits until the server has answered a probe session
+// opened after that end (shared by the streams of the connection; one round trip
+// when the server is live), because a stopping server ends producer streams the same
+// way without reading them; if the connection dies first it returns ErrUnconfirmed.
+// It returns why not otherwise (ErrStreamEnded, refused, protocol error, connection
+// lost, ctx ended). Further calls return the first result.
 func (p *Producer) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.closed && !p.aborted.Load() {
@@ -248,3 +268,26 @@ func (w *writeErr) Write(p []byte) (int, error) {
 }
 
 func (w *writeErr) failed() bool { return w.err.Load() }
+
+// endedEarly: the server ended a producer stream before this side's end.
+type endedEarly struct {
+	sent     int64
+	verified bool // a stream on this room was confirmed before: not a refusal
+}
+
+func (e *endedEarly) Error() string {
+	switch {
+	case e.sent == 0 && !e.verified:
+		return "the server ended the stream right after the hello, before any message: the token was refused, the hello rejected, or the server is stopping"
+	case e.verified:
+		return fmt.Sprintf("%s (%d sent; this side had not ended the stream): the server is stopping or found a protocol error", ErrStreamEnded, e.sent)
+	default:
+		return fmt.Sprintf("%s (%d sent; this side had not ended the stream): the server is stopping, found a protocol error, or refused the token or hello", ErrStreamEnded, e.sent)
+	}
+}
+
+// Is matches ErrStreamEnded, and ErrRefused while a refusal is possible (the room
+// not confirmed on this client).
+func (e *endedEarly) Is(target error) bool {
+	return target == ErrStreamEnded || (target == ErrRefused && !e.verified)
+}

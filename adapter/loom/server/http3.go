@@ -1,10 +1,14 @@
 package server
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"net/http"
 	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 
 	"github.com/loombridge/loombridge/adapter/loom/wire"
 )
@@ -22,6 +26,11 @@ const streamPath = "/stream"
 func (s *Server) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.URL.Path != streamPath {
 		http.NotFound(w, req)
+		return
+	}
+	if halted(s.haltOf()) {
+		// Stopping: a new request is never answered; the connection just goes away.
+		<-req.Context().Done()
 		return
 	}
 	if req.Method != http.MethodPost {
@@ -49,8 +58,27 @@ func (s *Server) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if h.Role == wire.RoleProducer {
-		err := s.serveProducer(req.Context(), tr, rm)
+		rc := http.NewResponseController(w)
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		conn, _ := req.Context().Value(connKey{}).(*quic.Conn)
+		halt, untrack := s.trackProducer(&producerSession{conn: conn, stop: func() {
+			cancel()
+			_ = rc.SetReadDeadline(time.Unix(1, 0))
+		}})
+		defer untrack()
+		err := s.serveProducer(ctx, tr, rm)
 		switch {
+		case halted(halt):
+			// Graceful stop: loomd's response is cut; here the stream ends (FIN)
+			// without one, which the client reads as a broken response.
+			if hs, ok := w.(http3.HTTPStreamer); ok {
+				if str, err := hs.HTTPStream(); err == nil {
+					_ = str.Close()
+					return
+				}
+			}
+			panic(http.ErrAbortHandler)
 		case err == nil:
 			w.WriteHeader(http.StatusOK)
 		case errors.Is(err, errProtocol):

@@ -54,7 +54,12 @@ type Config struct {
 	// MaxIncomingStreams bounds concurrent streams per QUIC connection; default 1000.
 	MaxIncomingStreams int64
 	KeepAlive          time.Duration // default 15s, loomd's
-	Logger             *slog.Logger  // nil: discard
+	// StatelessResetKey, when set, makes the server answer packets of connections it
+	// does not know (say, from before a Restart) with a QUIC stateless reset, so
+	// their clients learn at once that the connection is gone. loomd sends none; a
+	// restarted server resets only connections made with the same key. nil: none.
+	StatelessResetKey *quic.StatelessResetKey
+	Logger            *slog.Logger // nil: discard
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -138,6 +143,23 @@ type Server struct {
 	h3      *http3.Server
 	conns   map[*quic.Conn]struct{}
 	wg      sync.WaitGroup // every goroutine of the current listening period
+	// halt is closed when a stop begins: from then on no new stream or request is
+	// served and no new connection is taken in. haltCtx ends with it.
+	halt    chan struct{}
+	haltCtx context.Context
+	unhalt  context.CancelFunc
+	// producers holds how to stop reading each producer session of this period.
+	producers map[*producerSession]struct{}
+	prodWG    sync.WaitGroup // producer sessions of this period
+}
+
+// connKey is the request context key of an HTTP/3 request's *quic.Conn.
+type connKey struct{}
+
+// producerSession is a producer session a graceful stop must end.
+type producerSession struct {
+	conn *quic.Conn // its connection, whose FIN a graceful stop lets leave
+	stop func()     // makes the session's reads fail at once, sending nothing
 }
 
 // Start listens on cfg.Addr and serves until Stop or Close.
@@ -296,17 +318,23 @@ func (s *Server) listen(addr string) error {
 	if err != nil {
 		return fmt.Errorf("loom server: listen %s: %w", addr, err)
 	}
-	tr := &quic.Transport{Conn: udp}
+	tr := &quic.Transport{Conn: udp, StatelessResetKey: s.cfg.StatelessResetKey}
 	ln, err := tr.Listen(s.tlsConf, s.quicConfig())
 	if err != nil {
 		_ = tr.Close()
 		_ = udp.Close()
 		return fmt.Errorf("loom server: listen %s: %w", addr, err)
 	}
-	h3 := &http3.Server{Handler: http.HandlerFunc(s.serveHTTP), Logger: s.log}
+	h3 := &http3.Server{Handler: http.HandlerFunc(s.serveHTTP), Logger: s.log,
+		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		}}
 	s.mu.Lock()
 	s.addr = udp.LocalAddr().String()
 	s.udp, s.tr, s.ln, s.h3, s.running = udp, tr, ln, h3, true
+	s.halt = make(chan struct{})
+	s.haltCtx, s.unhalt = context.WithCancel(context.Background())
+	s.producers = map[*producerSession]struct{}{}
 	s.wg.Go(func() { s.acceptLoop(ln, h3) })
 	s.mu.Unlock()
 	s.log.Debug("loom server: listening", "addr", s.addr)
@@ -321,13 +349,15 @@ func (s *Server) acceptLoop(ln *quic.Listener, h3 *http3.Server) {
 		}
 		s.mu.Lock()
 		if !s.running || s.ln != ln {
+			// Stopping: a stopping process takes no connection in and closes none;
+			// the transport's end drops it without a word.
 			s.mu.Unlock()
-			_ = conn.CloseWithError(0, "loom server: server stopped")
 			continue
 		}
 		s.conns[conn] = struct{}{}
+		haltCtx := s.haltCtx
 		s.wg.Go(func() {
-			s.serveConn(conn, h3)
+			s.serveConn(haltCtx, conn, h3)
 			s.mu.Lock()
 			delete(s.conns, conn)
 			s.mu.Unlock()
@@ -336,12 +366,14 @@ func (s *Server) acceptLoop(ln *quic.Listener, h3 *http3.Server) {
 	}
 }
 
-// serveConn dispatches a connection on its negotiated ALPN and returns when it closed.
-func (s *Server) serveConn(conn *quic.Conn, h3 *http3.Server) {
+// serveConn dispatches a connection on its negotiated ALPN and returns when it closed,
+// or, for QUIC, when a stop begins (haltCtx): streams opened from then on are never
+// served nor answered.
+func (s *Server) serveConn(haltCtx context.Context, conn *quic.Conn, h3 *http3.Server) {
 	switch proto := conn.ConnectionState().TLS.NegotiatedProtocol; proto {
 	case alpnLoom:
 		for {
-			str, err := conn.AcceptStream(context.Background())
+			str, err := conn.AcceptStream(haltCtx)
 			if err != nil {
 				return
 			}
@@ -417,15 +449,45 @@ func (s *Server) producerGate() <-chan struct{} {
 	return s.hold
 }
 
-// Stop stops listening, closes every connection, waits for all sessions to end and
-// releases the port. Stopping a stopped server does nothing.
+// Stop is a graceful stop as loomd does it on SIGTERM, then the process's exit. It
+// stops serving new streams, requests and connections; it stops reading every
+// producer session and ends the server's side of it as if it were done: a QUIC
+// producer stream gets a plain FIN (no STOP_SENDING, no reset) even when the producer
+// had sent messages that were never read, an HTTP/3 producer request gets its stream
+// ended without a response. Once those FINs are on the wire the server vanishes: it
+// closes its UDP socket without a CONNECTION_CLOSE, consumer streams and connections
+// simply stop answering, and clients learn of it only from their own timeouts (or a
+// stateless reset after Restart, with Config.StatelessResetKey). What was queued or
+// in flight towards consumers is lost. Stop waits for all sessions to end and
+// releases the port; stopping a stopped server does nothing.
 func (s *Server) Stop() error {
 	s.life.Lock()
 	defer s.life.Unlock()
-	return s.stop()
+	return s.stop(stopGraceful)
 }
 
-func (s *Server) stop() error {
+// Kill is the process killed (SIGKILL): the server closes its UDP socket at once and
+// sends nothing more, no FIN, reset or CONNECTION_CLOSE; clients learn of it only from
+// their own timeouts. It waits for all sessions to end and releases the port; killing
+// a stopped server does nothing.
+func (s *Server) Kill() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	return s.stop(stopKill)
+}
+
+type stopMode int
+
+const (
+	stopKill     stopMode = iota // vanish at once
+	stopGraceful                 // FIN producer sessions, then vanish
+	stopClose                    // CONNECTION_CLOSE to every connection (Close)
+)
+
+// finDrain bounds how long a graceful stop waits for its FINs to leave.
+const finDrain = time.Second
+
+func (s *Server) stop(mode stopMode) error {
 	s.mu.Lock()
 	if !s.running {
 		s.mu.Unlock()
@@ -438,25 +500,114 @@ func (s *Server) stop() error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	close(s.halt)
+	s.unhalt()
+	prods := make([]*producerSession, 0, len(s.producers))
+	for p := range s.producers {
+		prods = append(prods, p)
+	}
 	s.mu.Unlock()
 
-	errLn := ln.Close()
-	s.cutting.Store(true)
-	for _, c := range conns {
-		_ = c.CloseWithError(0, "loom server: server stopped")
+	if mode == stopGraceful {
+		s.finProducers(prods)
 	}
+	var errUDP error
+	if mode != stopClose {
+		// Vanish: with the socket gone nothing below can reach a client.
+		errUDP = udp.Close()
+	}
+	errLn := ln.Close()
+	if mode == stopClose {
+		s.cutting.Store(true)
+		for _, c := range conns {
+			_ = c.CloseWithError(0, "loom server: server stopped")
+		}
+	}
+	errH3 := h3.Close()
+	errTr := tr.Close() // drops every connection without a word
 	s.wg.Wait()
 	s.cutting.Store(false)
-	errH3 := h3.Close()
-	errTr := tr.Close()
-	errUDP := udp.Close()
+	if mode == stopClose {
+		errUDP = udp.Close()
+	}
 	if errors.Is(errUDP, net.ErrClosed) {
 		errUDP = nil
+	}
+	if errors.Is(errH3, net.ErrClosed) || errors.Is(errH3, quic.ErrServerClosed) {
+		errH3 = nil
+	}
+	if errors.Is(errTr, net.ErrClosed) {
+		errTr = nil
 	}
 	if err := errors.Join(errLn, errH3, errTr, errUDP); err != nil {
 		return fmt.Errorf("loom server: stop: %w", err)
 	}
 	return nil
+}
+
+// finProducers stops reading every producer session, waits until each has ended its
+// side (FIN), and then until a packet left each connection concerned, so that the
+// FINs are on the wire before the socket closes.
+func (s *Server) finProducers(prods []*producerSession) {
+	for _, p := range prods {
+		p.stop()
+	}
+	s.prodWG.Wait()
+	sent := map[*quic.Conn]uint64{}
+	for _, p := range prods {
+		if p.conn != nil {
+			sent[p.conn] = 0
+		}
+	}
+	// The FIN frames are queued now: the next packet of each connection carries them.
+	for c := range sent {
+		sent[c] = c.ConnectionStats().PacketsSent
+	}
+	deadline := time.Now().Add(finDrain)
+	for c, n := range sent {
+		for c.ConnectionStats().PacketsSent == n && c.Context().Err() == nil && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// trackProducer registers a producer session for a graceful stop and returns the
+// stop signal of its listening period; untrack unregisters it, after the session
+// ended its side. A session that starts while a stop is under way is stopped at once.
+func (s *Server) trackProducer(p *producerSession) (halt <-chan struct{}, untrack func()) {
+	s.mu.Lock()
+	halt = s.halt
+	if halted(halt) {
+		s.mu.Unlock()
+		p.stop()
+		return halt, func() {}
+	}
+	s.producers[p] = struct{}{}
+	s.prodWG.Add(1)
+	s.mu.Unlock()
+	return halt, func() {
+		s.mu.Lock()
+		delete(s.producers, p)
+		s.mu.Unlock()
+		s.prodWG.Done()
+	}
+}
+
+// haltOf returns the stop signal of the current listening period.
+func (s *Server) haltOf() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.halt
+}
+
+// halted reports whether a stop has begun for the listening period of halt.
+func halted(halt <-chan struct{}) bool {
+	select {
+	case <-halt:
+		return true
+	default:
+		return false
+	}
 }
 
 // Restart listens again on the same address, with the same certificate. It fails
@@ -476,8 +627,9 @@ func (s *Server) Restart() error {
 	return s.listen(addr)
 }
 
-// Close stops the server for good. It is idempotent; when it returns no goroutine of
-// the server is left.
+// Close stops the server for good, closing every connection with a CONNECTION_CLOSE
+// (unlike Stop and Kill, which mimic a process going away). It is idempotent; when it
+// returns no goroutine of the server is left.
 func (s *Server) Close() error {
 	s.life.Lock()
 	defer s.life.Unlock()
@@ -488,5 +640,5 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	return s.stop()
+	return s.stop(stopClose)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -102,8 +103,19 @@ func (s *Server) serveStream(conn *quic.Conn, str *quic.Stream) {
 		}})
 		return
 	}
-	err = s.serveProducer(str.Context(), tr, rm)
+	ctx, cancel := context.WithCancel(str.Context())
+	defer cancel()
+	halt, untrack := s.trackProducer(&producerSession{conn: conn, stop: func() {
+		cancel()
+		_ = str.SetReadDeadline(time.Unix(1, 0)) // fails the pending read, sends nothing
+	}})
+	defer untrack()
+	err = s.serveProducer(ctx, tr, rm)
 	switch {
+	case halted(halt):
+		// Graceful stop, as loomd does it: a plain FIN whatever is left unread, no
+		// STOP_SENDING. The producer cannot tell it from a clean end on the stream.
+		_ = str.Close()
 	case err == nil:
 		// FIN after the last settled message: FIN back; the producer reads EOF.
 		str.CancelRead(0)
