@@ -54,7 +54,7 @@ func loadCompose(t *testing.T) *types.Project {
 
 func TestComposeServicesAgree(t *testing.T) {
 	p := loadCompose(t)
-	want := []string{"loom", "loom-certs", "loombridge", "loombridge-scaled", "receiver"}
+	want := []string{"jaeger", "loom", "loom-certs", "loombridge", "loombridge-scaled", "nats", "receiver"}
 	for _, name := range want {
 		if _, ok := p.Services[name]; !ok {
 			t.Errorf("service %s missing", name)
@@ -133,6 +133,15 @@ func TestComposeServicesAgree(t *testing.T) {
 	}
 	if _, ok := ports("loombridge")[9464]; !ok {
 		t.Errorf("loombridge must publish 9464, got %v", ports("loombridge"))
+	}
+	if _, ok := ports("nats")[4222]; !ok {
+		t.Errorf("nats must publish 4222, got %v", ports("nats"))
+	}
+	if _, ok := ports("jaeger")[16686]; !ok {
+		t.Errorf("jaeger must publish its UI on 16686, got %v", ports("jaeger"))
+	}
+	if !strings.Contains(strings.Join(p.Services["nats"].Command, " "), "-js") {
+		t.Error("nats must run with JetStream (-js)")
 	}
 	if _, ok := ports("receiver")[8099]; !ok {
 		t.Errorf("receiver must publish 8099, got %v", ports("receiver"))
