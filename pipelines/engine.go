@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/adapter/loom/server"
@@ -24,6 +25,7 @@ type Engine struct {
 	logger  *slog.Logger
 	wlogger watermill.LoggerAdapter
 	stdout  io.Writer
+	tracer  *tracer
 
 	mu        sync.Mutex
 	cfg       *Config
@@ -39,6 +41,10 @@ type Engine struct {
 type EngineOptions struct {
 	Logger *slog.Logger // default: discard
 	Stdout io.Writer    // where stdout sinks write; default os.Stdout
+	// TracerProvider makes the spans of pipelines and sinks (pipelines/tracing.go);
+	// nil: no tracing. Given here, not taken from otel's globals, so that engines
+	// with providers of their own can share a process.
+	TracerProvider trace.TracerProvider
 }
 
 // embedded is a Loom-compatible router run in this process for a connection.
@@ -59,6 +65,7 @@ func NewEngine(opts EngineOptions) *Engine {
 		logger:    opts.Logger,
 		wlogger:   watermillLogger(opts.Logger),
 		stdout:    opts.Stdout,
+		tracer:    newTracer(opts.TracerProvider),
 		pipelines: map[string]*runner{},
 		servers:   map[string]*embedded{},
 		final:     map[string]PipelineStats{},
@@ -284,6 +291,7 @@ func (e *Engine) deps(cfg *Config, pipeline string) Deps {
 		Stdout:      e.stdout,
 		connections: cfg.Connections,
 		loom:        func(name string) (client.Config, error) { return e.loomConnection(cfg, name) },
+		tracer:      e.tracer,
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Metadata set on a message sent to a pipeline's dead letters, next to
@@ -39,6 +40,7 @@ type runner struct {
 	runDone chan error
 	stopped sync.Once
 	stopErr error
+	tr      *tracer // nil: tracing off (tracing.go)
 }
 
 // sink is one of a pipeline's sinks with its retry policy.
@@ -50,6 +52,7 @@ type sink struct {
 	retry middleware.Retry
 	stats *sinkStats
 	h     message.HandlerFunc // one attempt, wrapped in the retries; built once
+	tr    *tracer
 }
 
 // job is one message handed to a worker, and where its result goes.
@@ -72,6 +75,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		quit:    make(chan struct{}),
 		logger:  logger.With("pipeline", name),
 		runDone: make(chan error, 1),
+		tr:      d.tracer,
 	}
 	defer func() {
 		if err != nil {
@@ -100,7 +104,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		if err != nil {
 			return nil, fmt.Errorf("to.%s: %w", sname, err)
 		}
-		s := &sink{name: sname, ep: ep, pub: pub, topic: ep.Sink.Topic(), stats: r.stats.sinks[sname]}
+		s := &sink{name: sname, ep: ep, pub: pub, topic: ep.Sink.Topic(), stats: r.stats.sinks[sname], tr: d.tracer}
 		if s.topic == "" {
 			s.topic = r.topic
 		}
@@ -183,7 +187,8 @@ func (r *runner) handle(msg *message.Message) error {
 // errStopping nacks a message that arrives after the workers stopped.
 var errStopping = errors.New("pipeline stopping")
 
-func (r *runner) process(msg *message.Message) error {
+func (r *runner) process(msg *message.Message) (err error) {
+	defer r.traceProcess(msg)(&err)
 	start := time.Now()
 	r.stats.received.Add(1)
 	if r.pl.filter != nil && !r.matches(r.pl.filter, msg, "filter") {
@@ -246,13 +251,16 @@ func (s *sink) attempt(m *message.Message) ([]*message.Message, error) {
 	c.SetContext(m.Context())
 	if err := s.pub.Publish(s.topic, c); err != nil {
 		s.stats.failed.Add(1)
+		trace.SpanFromContext(m.Context()).RecordError(err) // an attempt's error, on the sink's span
 		return nil, err
 	}
 	return nil, nil
 }
 
 func (s *sink) publish(msg *message.Message) error {
+	msg, end := s.tracePublish(msg)
 	_, err := s.h(msg)
+	end(err)
 	if err == nil {
 		s.stats.published.Add(1)
 	}
