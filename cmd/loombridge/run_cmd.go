@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/loombridge/loombridge/internal/tracing"
 	"github.com/loombridge/loombridge/pipelines"
 )
 
@@ -38,9 +39,17 @@ func runRun(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		return exitUsage
 	}
 	logger := newLogger(stderr, cfg.Log)
-	engine := pipelines.NewEngine(pipelines.EngineOptions{Logger: logger, Stdout: stdout})
+	tp, err := startTracing(ctx, cfg, stdout, logger)
+	if err != nil {
+		logger.Error("cannot start", "error", err)
+		return exitFailure
+	}
+	engine := pipelines.NewEngine(pipelines.EngineOptions{Logger: logger, Stdout: stdout, TracerProvider: tp.TracerProvider()})
 	if err := engine.Start(ctx, cfg); err != nil {
 		logger.Error("cannot start", "error", err)
+		tctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		stopTracing(tctx, tp, logger)
 		return exitFailure
 	}
 	logger.Info("loombridge running", "config", f.config, "pipelines", len(cfg.Pipelines), "version", version)
@@ -67,7 +76,7 @@ func runRun(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		select {
 		case <-ctx.Done():
 			stopWatch()
-			return shutdown(engine, cfg, logger)
+			return shutdown(engine, tp, cfg, logger)
 		case <-hup:
 			cfg = reloadConfig(ctx, engine, cfg, f.config, "SIGHUP", logger)
 		case why := <-reload:
@@ -97,11 +106,13 @@ func reloadConfig(ctx context.Context, engine *pipelines.Engine, cur *pipelines.
 	return next
 }
 
-func shutdown(engine *pipelines.Engine, cfg *pipelines.Config, logger *slog.Logger) int {
+func shutdown(engine *pipelines.Engine, tp *tracing.Provider, cfg *pipelines.Config, logger *slog.Logger) int {
 	logger.Info("stopping: finishing messages in flight", "shutdown_timeout", cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := engine.Close(ctx); err != nil {
+	err := engine.Close(ctx)
+	stopTracing(ctx, tp, logger) // the spans of the last messages, in what is left of the timeout
+	if err != nil {
 		logger.Error("stopped with errors", "error", err)
 		return exitFailure
 	}
