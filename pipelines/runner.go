@@ -249,6 +249,7 @@ func (r *runner) matches(p predicate, msg *message.Message, what string) bool {
 func (s *sink) attempt(m *message.Message) ([]*message.Message, error) {
 	c := m.Copy() // each sink gets its own metadata map
 	c.SetContext(m.Context())
+	s.injectTrace(c)
 	if err := s.pub.Publish(s.topic, c); err != nil {
 		s.stats.failed.Add(1)
 		trace.SpanFromContext(m.Context()).RecordError(err) // an attempt's error, on the sink's span

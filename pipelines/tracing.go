@@ -31,7 +31,6 @@ import (
 const (
 	attrPipeline = attribute.Key("loombridge.pipeline")
 	attrSink     = attribute.Key("loombridge.sink")
-	attrLoomRoom = attribute.Key("loom.room")
 	attrLoomKey  = attribute.Key("loom.key")
 	attrLoomID   = attribute.Key("loom.id")
 )
@@ -72,11 +71,16 @@ func (r *runner) traceProcess(msg *message.Message) func(*error) {
 	}
 	ctx := tracing.Extract(msg.Context(), msg.Metadata)
 	kind := r.pl.From.Type
-	ctx, recv := r.tr.t.Start(ctx, kind+" receive "+r.topic,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(messageAttrs(msg, kind, r.topic, true, attrPipeline.String(r.name))...))
-	ctx, span := r.tr.t.Start(ctx, "pipeline "+r.name,
-		trace.WithAttributes(attrPipeline.String(r.name), semconv.MessagingMessageID(msg.UUID)))
+	// Attributes are set once a span is known to record: given to Start they
+	// would be copied twice.
+	ctx, recv := r.tr.t.Start(ctx, kind+" receive "+r.topic, trace.WithSpanKind(trace.SpanKindConsumer))
+	if recv.IsRecording() {
+		recv.SetAttributes(messageAttrs(msg, kind, r.topic, true, attrPipeline.String(r.name))...)
+	}
+	ctx, span := r.tr.t.Start(ctx, "pipeline "+r.name)
+	if span.IsRecording() {
+		span.SetAttributes(attrPipeline.String(r.name), semconv.MessagingMessageID(msg.UUID))
+	}
 	msg.SetContext(ctx)
 	return func(err *error) {
 		endSpan(span, *err, true)
@@ -87,47 +91,51 @@ func (r *runner) traceProcess(msg *message.Message) func(*error) {
 func noEndErr(error) {}
 
 // tracePublish starts a sink's publish span and returns the message to
-// publish: a copy whose context and metadata carry that span.
+// publish: msg with that span in its context. It shares msg's metadata, which
+// attempt copies; injectTrace then writes the span's context into the copy.
 func (s *sink) tracePublish(msg *message.Message) (*message.Message, func(error)) {
 	if s.tr == nil {
 		return msg, noEndErr
 	}
-	ctx, span := s.tr.t.Start(msg.Context(), s.ep.Type+" publish "+s.topic,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(messageAttrs(msg, s.ep.Type, s.topic, false, attrSink.String(s.name))...))
-	c := msg.Copy()
+	ctx, span := s.tr.t.Start(msg.Context(), s.ep.Type+" publish "+s.topic, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(messageAttrs(msg, s.ep.Type, s.topic, false, attrSink.String(s.name))...)
+	}
+	// Not msg.Copy(): only attempt's copy is published, and is acked by no one.
+	c := &message.Message{UUID: msg.UUID, Metadata: msg.Metadata, Payload: msg.Payload}
 	c.SetContext(ctx)
-	tracing.Inject(ctx, c.Metadata)
 	return c, func(err error) { endSpan(span, err, false) } // attempts recorded theirs
 }
 
-// messageAttrs are the messaging attributes of a receive span (the Loom
-// room, key and id the message came with) or a publish span (the key it is
-// published with).
+// injectTrace writes the trace context of what a sink publishes into its
+// metadata, for every transport that keeps metadata.
+func (s *sink) injectTrace(c *message.Message) {
+	if s.tr != nil {
+		tracing.Inject(c.Context(), c.Metadata)
+	}
+}
+
+// messageAttrs are the messaging attributes of a receive span (the Loom key
+// and id the message came with; the room is messaging.destination.name) or a
+// publish span (the key it is published with).
 func messageAttrs(msg *message.Message, kind, topic string, receive bool, more ...attribute.KeyValue) []attribute.KeyValue {
 	op := semconv.MessagingOperationTypeSend
 	if receive {
 		op = semconv.MessagingOperationTypeReceive
 	}
-	a := make([]attribute.KeyValue, 0, 8+len(more))
+	a := make([]attribute.KeyValue, 0, 6+len(more))
 	a = append(a,
 		semconv.MessagingSystemKey.String(kind),
 		semconv.MessagingDestinationName(topic),
 		op,
 		semconv.MessagingMessageID(msg.UUID),
-		semconv.MessagingMessageBodySize(len(msg.Payload)),
 	)
 	if v, ok := msg.Metadata["loom_key"]; ok {
 		a = append(a, attrLoomKey.String(v))
 	}
-	if receive {
-		if v, ok := msg.Metadata["loom_room"]; ok {
-			a = append(a, attrLoomRoom.String(v))
-		}
-		if v, ok := msg.Metadata["loom_id"]; ok {
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-				a = append(a, attrLoomID.Int64(n))
-			}
+	if v, ok := msg.Metadata["loom_id"]; ok && receive {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			a = append(a, attrLoomID.Int64(n))
 		}
 	}
 	return append(a, more...)

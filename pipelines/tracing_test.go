@@ -176,7 +176,7 @@ pipelines:
 	a := attrMap(spans["loom receive orders"])
 	for k, want := range map[attribute.Key]string{
 		"messaging.system": "loom", "messaging.destination.name": "orders", "messaging.operation.type": "receive",
-		"messaging.message.id": msg.UUID, "loom.room": "orders", "loom.key": "customer-7", "loombridge.pipeline": "bridge",
+		"messaging.message.id": msg.UUID, "loom.key": "customer-7", "loombridge.pipeline": "bridge",
 	} {
 		if got := a[k].Emit(); got != want {
 			t.Errorf("loom receive orders: %s = %q, want %q", k, got, want)
