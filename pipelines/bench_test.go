@@ -14,10 +14,13 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/loombridge/loombridge/adapter/loom"
 	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/adapter/loom/loomtest"
+	"github.com/loombridge/loombridge/internal/tracing"
 	"github.com/loombridge/loombridge/pipelines"
 )
 
@@ -70,6 +73,12 @@ func BenchmarkLoomToFile(b *testing.B) {
 }
 
 func runLoomToFile(b *testing.B, payload []byte, fsync string) {
+	runLoomToFileTraced(b, payload, fsync, nil)
+}
+
+// runLoomToFileTraced is runLoomToFile with the engine's tracer provider (nil:
+// tracing off).
+func runLoomToFileTraced(b *testing.B, payload []byte, fsync string, tp trace.TracerProvider) {
 	dir := b.TempDir()
 	cfg := parse(b, fill(`
 log: {stats_interval: 0}
@@ -81,7 +90,7 @@ pipelines:
     to:
       archive: {type: file, dir: @DIR@, topic: @ROOM@, fsync: @FSYNC@}
 `, "@ROOM@", benchRoom, "@C@", fmt.Sprint(benchConsumers), "@DIR@", dir, "@FSYNC@", fsync))
-	e := pipelines.NewEngine(pipelines.EngineOptions{Logger: benchLogger(b)})
+	e := pipelines.NewEngine(pipelines.EngineOptions{Logger: benchLogger(b), TracerProvider: tp})
 	if err := e.Start(context.Background(), cfg); err != nil {
 		b.Fatal(err)
 	}
@@ -122,6 +131,43 @@ pipelines:
 		b.Fatalf("file has %d bytes, want at least %d", fi.Size(), min)
 	}
 }
+
+// BenchmarkLoomToFileTracing is BenchmarkLoomToFile (1 KiB, fsync never)
+// with tracing off and on, in one run. On is what tracing.Setup builds for
+// exporter otlp at sampling_ratio 1.0 (every message is a new trace, all
+// recorded), with a batch span processor, but exporting to countingExporter,
+// which counts the spans and sends nothing: the cost measured is the spans',
+// not a collector's. spans/msg reports how many spans were exported per
+// message (3: receive, pipeline, sink publish; fewer if the batch queue
+// dropped some).
+func BenchmarkLoomToFileTracing(b *testing.B) {
+	payload := benchPayload(1 << 10)
+	b.Run("tracing=off", func(b *testing.B) { runLoomToFileTraced(b, payload, "never", nil) })
+	b.Run("tracing=on", func(b *testing.B) {
+		exp := &countingExporter{}
+		tp, err := tracing.Setup(context.Background(), tracing.Config{Exporter: tracing.ExporterOTLP}, tracing.Options{Exporter: exp})
+		if err != nil {
+			b.Fatal(err)
+		}
+		runLoomToFileTraced(b, payload, "never", tp.TracerProvider())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := tp.Shutdown(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(exp.spans.Load())/float64(b.N+1), "spans/msg")
+	})
+}
+
+// countingExporter counts the spans it is given and drops them.
+type countingExporter struct{ spans atomic.Int64 }
+
+func (c *countingExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan) error {
+	c.spans.Add(int64(len(spans)))
+	return nil
+}
+
+func (c *countingExporter) Shutdown(context.Context) error { return nil }
 
 // BenchmarkLoomConsumeBaseline is what BenchmarkLoomToFile is measured
 // against: the same router, publisher and messages, consumed by a

@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
+	"github.com/loombridge/loombridge/internal/tracing"
 )
 
 // Defaults of the top-level and pipeline keys.
@@ -41,6 +42,9 @@ type Config struct {
 	// HTTP is the health and metrics listener. Reserved: the endpoints come with
 	// the observability work; the key is accepted and checked now.
 	HTTP HTTPConfig `koanf:"http"`
+	// Tracing is OpenTelemetry tracing: off unless tracing.exporter is stdout
+	// or otlp.
+	Tracing tracing.Config `koanf:"tracing"`
 	// ShutdownTimeout bounds a graceful stop: messages in flight are finished and
 	// sinks flushed within it.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
@@ -195,6 +199,7 @@ func (c *Config) validate(p *problems, pipelinesGiven bool) {
 	if err := checkAddr(c.HTTP.Addr); err != nil {
 		p.add("http.addr", err)
 	}
+	p.add("tracing", c.Tracing.Validate())
 	if c.ShutdownTimeout <= 0 {
 		p.addf("shutdown_timeout", "must be positive, got %s (leave it out for %s)", c.ShutdownTimeout, DefaultShutdownTimeout)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/adapter/loom/server"
@@ -25,6 +26,7 @@ type Engine struct {
 	logger  *slog.Logger
 	wlogger watermill.LoggerAdapter
 	stdout  io.Writer
+	tracer  *tracer
 
 	mu        sync.Mutex
 	cfg       *Config
@@ -46,6 +48,10 @@ type EngineOptions struct {
 	// ProbeLoom keeps an idle connection to each Loom server in use, so that
 	// Ready knows whether it is reachable (see health.go).
 	ProbeLoom bool
+	// TracerProvider makes the spans of pipelines and sinks (pipelines/tracing.go);
+	// nil: no tracing. Given here, not taken from otel's globals, so that engines
+	// with providers of their own can share a process.
+	TracerProvider trace.TracerProvider
 }
 
 // embedded is a Loom-compatible router run in this process for a connection.
@@ -66,6 +72,7 @@ func NewEngine(opts EngineOptions) *Engine {
 		logger:    opts.Logger,
 		wlogger:   watermillLogger(opts.Logger),
 		stdout:    opts.Stdout,
+		tracer:    newTracer(opts.TracerProvider),
 		pipelines: map[string]*runner{},
 		servers:   map[string]*embedded{},
 		final:     map[string]PipelineStats{},
@@ -304,6 +311,7 @@ func (e *Engine) deps(cfg *Config, pipeline string) Deps {
 		Stdout:      e.stdout,
 		connections: cfg.Connections,
 		loom:        func(name string) (client.Config, error) { return e.loomConnection(cfg, name) },
+		tracer:      e.tracer,
 	}
 }
 

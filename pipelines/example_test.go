@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loombridge/loombridge/internal/tracing"
 	"github.com/loombridge/loombridge/pipelines"
 	"github.com/loombridge/loombridge/pipelines/kinds"
 )
@@ -23,7 +24,7 @@ func TestExampleConfigShowsEveryKey(t *testing.T) {
 	}
 	text := string(b)
 	configs := []any{&kinds.LoomSource{}, &kinds.LoomSink{}, &kinds.FileSource{}, &kinds.FileSink{},
-		&kinds.WebhookSink{}, &kinds.GenerateSource{}, &kinds.EchoSource{}, &pipelines.Pipeline{}, &pipelines.Config{}}
+		&kinds.WebhookSink{}, &kinds.GenerateSource{}, &kinds.EchoSource{}, &pipelines.Pipeline{}, &pipelines.Config{}, &tracing.Config{}}
 	for _, c := range configs {
 		for _, key := range koanfKeys(reflect.TypeOf(c)) {
 			if key == "dead_letter_topic" {

@@ -272,6 +272,7 @@ func stringKeys(v any) any {
 type topKeys struct {
 	Log             any `koanf:"log"`
 	HTTP            any `koanf:"http"`
+	Tracing         any `koanf:"tracing"`
 	ShutdownTimeout any `koanf:"shutdown_timeout"`
 	Connections     any `koanf:"connections"`
 	Pipelines       any `koanf:"pipelines"`
@@ -342,6 +343,10 @@ func decodeConfig(tree map[string]any, kinds *Registry, allowNone bool, p *probl
 	if _, ok := mapping(tree["http"], "http", "(addr)", p); ok {
 		decode(tree["http"], &cfg.HTTP, "http", p)
 	}
+	if _, ok := mapping(tree["tracing"], "tracing", "(exporter, protocol, endpoint, headers, insecure, sampling_ratio, service_name)", p); ok {
+		decode(tree["tracing"], &cfg.Tracing, "tracing", p)
+	}
+	cfg.Tracing.SetDefaults()
 	decode(map[string]any{"shutdown_timeout": tree["shutdown_timeout"]}, cfg, "", p)
 	cfg.setDefaults(setKeys(tree), setKeys(tree["log"]))
 

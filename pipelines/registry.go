@@ -72,6 +72,7 @@ type Deps struct {
 
 	connections map[string]*Connection
 	loom        func(name string) (client.Config, error)
+	tracer      *tracer // nil: tracing off
 }
 
 // Loom returns the client config of the named Loom connection. While checking,

@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Metadata set on a message sent to a pipeline's dead letters, next to
@@ -40,6 +41,7 @@ type runner struct {
 	runDone chan error
 	stopped sync.Once
 	stopErr error
+	tr      *tracer // nil: tracing off (tracing.go)
 }
 
 // sink is one of a pipeline's sinks with its retry policy.
@@ -51,6 +53,7 @@ type sink struct {
 	retry middleware.Retry
 	stats *sinkStats
 	h     message.HandlerFunc // one attempt, wrapped in the retries; built once
+	tr    *tracer
 }
 
 // job is one message handed to a worker, and where its result goes.
@@ -73,6 +76,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		quit:    make(chan struct{}),
 		logger:  logger.With("pipeline", name),
 		runDone: make(chan error, 1),
+		tr:      d.tracer,
 	}
 	r.stats.latency = latency
 	defer func() {
@@ -102,7 +106,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		if err != nil {
 			return nil, fmt.Errorf("to.%s: %w", sname, err)
 		}
-		s := &sink{name: sname, ep: ep, pub: pub, topic: ep.Sink.Topic(), stats: r.stats.sinks[sname]}
+		s := &sink{name: sname, ep: ep, pub: pub, topic: ep.Sink.Topic(), stats: r.stats.sinks[sname], tr: d.tracer}
 		if s.topic == "" {
 			s.topic = r.topic
 		}
@@ -185,7 +189,8 @@ func (r *runner) handle(msg *message.Message) error {
 // errStopping nacks a message that arrives after the workers stopped.
 var errStopping = errors.New("pipeline stopping")
 
-func (r *runner) process(msg *message.Message) error {
+func (r *runner) process(msg *message.Message) (err error) {
+	defer r.traceProcess(msg)(&err)
 	start := time.Now()
 	r.stats.received.Add(1)
 	if r.pl.filter != nil && !r.matches(r.pl.filter, msg, "filter") {
@@ -247,15 +252,19 @@ func (r *runner) matches(p predicate, msg *message.Message, what string) bool {
 func (s *sink) attempt(m *message.Message) ([]*message.Message, error) {
 	c := m.Copy() // each sink gets its own metadata map
 	c.SetContext(m.Context())
+	s.injectTrace(c)
 	if err := s.pub.Publish(s.topic, c); err != nil {
 		s.stats.failed.Add(1)
+		trace.SpanFromContext(m.Context()).RecordError(err) // an attempt's error, on the sink's span
 		return nil, err
 	}
 	return nil, nil
 }
 
 func (s *sink) publish(msg *message.Message) error {
+	msg, end := s.tracePublish(msg)
 	_, err := s.h(msg)
+	end(err)
 	if err == nil {
 		s.stats.published.Add(1)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults applied by the constructor (setDefaults) to zero fields. The
@@ -96,6 +97,11 @@ type PublisherConfig struct {
 	// idle timeouts, TLS verification on, and redirects not followed (a
 	// redirected POST would silently turn into a GET).
 	HTTPClient *http.Client `koanf:"-"`
+	// TracerProvider makes one span per HTTP request (HTTP client semantic
+	// conventions), a child of the message's context; the request's
+	// traceparent names that span. Default: otel's global provider. Not a
+	// config key: set it in code.
+	TracerProvider trace.TracerProvider `koanf:"-"`
 	// RememberAccepted is how many accepted message UUIDs each endpoint
 	// remembers, oldest forgotten first (default 10000, at most
 	// MaxRememberAccepted; about 100 bytes each, taken as UUIDs arrive).

@@ -17,6 +17,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cenkalti/backoff/v5"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"golang.org/x/time/rate"
 )
@@ -49,7 +50,8 @@ const maxDrain = 64 << 10
 // endpoint is one receiver: its queue, workers' limits, breaker and counters.
 type endpoint struct {
 	cfg     EndpointConfig
-	url     string // redacted, for logs and dead letters
+	url     string               // redacted, for logs and dead letters
+	attrs   []attribute.KeyValue // of every request's span
 	keys    [][]byte
 	breaker *gobreaker.CircuitBreaker[struct{}]
 	limiter *rate.Limiter
@@ -103,6 +105,7 @@ func (e *attemptError) Unwrap() error { return e.err }
 
 func newEndpoint(cfg EndpointConfig, remember int) (*endpoint, error) {
 	ep := &endpoint{cfg: cfg, url: redactURL(cfg.URL), queue: make(chan job), accepted: newAcceptedSet(remember)}
+	ep.attrs = spanAttrs(cfg)
 	secrets, err := cfg.secrets()
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %q: %w", cfg.Name, err)
@@ -252,12 +255,15 @@ func (p *Publisher) attempt(ctx context.Context, ep *endpoint, j job, d *deliver
 	return err
 }
 
-// send makes one signed HTTP request. Its errors are *attemptError.
-func (p *Publisher) send(ctx context.Context, ep *endpoint, j job, d *delivery) error {
+// send makes one signed HTTP request, in a span of its own. Its errors are
+// *attemptError.
+func (p *Publisher) send(ctx context.Context, ep *endpoint, j job, d *delivery) (err error) {
 	d.attempts++
 	if d.attempts > 1 {
 		ep.retried.Add(1)
 	}
+	ctx, span := p.startSpan(ctx, ep, j, d)
+	defer func() { endSpan(span, d, err) }()
 	ctx, cancel := context.WithTimeout(ctx, ep.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, ep.cfg.Method, ep.cfg.URL, bytes.NewReader(j.msg.Payload))
@@ -267,6 +273,7 @@ func (p *Publisher) send(ctx context.Context, ep *endpoint, j job, d *delivery) 
 		return &attemptError{err: d.lastErr}
 	}
 	p.setHeaders(req.Header, ep, j)
+	propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
 
 	resp, err := p.client.Do(req)
 	if err != nil {
@@ -321,7 +328,6 @@ func (p *Publisher) setHeaders(h http.Header, ep *endpoint, j job) {
 	if ep.keys != nil {
 		h.Set(HeaderSignature, sign(ep.keys, j.msg.UUID, now, j.msg.Payload))
 	}
-	propagation.TraceContext{}.Inject(j.ctx, propagation.HeaderCarrier(h))
 }
 
 // fail dead-letters a job, or for Replay returns its error. A non-nil

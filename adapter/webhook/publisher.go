@@ -8,7 +8,9 @@
 // published to a dead-letter publisher for that endpoint only, so an
 // endpoint that accepted it never receives it twice; Replay sends dead
 // letters again. Requests are signed per Standard Webhooks (Sign, Verify)
-// and carry the W3C traceparent of the message's context.
+// and carry the W3C trace context (traceparent, tracestate, baggage) of a
+// span made for each request (HTTP client semantic conventions), a child of
+// the message's context.
 //
 // Publish returns nil once every endpoint has accepted each message or it
 // has been dead-lettered for that endpoint. Because of the retry budget
@@ -35,6 +37,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Metadata set on dead letters, next to the original message's metadata.
@@ -61,6 +65,7 @@ type Publisher struct {
 	logger    watermill.LoggerAdapter
 	client    *http.Client
 	ownClient bool
+	tracer    trace.Tracer
 	endpoints []*endpoint
 	byName    map[string]*endpoint
 
@@ -94,6 +99,11 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 		ownClient: ownClient,
 		byName:    map[string]*endpoint{},
 	}
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	p.tracer = tp.Tracer("github.com/loombridge/loombridge/adapter/webhook")
 	for _, ec := range cfg.Endpoints {
 		ep, err := newEndpoint(ec, cfg.RememberAccepted)
 		if err != nil {

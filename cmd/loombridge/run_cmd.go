@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/loombridge/loombridge/internal/tracing"
 	"github.com/loombridge/loombridge/pipelines"
 )
 
@@ -44,12 +45,20 @@ func runRun(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		return exitUsage
 	}
 	logger := newLogger(stderr, cfg.Log)
-	engine := pipelines.NewEngine(pipelines.EngineOptions{Logger: logger, Stdout: stdout, ProbeLoom: true})
+	tp, err := startTracing(ctx, cfg, stdout, logger)
+	if err != nil {
+		logger.Error("cannot start", "error", err)
+		return exitFailure
+	}
+	engine := pipelines.NewEngine(pipelines.EngineOptions{Logger: logger, Stdout: stdout, TracerProvider: tp.TracerProvider(), ProbeLoom: true})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(engine.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hs, err := health.Start(cfg.HTTP.Addr, engine, reg)
 	if err != nil {
 		logger.Error("cannot start the health and metrics listener", "error", err)
+		tctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		stopTracing(tctx, tp, logger)
 		return exitFailure
 	}
 	defer func() {
@@ -60,6 +69,9 @@ func runRun(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	logger.Info("health and metrics", "addr", hs.Addr(), "endpoints", "/healthz /readyz /metrics /status")
 	if err := engine.Start(ctx, cfg); err != nil {
 		logger.Error("cannot start", "error", err)
+		tctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		stopTracing(tctx, tp, logger)
 		return exitFailure
 	}
 	logger.Info("loombridge running", "config", f.config, "pipelines", len(cfg.Pipelines), "version", version)
@@ -86,7 +98,7 @@ func runRun(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		select {
 		case <-ctx.Done():
 			stopWatch()
-			return shutdown(engine, cfg, logger)
+			return shutdown(engine, tp, cfg, logger)
 		case <-hup:
 			cfg = reloadConfig(ctx, engine, cfg, f.config, "SIGHUP", logger)
 		case why := <-reload:
@@ -116,11 +128,13 @@ func reloadConfig(ctx context.Context, engine *pipelines.Engine, cur *pipelines.
 	return next
 }
 
-func shutdown(engine *pipelines.Engine, cfg *pipelines.Config, logger *slog.Logger) int {
+func shutdown(engine *pipelines.Engine, tp *tracing.Provider, cfg *pipelines.Config, logger *slog.Logger) int {
 	logger.Info("stopping: finishing messages in flight", "shutdown_timeout", cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := engine.Close(ctx); err != nil {
+	err := engine.Close(ctx)
+	stopTracing(ctx, tp, logger) // the spans of the last messages, in what is left of the timeout
+	if err != nil {
 		logger.Error("stopped with errors", "error", err)
 		return exitFailure
 	}

@@ -56,6 +56,7 @@ func (c *WebhookSink) Topic() string { return "" }
 func (c *WebhookSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Publisher, error) {
 	cfg := c.PublisherConfig
 	cfg.DeadLetter = d.DeadLetter
+	cfg.TracerProvider = d.TracerProvider() // a span per request
 	if cfg.DeadLetter == nil {
 		cfg.DeadLetter = nowhere{}
 	}

@@ -1,0 +1,153 @@
+package pipelines
+
+import (
+	"strconv"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/loombridge/loombridge/internal/tracing"
+)
+
+// Spans of a pipeline, when the engine has a tracer provider
+// (EngineOptions.TracerProvider):
+//
+//	<kind> receive <topic>   consumer: the source's delivery, child of the trace
+//	                         context the message carries (Loom envelope, or
+//	                         traceparent in the metadata of any source)
+//	  pipeline <name>        filter and fan-out; its error is the handler's
+//	    <kind> publish <topic>   producer: one per matching sink, all its
+//	                         retries; its context goes into the published
+//	                         message's metadata (traceparent, tracestate,
+//	                         baggage) and context
+//
+// A Loom source is "loom receive <room>", a Loom sink "loom publish <room>".
+
+// Attribute keys of loombridge's own.
+const (
+	attrPipeline = attribute.Key("loombridge.pipeline")
+	attrSink     = attribute.Key("loombridge.sink")
+	attrLoomKey  = attribute.Key("loom.key")
+	attrLoomID   = attribute.Key("loom.id")
+)
+
+// instrumentation is the tracer's name.
+const instrumentation = "github.com/loombridge/loombridge/pipelines"
+
+// tracer makes the spans; a nil *tracer is tracing off and costs nothing.
+type tracer struct {
+	tp trace.TracerProvider
+	t  trace.Tracer
+}
+
+func newTracer(tp trace.TracerProvider) *tracer {
+	if tp == nil {
+		return nil
+	}
+	return &tracer{tp: tp, t: tp.Tracer(instrumentation)}
+}
+
+// TracerProvider is the engine's tracer provider, for sinks that make spans
+// of their own (webhook attempts); a no-op one when tracing is off.
+func (d Deps) TracerProvider() trace.TracerProvider {
+	if d.tracer == nil {
+		return noop.NewTracerProvider()
+	}
+	return d.tracer.tp
+}
+
+func noEnd(*error) {}
+
+// traceProcess starts the receive and pipeline spans of a message and puts
+// the pipeline span in its context, for the sinks; the returned func ends
+// both with the handler's error.
+func (r *runner) traceProcess(msg *message.Message) func(*error) {
+	if r.tr == nil {
+		return noEnd
+	}
+	ctx := tracing.Extract(msg.Context(), msg.Metadata)
+	kind := r.pl.From.Type
+	// Attributes are set once a span is known to record: given to Start they
+	// would be copied twice.
+	ctx, recv := r.tr.t.Start(ctx, kind+" receive "+r.topic, trace.WithSpanKind(trace.SpanKindConsumer))
+	if recv.IsRecording() {
+		recv.SetAttributes(messageAttrs(msg, kind, r.topic, true, attrPipeline.String(r.name))...)
+	}
+	ctx, span := r.tr.t.Start(ctx, "pipeline "+r.name)
+	if span.IsRecording() {
+		span.SetAttributes(attrPipeline.String(r.name), semconv.MessagingMessageID(msg.UUID))
+	}
+	msg.SetContext(ctx)
+	return func(err *error) {
+		endSpan(span, *err, true)
+		endSpan(recv, *err, false)
+	}
+}
+
+func noEndErr(error) {}
+
+// tracePublish starts a sink's publish span and returns the message to
+// publish: msg with that span in its context. It shares msg's metadata, which
+// attempt copies; injectTrace then writes the span's context into the copy.
+func (s *sink) tracePublish(msg *message.Message) (*message.Message, func(error)) {
+	if s.tr == nil {
+		return msg, noEndErr
+	}
+	ctx, span := s.tr.t.Start(msg.Context(), s.ep.Type+" publish "+s.topic, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(messageAttrs(msg, s.ep.Type, s.topic, false, attrSink.String(s.name))...)
+	}
+	// Not msg.Copy(): only attempt's copy is published, and is acked by no one.
+	c := &message.Message{UUID: msg.UUID, Metadata: msg.Metadata, Payload: msg.Payload}
+	c.SetContext(ctx)
+	return c, func(err error) { endSpan(span, err, false) } // attempts recorded theirs
+}
+
+// injectTrace writes the trace context of what a sink publishes into its
+// metadata, for every transport that keeps metadata.
+func (s *sink) injectTrace(c *message.Message) {
+	if s.tr != nil {
+		tracing.Inject(c.Context(), c.Metadata)
+	}
+}
+
+// messageAttrs are the messaging attributes of a receive span (the Loom key
+// and id the message came with; the room is messaging.destination.name) or a
+// publish span (the key it is published with).
+func messageAttrs(msg *message.Message, kind, topic string, receive bool, more ...attribute.KeyValue) []attribute.KeyValue {
+	op := semconv.MessagingOperationTypeSend
+	if receive {
+		op = semconv.MessagingOperationTypeReceive
+	}
+	a := make([]attribute.KeyValue, 0, 6+len(more))
+	a = append(a,
+		semconv.MessagingSystemKey.String(kind),
+		semconv.MessagingDestinationName(topic),
+		op,
+		semconv.MessagingMessageID(msg.UUID),
+	)
+	if v, ok := msg.Metadata["loom_key"]; ok {
+		a = append(a, attrLoomKey.String(v))
+	}
+	if v, ok := msg.Metadata["loom_id"]; ok && receive {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			a = append(a, attrLoomID.Int64(n))
+		}
+	}
+	return append(a, more...)
+}
+
+// endSpan ends span with err as its status, and as an event when record.
+func endSpan(span trace.Span, err error, record bool) {
+	if err != nil {
+		if record {
+			span.RecordError(err)
+		}
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
