@@ -1,11 +1,12 @@
 package loom
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,9 +152,6 @@ func (s *Subscriber) session(ctx context.Context, room string, out chan<- *messa
 	}
 }
 
-// initialBodyBytes is the most a body buffer starts with, before any byte arrived.
-const initialBodyBytes = 1 << 20
-
 // read loads a message body, bounded by MaxMessageBytes, and decodes it. A message
 // that cannot be delivered whole is returned as skipped.
 func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Skipped) {
@@ -165,26 +163,147 @@ func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Sk
 		err := m.Body.Discard()
 		return nil, skipped(SkipTooLarge, errors.Join(fmt.Errorf("declared %d bytes, max_message_bytes is %d", m.Size, limit), err))
 	}
-	// A fresh buffer per message: the message keeps it, so nothing is copied, and a
-	// large message pins no memory after it is handled. Its first allocation is
-	// bounded, whatever size the peer declared; it grows with what really arrives.
-	// bytes.MinRead of headroom lets ReadFrom see the end without growing the buffer.
-	body := bytes.NewBuffer(make([]byte, 0, min(m.Size, initialBodyBytes)+bytes.MinRead))
-	n, err := io.Copy(body, io.LimitReader(m.Body, limit+1))
+	body, err := readBody(m.Body, m.Size, limit)
 	switch {
-	case err != nil && errors.Is(err, wire.ErrTruncated):
+	case errors.Is(err, errTooLarge):
+		derr := m.Body.Discard()
+		return nil, skipped(SkipTooLarge, errors.Join(fmt.Errorf("more than max_message_bytes %d", limit), derr))
+	case errors.Is(err, wire.ErrTruncated):
 		return nil, skipped(SkipTruncated, err)
 	case err != nil:
 		return nil, skipped(SkipUnreadable, err)
-	case n > limit:
-		derr := m.Body.Discard()
-		return nil, skipped(SkipTooLarge, errors.Join(fmt.Errorf("more than max_message_bytes %d", limit), derr))
 	}
-	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: body.Bytes()})
+	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: body})
 	if err != nil {
 		return nil, skipped(SkipUndecodable, err)
 	}
 	return msg, nil
+}
+
+// errTooLarge: a body of unknown size went on beyond max_message_bytes.
+var errTooLarge = errors.New("body above max_message_bytes")
+
+// bodyReader is what readBody reads: a message body that ends with io.EOF, and
+// Discard to skip what is left of it.
+type bodyReader interface {
+	io.Reader
+	Discard() error
+}
+
+// readBody reads a whole body into a buffer of its own, which the Watermill message
+// keeps: nothing is copied after, and no memory is pinned once the message is gone.
+//
+// With a declared size (at most limit; the caller skips larger ones unread) the buffer
+// is allocated once, at that size, and filled; the body must then end. A body longer
+// than declared is read on and dropped, never stored, and reported as truncated: the
+// buffer never grows beyond what was declared.
+//
+// With size 0 (unknown) nothing was declared to size the buffer: the body is read
+// into blocks that grow with what arrives, up to limit (beyond it errTooLarge, the
+// rest of the body unread), then copied once into a buffer of the exact length. A
+// doubling buffer would hold up to three times the body at its last growth and
+// copy it about twice; blocks hold it twice for one copy.
+func readBody(r bodyReader, size uint64, limit int64) ([]byte, error) {
+	if size == 0 {
+		return readUnknown(r, limit)
+	}
+	body := makeBody(int(size))
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	// The body must end here: Discard reads the end chunk, or whatever came beyond
+	// the declared size (without storing it) and then reports the mismatch.
+	if err := r.Discard(); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// Block sizes of readUnknown: the first is small, so a small body costs little;
+// each next one doubles, up to maxBlock.
+const (
+	firstBlock = 16 << 10
+	maxBlock   = 4 << 20
+)
+
+func readUnknown(r io.Reader, limit int64) ([]byte, error) {
+	var (
+		blocks [][]byte
+		total  int64
+		next   = firstBlock
+	)
+	for {
+		n := int(min(int64(next), limit+1-total))
+		var blk []byte
+		if total >= collectFirstBytes {
+			blk = makeBody(n) // a large body: see makeBody
+		} else {
+			blk = make([]byte, n)
+		}
+		got, err := io.ReadFull(r, blk)
+		total += int64(got)
+		if got > 0 {
+			blocks = append(blocks, blk[:got])
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if total > limit {
+			return nil, errTooLarge
+		}
+		next = min(2*next, maxBlock)
+	}
+	if len(blocks) == 1 && len(blocks[0]) == cap(blocks[0]) {
+		return blocks[0], nil
+	}
+	body := makeBody(int(total))[:0]
+	for _, b := range blocks {
+		body = append(body, b...)
+	}
+	return body, nil
+}
+
+// collectFirstBytes is the smallest allocation makeBody may collect garbage for.
+// Below it, the garbage collector's slack is small next to the fixed costs.
+const collectFirstBytes = 8 << 20
+
+// makeBody allocates n bytes for a body. A large body's buffer is usually allocated
+// while the previous message's, now garbage, is still uncollected: the allocation
+// then pushes the heap past the point where the collector starts, and the process
+// holds both buffers at once (and, until they are swept, the pages of a third). When
+// this allocation would start a collection anyway, makeBody runs it first
+// (runtime.GC, which also sweeps), so the new buffer reuses the freed pages: a
+// collection that was due, moved before the allocation instead of after it.
+func makeBody(n int) []byte {
+	if n >= collectFirstBytes && collectionDue(uint64(n)) {
+		runtime.GC()
+	}
+	return make([]byte, n)
+}
+
+// collectionDue reports whether allocating n more bytes would take the heap past
+// the earliest point at which the pacer starts a collection: the live heap of the
+// last one plus 70 % of the way to the heap goal (the runtime's lowest trigger).
+func collectionDue(n uint64) bool {
+	s := [...]metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/goal:bytes"},
+	}
+	metrics.Read(s[:])
+	for _, v := range s {
+		if v.Value.Kind() != metrics.KindUint64 {
+			return false
+		}
+	}
+	heap, live, goal := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
+	if goal <= live {
+		return true
+	}
+	return heap+n > live+(goal-live)*7/10
 }
 
 func (s *Subscriber) skip(sk Skipped) {
