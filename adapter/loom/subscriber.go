@@ -41,6 +41,7 @@ type Subscriber struct {
 	closed    bool
 
 	received, acked, nacked, reopened atomic.Uint64
+	refused                           atomic.Uint64
 	truncated, tooLarge, unreadable   atomic.Uint64
 	undecodable                       atomic.Uint64
 }
@@ -61,20 +62,42 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 }
 
 // Subscribe consumes room until ctx ends or Close. The channel is closed then.
+//
+// Subscribe waits for the verdict on its first streams: a stream the server refuses
+// (a token it does not accept for this room: HTTP/3 401, or on QUIC the stream closed
+// right after the hello) is not transient, so Subscribe returns the refusal, an
+// error wrapping client.ErrRefused (and client.ErrUnauthorized on HTTP/3), and stops
+// the subscription. Loom says nothing on success: over QUIC a stream counts as
+// accepted when no refusal came within a short window (refusalWindow) or a message
+// arrived; over HTTP/3 the server's status says it. While there is no connection,
+// Subscribe waits for one at most the client's dial_timeout and then returns the
+// channel, the streams still reconnecting in the background. A refusal later on (a
+// token rotated wrongly) is logged as an error, counted in SubscriberStats.Refused
+// and retried with back-off.
 func (s *Subscriber) Subscribe(ctx context.Context, room string) (<-chan *message.Message, error) {
 	if len(room) > s.cfg.Client.Limits.MaxRoom {
 		return nil, fmt.Errorf("loom: subscribe: room %q is %d bytes, limit %d", room, len(room), s.cfg.Client.Limits.MaxRoom)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, ErrSubscriberClosed
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	out := make(chan *message.Message)
+	// Each stream's first attempt reports its verdict once: the refusal, or nil.
+	verdicts := make(chan error, s.cfg.Consumers)
 	var streams sync.WaitGroup
 	for range s.cfg.Consumers {
-		streams.Go(func() { s.consume(ctx, room, out) })
+		var once sync.Once
+		report := func(err error) (told bool) {
+			once.Do(func() {
+				verdicts <- err
+				told = true
+			})
+			return told
+		}
+		streams.Go(func() { s.consume(ctx, room, out, report) })
 	}
 	s.wg.Go(func() {
 		select {
@@ -85,17 +108,58 @@ func (s *Subscriber) Subscribe(ctx context.Context, room string) (<-chan *messag
 		streams.Wait()
 		close(out)
 	})
+	s.mu.Unlock()
+
+	for range s.cfg.Consumers {
+		select {
+		case err := <-verdicts:
+			if err != nil {
+				cancel()
+				return nil, fmt.Errorf("loom: subscribe %q: %w", room, err)
+			}
+		case <-ctx.Done():
+			return out, nil // the channel closes
+		}
+	}
 	return out, nil
 }
 
-// consume runs one consumer stream, reopening it with back-off until ctx ends.
-func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *message.Message) {
+// defaultRefusalWindow is how long a QUIC consumer stream waits after its hello for a
+// refusal before it counts as accepted. Loom refuses by closing the stream, which a
+// client sees one round trip after the hello (3 to 6 ms on a LAN).
+const defaultRefusalWindow = 100 * time.Millisecond
+
+// refusalWindowNs overrides defaultRefusalWindow when not 0 (tests).
+var refusalWindowNs atomic.Int64
+
+func (s *Subscriber) refusalWindow() time.Duration {
+	if s.cfg.Client.Transport == client.TransportH3 {
+		return 0 // Consume waited for the status
+	}
+	if d := refusalWindowNs.Load(); d != 0 {
+		return time.Duration(d)
+	}
+	return defaultRefusalWindow
+}
+
+// refused reports whether a stream's end is the server's refusal of the hello.
+func refused(err error) bool { return errors.Is(err, client.ErrRefused) }
+
+// consume runs one consumer stream, reopening it with back-off until ctx ends. The
+// first attempt reports its verdict to report (see Subscribe).
+func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *message.Message, report func(error) bool) {
 	bo := s.cfg.Reconnect.newBackOff()
 	for first := true; ctx.Err() == nil; first = false {
 		if !first {
 			s.reopened.Add(1)
 		}
-		delivered, err := s.session(ctx, room, out)
+		delivered, err := s.session(ctx, room, out, report)
+		if first {
+			if refused(err) && ctx.Err() == nil && report(err) {
+				return // Subscribe returns the refusal and ends the subscription
+			}
+			report(nil) // transient, or after the verdict: retried below
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -103,7 +167,12 @@ func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *messa
 			bo.Reset()
 		}
 		wait := bo.NextBackOff()
-		s.logger.Error("Loom consumer stream ended, reopening", err, watermill.LogFields{"room": room, "retry_in": wait.String()})
+		if refused(err) {
+			s.refused.Add(1)
+			s.logger.Error("Loom refused the consumer stream (is the token right for this room?), retrying", err, watermill.LogFields{"room": room, "retry_in": wait.String()})
+		} else {
+			s.logger.Error("Loom consumer stream ended, reopening", err, watermill.LogFields{"room": room, "retry_in": wait.String()})
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -115,17 +184,24 @@ func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *messa
 }
 
 // session runs one consumer stream until it fails; delivered says whether any
-// message came through, to reset the back-off.
-func (s *Subscriber) session(ctx context.Context, room string, out chan<- *message.Message) (delivered bool, err error) {
+// message came through, to reset the back-off. report is told nil once the stream is
+// deemed accepted, or when no connection came within the dial timeout; once told,
+// later calls do nothing.
+func (s *Subscriber) session(ctx context.Context, room string, out chan<- *message.Message, report func(error) bool) (delivered bool, err error) {
+	pending := time.AfterFunc(s.cfg.Client.DialTimeout, func() { report(nil) })
 	cl, err := s.conn.get(ctx)
 	if err != nil {
+		pending.Stop()
 		return false, err
 	}
 	k, err := cl.Consume(ctx, room)
+	pending.Stop()
 	if err != nil {
 		return false, err
 	}
 	defer k.Close()
+	accepted := time.AfterFunc(s.refusalWindow(), func() { report(nil) })
+	defer accepted.Stop()
 	// Reading a body takes no context; closing the consumer when ctx ends stops a
 	// read stalled on a producer that stopped mid-message.
 	defer context.AfterFunc(ctx, func() { _ = k.Close() })()
@@ -134,6 +210,7 @@ func (s *Subscriber) session(ctx context.Context, room string, out chan<- *messa
 		if err != nil {
 			return delivered, err
 		}
+		report(nil)
 		delivered = true
 		s.received.Add(1)
 		msg, skip := s.read(room, m)
@@ -369,8 +446,12 @@ type SubscriberStats struct {
 	Unreadable  uint64 // skipped, SkipUnreadable: reading the body failed otherwise
 	Undecodable uint64 // skipped, SkipUndecodable: the Marshaler refused it (bad envelope)
 	Reopened    uint64 // consumer streams reopened after a failure
-	Dials       uint64 // connection attempts
-	Reconnects  uint64 // connections made after the first
+	// Refused counts consumer streams the server refused after the first verdict
+	// (see Subscribe), each logged as an error and retried with back-off. On QUIC a
+	// stream the server closes before its first message looks the same.
+	Refused    uint64
+	Dials      uint64 // connection attempts
+	Reconnects uint64 // connections made after the first
 }
 
 // Stats returns the subscriber's counters.
@@ -379,7 +460,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 	return SubscriberStats{
 		Received: s.received.Load(), Acked: s.acked.Load(), Nacked: s.nacked.Load(),
 		Truncated: s.truncated.Load(), TooLarge: s.tooLarge.Load(), Unreadable: s.unreadable.Load(), Undecodable: s.undecodable.Load(),
-		Reopened: s.reopened.Load(), Dials: dials, Reconnects: reconnects,
+		Reopened: s.reopened.Load(), Refused: s.refused.Load(), Dials: dials, Reconnects: reconnects,
 	}
 }
 
