@@ -246,7 +246,11 @@ type SubscriberConfig struct {
 	// again; default DefaultNackResendDelay (1 s).
 	NackResendDelay time.Duration `koanf:"nack_resend_delay"`
 	// MaxMessageBytes: larger messages are skipped, acknowledged and reported, never
-	// loaded into memory; default DefaultMaxMessageBytes (64 MiB).
+	// loaded into memory; default DefaultMaxMessageBytes (64 MiB). A body whose
+	// declared size is within it gets a buffer of that size at once, before its
+	// bytes arrive, so a peer can make each consumer stream allocate up to this much
+	// by declaring it; a body of unknown size (declared 0) is held twice over while
+	// it is put together.
 	MaxMessageBytes int64         `koanf:"max_message_bytes"`
 	Reconnect       BackoffConfig `koanf:"reconnect"`
 	// OnSkip is told of every message skipped, with its SkipReason.

@@ -15,7 +15,15 @@ import (
 	"github.com/loombridge/loombridge/adapter/loom/loomtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Watermill's Router leaks these when a Subscribe fails in Run: they wait for
+		// a handler that never started (TestRouterStartFailsOnRefusal).
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/message.(*Router).watchAllHandlersStopped.func1"),
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/message.(*Router).waitForHandlers.func1"),
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/pubsub/sync.WaitGroupTimeout.func1"),
+	)
+}
 
 // patience bounds the tests' waits for something that must happen. It is a hang
 // detector, not a speed assertion: on a loaded 2-core machine under -race a step

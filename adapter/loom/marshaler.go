@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"maps"
 	"strconv"
 
@@ -142,11 +143,27 @@ func DecodeReceived(in Received) (*message.Message, error) {
 // rawUUIDSpace namespaces the UUIDs given to raw messages.
 var rawUUIDSpace = uuid.MustParse("7f0e3c51-3b5e-4c47-9d1e-4f1c0a6b2d90")
 
+// castagnoli is the CRC-32C table.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// rawUUID derives a raw message's UUID from room, key, id and body. The body enters
+// by its length and two CRC-32 checksums (IEEE and Castagnoli): both run on the
+// CPU's CRC instructions, about twenty times faster than SHA-256, which over a
+// large body cost as much CPU as receiving it. They tell deliveries apart; they are
+// no defence against a peer crafting a body to match another one's UUID, which needs
+// the same room, key and server id anyway.
 func rawUUID(in Received) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", in.Room, in.Key, in.ID)
-	h.Write(in.Body)
-	return uuid.NewSHA1(rawUUIDSpace, h.Sum(nil)).String()
+	var b []byte
+	b = binary.AppendUvarint(b, uint64(len(in.Room)))
+	b = append(b, in.Room...)
+	b = binary.AppendUvarint(b, uint64(len(in.Key)))
+	b = append(b, in.Key...)
+	b = binary.AppendUvarint(b, in.ID)
+	b = binary.AppendUvarint(b, uint64(len(in.Body)))
+	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(in.Body))
+	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(in.Body, castagnoli))
+	sum := sha256.Sum256(b)
+	return uuid.NewSHA1(rawUUIDSpace, sum[:]).String()
 }
 
 func decodeEnvelope(b []byte) (*message.Message, error) {

@@ -3,6 +3,7 @@ package loom
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -90,4 +91,31 @@ func FuzzDecodeReceived(f *testing.F) {
 			t.Fatalf("re-decode: %v", err)
 		}
 	})
+}
+
+// TestRawUUIDTellsBodiesApart: deliveries that differ only in their body, by one
+// byte anywhere or by length, get different UUIDs; fields cannot run into each other.
+func TestRawUUIDTellsBodiesApart(t *testing.T) {
+	base := make([]byte, 100<<10)
+	seen := map[string]string{}
+	add := func(what string, in Received) {
+		t.Helper()
+		m, err := DecodeReceived(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, dup := seen[m.UUID]; dup {
+			t.Fatalf("%s and %s got the same UUID %s", prev, what, m.UUID)
+		}
+		seen[m.UUID] = what
+	}
+	add("base", Received{Room: "r", Key: "k", ID: 1, Body: base})
+	for _, i := range []int{0, 1, 50 << 10, len(base) - 1} {
+		b := append([]byte(nil), base...)
+		b[i] ^= 1
+		add(fmt.Sprint("flip at ", i), Received{Room: "r", Key: "k", ID: 1, Body: b})
+	}
+	add("longer", Received{Room: "r", Key: "k", ID: 1, Body: append(base[:len(base):len(base)], 0)})
+	add("shorter", Received{Room: "r", Key: "k", ID: 1, Body: base[:len(base)-1]})
+	add("room/key boundary", Received{Room: "rk", Key: "", ID: 1, Body: base})
 }

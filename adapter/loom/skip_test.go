@@ -102,9 +102,10 @@ func TestSkipsTruncatedAndTooLarge(t *testing.T) {
 }
 
 // TestDeclaredSizeIsNotAllocated: a header declaring 512 GiB, followed by 100 KiB and
-// the producer's death, is skipped as truncated. The subscriber allocates for what
-// arrives, not for what a peer declares (growing a buffer to the declared size
-// would kill the process here).
+// the producer's death, through a router and client that allow 1 TiB, is skipped as
+// too large by a subscriber whose max_message_bytes is 1 GiB. The subscriber sizes a
+// body's buffer by its declared size only within the limit the user set; allocating
+// what a peer merely declares beyond it would kill the process here.
 func TestDeclaredSizeIsNotAllocated(t *testing.T) {
 	lim := wire.DefaultLimits()
 	lim.MaxMessage = 1 << 40
@@ -113,7 +114,7 @@ func TestDeclaredSizeIsNotAllocated(t *testing.T) {
 	lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) {
 		c.Client.Limits = lim
 		c.Consumers = 1
-		c.MaxMessageBytes = lim.MaxMessage
+		c.MaxMessageBytes = 1 << 30
 		c.OnSkip = func(s loom.Skipped) { skipped <- s }
 	})
 	if _, err := (waitingSubscriber{lsub, srv, 1}).Subscribe(context.Background(), "huge"); err != nil {
@@ -135,8 +136,8 @@ func TestDeclaredSizeIsNotAllocated(t *testing.T) {
 	_ = p.Send(ctx, "k", 1<<39, io.MultiReader(bytes.NewReader(make([]byte, 100<<10)), failingReader{}))
 	select {
 	case s := <-skipped:
-		if s.Reason != loom.SkipTruncated || s.Key != "k" {
-			t.Fatalf("skip %+v, want k truncated", s)
+		if s.Reason != loom.SkipTooLarge || s.Key != "k" {
+			t.Fatalf("skip %+v, want k too large", s)
 		}
 	case <-ctx.Done():
 		t.Fatal("the message was not reported")

@@ -1,11 +1,12 @@
 package loom
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,7 @@ type Subscriber struct {
 	closed    bool
 
 	received, acked, nacked, reopened atomic.Uint64
+	refused                           atomic.Uint64
 	truncated, tooLarge, unreadable   atomic.Uint64
 	undecodable                       atomic.Uint64
 }
@@ -60,20 +62,42 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 }
 
 // Subscribe consumes room until ctx ends or Close. The channel is closed then.
+//
+// Subscribe waits for the verdict on its first streams: a stream the server refuses
+// (a token it does not accept for this room: HTTP/3 401, or on QUIC the stream closed
+// right after the hello) is not transient, so Subscribe returns the refusal, an
+// error wrapping client.ErrRefused (and client.ErrUnauthorized on HTTP/3), and stops
+// the subscription. Loom says nothing on success: over QUIC a stream counts as
+// accepted when no refusal came within a short window (refusalWindow) or a message
+// arrived; over HTTP/3 the server's status says it. While there is no connection,
+// Subscribe waits for one at most the client's dial_timeout and then returns the
+// channel, the streams still reconnecting in the background. A refusal later on (a
+// token rotated wrongly) is logged as an error, counted in SubscriberStats.Refused
+// and retried with back-off.
 func (s *Subscriber) Subscribe(ctx context.Context, room string) (<-chan *message.Message, error) {
 	if len(room) > s.cfg.Client.Limits.MaxRoom {
 		return nil, fmt.Errorf("loom: subscribe: room %q is %d bytes, limit %d", room, len(room), s.cfg.Client.Limits.MaxRoom)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, ErrSubscriberClosed
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	out := make(chan *message.Message)
+	// Each stream's first attempt reports its verdict once: the refusal, or nil.
+	verdicts := make(chan error, s.cfg.Consumers)
 	var streams sync.WaitGroup
 	for range s.cfg.Consumers {
-		streams.Go(func() { s.consume(ctx, room, out) })
+		var once sync.Once
+		report := func(err error) (told bool) {
+			once.Do(func() {
+				verdicts <- err
+				told = true
+			})
+			return told
+		}
+		streams.Go(func() { s.consume(ctx, room, out, report) })
 	}
 	s.wg.Go(func() {
 		select {
@@ -84,17 +108,58 @@ func (s *Subscriber) Subscribe(ctx context.Context, room string) (<-chan *messag
 		streams.Wait()
 		close(out)
 	})
+	s.mu.Unlock()
+
+	for range s.cfg.Consumers {
+		select {
+		case err := <-verdicts:
+			if err != nil {
+				cancel()
+				return nil, fmt.Errorf("loom: subscribe %q: %w", room, err)
+			}
+		case <-ctx.Done():
+			return out, nil // the channel closes
+		}
+	}
 	return out, nil
 }
 
-// consume runs one consumer stream, reopening it with back-off until ctx ends.
-func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *message.Message) {
+// defaultRefusalWindow is how long a QUIC consumer stream waits after its hello for a
+// refusal before it counts as accepted. Loom refuses by closing the stream, which a
+// client sees one round trip after the hello (3 to 6 ms on a LAN).
+const defaultRefusalWindow = 100 * time.Millisecond
+
+// refusalWindowNs overrides defaultRefusalWindow when not 0 (tests).
+var refusalWindowNs atomic.Int64
+
+func (s *Subscriber) refusalWindow() time.Duration {
+	if s.cfg.Client.Transport == client.TransportH3 {
+		return 0 // Consume waited for the status
+	}
+	if d := refusalWindowNs.Load(); d != 0 {
+		return time.Duration(d)
+	}
+	return defaultRefusalWindow
+}
+
+// refused reports whether a stream's end is the server's refusal of the hello.
+func refused(err error) bool { return errors.Is(err, client.ErrRefused) }
+
+// consume runs one consumer stream, reopening it with back-off until ctx ends. The
+// first attempt reports its verdict to report (see Subscribe).
+func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *message.Message, report func(error) bool) {
 	bo := s.cfg.Reconnect.newBackOff()
 	for first := true; ctx.Err() == nil; first = false {
 		if !first {
 			s.reopened.Add(1)
 		}
-		delivered, err := s.session(ctx, room, out)
+		delivered, err := s.session(ctx, room, out, report)
+		if first {
+			if refused(err) && ctx.Err() == nil && report(err) {
+				return // Subscribe returns the refusal and ends the subscription
+			}
+			report(nil) // transient, or after the verdict: retried below
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -102,7 +167,12 @@ func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *messa
 			bo.Reset()
 		}
 		wait := bo.NextBackOff()
-		s.logger.Error("Loom consumer stream ended, reopening", err, watermill.LogFields{"room": room, "retry_in": wait.String()})
+		if refused(err) {
+			s.refused.Add(1)
+			s.logger.Error("Loom refused the consumer stream (is the token right for this room?), retrying", err, watermill.LogFields{"room": room, "retry_in": wait.String()})
+		} else {
+			s.logger.Error("Loom consumer stream ended, reopening", err, watermill.LogFields{"room": room, "retry_in": wait.String()})
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -114,17 +184,24 @@ func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *messa
 }
 
 // session runs one consumer stream until it fails; delivered says whether any
-// message came through, to reset the back-off.
-func (s *Subscriber) session(ctx context.Context, room string, out chan<- *message.Message) (delivered bool, err error) {
+// message came through, to reset the back-off. report is told nil once the stream is
+// deemed accepted, or when no connection came within the dial timeout; once told,
+// later calls do nothing.
+func (s *Subscriber) session(ctx context.Context, room string, out chan<- *message.Message, report func(error) bool) (delivered bool, err error) {
+	pending := time.AfterFunc(s.cfg.Client.DialTimeout, func() { report(nil) })
 	cl, err := s.conn.get(ctx)
 	if err != nil {
+		pending.Stop()
 		return false, err
 	}
 	k, err := cl.Consume(ctx, room)
+	pending.Stop()
 	if err != nil {
 		return false, err
 	}
 	defer k.Close()
+	accepted := time.AfterFunc(s.refusalWindow(), func() { report(nil) })
+	defer accepted.Stop()
 	// Reading a body takes no context; closing the consumer when ctx ends stops a
 	// read stalled on a producer that stopped mid-message.
 	defer context.AfterFunc(ctx, func() { _ = k.Close() })()
@@ -133,6 +210,7 @@ func (s *Subscriber) session(ctx context.Context, room string, out chan<- *messa
 		if err != nil {
 			return delivered, err
 		}
+		report(nil)
 		delivered = true
 		s.received.Add(1)
 		msg, skip := s.read(room, m)
@@ -151,9 +229,6 @@ func (s *Subscriber) session(ctx context.Context, room string, out chan<- *messa
 	}
 }
 
-// initialBodyBytes is the most a body buffer starts with, before any byte arrived.
-const initialBodyBytes = 1 << 20
-
 // read loads a message body, bounded by MaxMessageBytes, and decodes it. A message
 // that cannot be delivered whole is returned as skipped.
 func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Skipped) {
@@ -165,26 +240,147 @@ func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Sk
 		err := m.Body.Discard()
 		return nil, skipped(SkipTooLarge, errors.Join(fmt.Errorf("declared %d bytes, max_message_bytes is %d", m.Size, limit), err))
 	}
-	// A fresh buffer per message: the message keeps it, so nothing is copied, and a
-	// large message pins no memory after it is handled. Its first allocation is
-	// bounded, whatever size the peer declared; it grows with what really arrives.
-	// bytes.MinRead of headroom lets ReadFrom see the end without growing the buffer.
-	body := bytes.NewBuffer(make([]byte, 0, min(m.Size, initialBodyBytes)+bytes.MinRead))
-	n, err := io.Copy(body, io.LimitReader(m.Body, limit+1))
+	body, err := readBody(m.Body, m.Size, limit)
 	switch {
-	case err != nil && errors.Is(err, wire.ErrTruncated):
+	case errors.Is(err, errTooLarge):
+		derr := m.Body.Discard()
+		return nil, skipped(SkipTooLarge, errors.Join(fmt.Errorf("more than max_message_bytes %d", limit), derr))
+	case errors.Is(err, wire.ErrTruncated):
 		return nil, skipped(SkipTruncated, err)
 	case err != nil:
 		return nil, skipped(SkipUnreadable, err)
-	case n > limit:
-		derr := m.Body.Discard()
-		return nil, skipped(SkipTooLarge, errors.Join(fmt.Errorf("more than max_message_bytes %d", limit), derr))
 	}
-	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: body.Bytes()})
+	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: body})
 	if err != nil {
 		return nil, skipped(SkipUndecodable, err)
 	}
 	return msg, nil
+}
+
+// errTooLarge: a body of unknown size went on beyond max_message_bytes.
+var errTooLarge = errors.New("body above max_message_bytes")
+
+// bodyReader is what readBody reads: a message body that ends with io.EOF, and
+// Discard to skip what is left of it.
+type bodyReader interface {
+	io.Reader
+	Discard() error
+}
+
+// readBody reads a whole body into a buffer of its own, which the Watermill message
+// keeps: nothing is copied after, and no memory is pinned once the message is gone.
+//
+// With a declared size (at most limit; the caller skips larger ones unread) the buffer
+// is allocated once, at that size, and filled; the body must then end. A body longer
+// than declared is read on and dropped, never stored, and reported as truncated: the
+// buffer never grows beyond what was declared.
+//
+// With size 0 (unknown) nothing was declared to size the buffer: the body is read
+// into blocks that grow with what arrives, up to limit (beyond it errTooLarge, the
+// rest of the body unread), then copied once into a buffer of the exact length. A
+// doubling buffer would hold up to three times the body at its last growth and
+// copy it about twice; blocks hold it twice for one copy.
+func readBody(r bodyReader, size uint64, limit int64) ([]byte, error) {
+	if size == 0 {
+		return readUnknown(r, limit)
+	}
+	body := makeBody(int(size))
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	// The body must end here: Discard reads the end chunk, or whatever came beyond
+	// the declared size (without storing it) and then reports the mismatch.
+	if err := r.Discard(); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// Block sizes of readUnknown: the first is small, so a small body costs little;
+// each next one doubles, up to maxBlock.
+const (
+	firstBlock = 16 << 10
+	maxBlock   = 4 << 20
+)
+
+func readUnknown(r io.Reader, limit int64) ([]byte, error) {
+	var (
+		blocks [][]byte
+		total  int64
+		next   = firstBlock
+	)
+	for {
+		n := int(min(int64(next), limit+1-total))
+		var blk []byte
+		if total >= collectFirstBytes {
+			blk = makeBody(n) // a large body: see makeBody
+		} else {
+			blk = make([]byte, n)
+		}
+		got, err := io.ReadFull(r, blk)
+		total += int64(got)
+		if got > 0 {
+			blocks = append(blocks, blk[:got])
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if total > limit {
+			return nil, errTooLarge
+		}
+		next = min(2*next, maxBlock)
+	}
+	if len(blocks) == 1 && len(blocks[0]) == cap(blocks[0]) {
+		return blocks[0], nil
+	}
+	body := makeBody(int(total))[:0]
+	for _, b := range blocks {
+		body = append(body, b...)
+	}
+	return body, nil
+}
+
+// collectFirstBytes is the smallest allocation makeBody may collect garbage for.
+// Below it, the garbage collector's slack is small next to the fixed costs.
+const collectFirstBytes = 8 << 20
+
+// makeBody allocates n bytes for a body. A large body's buffer is usually allocated
+// while the previous message's, now garbage, is still uncollected: the allocation
+// then pushes the heap past the point where the collector starts, and the process
+// holds both buffers at once (and, until they are swept, the pages of a third). When
+// this allocation would start a collection anyway, makeBody runs it first
+// (runtime.GC, which also sweeps), so the new buffer reuses the freed pages: a
+// collection that was due, moved before the allocation instead of after it.
+func makeBody(n int) []byte {
+	if n >= collectFirstBytes && collectionDue(uint64(n)) {
+		runtime.GC()
+	}
+	return make([]byte, n)
+}
+
+// collectionDue reports whether allocating n more bytes would take the heap past
+// the earliest point at which the pacer starts a collection: the live heap of the
+// last one plus 70 % of the way to the heap goal (the runtime's lowest trigger).
+func collectionDue(n uint64) bool {
+	s := [...]metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/goal:bytes"},
+	}
+	metrics.Read(s[:])
+	for _, v := range s {
+		if v.Value.Kind() != metrics.KindUint64 {
+			return false
+		}
+	}
+	heap, live, goal := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
+	if goal <= live {
+		return true
+	}
+	return heap+n > live+(goal-live)*7/10
 }
 
 func (s *Subscriber) skip(sk Skipped) {
@@ -250,8 +446,12 @@ type SubscriberStats struct {
 	Unreadable  uint64 // skipped, SkipUnreadable: reading the body failed otherwise
 	Undecodable uint64 // skipped, SkipUndecodable: the Marshaler refused it (bad envelope)
 	Reopened    uint64 // consumer streams reopened after a failure
-	Dials       uint64 // connection attempts
-	Reconnects  uint64 // connections made after the first
+	// Refused counts consumer streams the server refused after the first verdict
+	// (see Subscribe), each logged as an error and retried with back-off. On QUIC a
+	// stream the server closes before its first message looks the same.
+	Refused    uint64
+	Dials      uint64 // connection attempts
+	Reconnects uint64 // connections made after the first
 }
 
 // Stats returns the subscriber's counters.
@@ -260,7 +460,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 	return SubscriberStats{
 		Received: s.received.Load(), Acked: s.acked.Load(), Nacked: s.nacked.Load(),
 		Truncated: s.truncated.Load(), TooLarge: s.tooLarge.Load(), Unreadable: s.unreadable.Load(), Undecodable: s.undecodable.Load(),
-		Reopened: s.reopened.Load(), Dials: dials, Reconnects: reconnects,
+		Reopened: s.reopened.Load(), Refused: s.refused.Load(), Dials: dials, Reconnects: reconnects,
 	}
 }
 
