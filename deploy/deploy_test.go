@@ -166,6 +166,9 @@ func TestLoomServerConfigMatches(t *testing.T) {
 			t.Errorf("deploy/loom/loom.yaml lacks %q", want)
 		}
 	}
+	if b, _ := os.ReadFile(filepath.Join(root, "deploy/loombridge/config.yaml")); !strings.Contains(string(b), `endpoint: "jaeger:4317"`) {
+		t.Error("deploy/loombridge/config.yaml does not send traces to jaeger:4317")
+	}
 	for _, cfg := range []string{"deploy/loombridge/config.yaml", "deploy/loombridge/scale.yaml"} {
 		b, _ := os.ReadFile(filepath.Join(root, cfg))
 		if !strings.Contains(string(b), `addr: "loom:4242"`) || !strings.Contains(string(b), "ca_file: /certs/loom.crt") {
