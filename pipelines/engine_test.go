@@ -156,7 +156,7 @@ pipelines:
       hooks:
         type: webhook
         endpoints:
-          - {name: flaky, url: @URL@, retry: {initial_interval: 1ms, max_interval: 5ms}}
+          - {name: flaky, url: @URL@, retry: {initial_interval: 1ms, max_interval: 5ms}, breaker: {failures: 1000000}}
     retry: {initial_interval: 1ms, max_interval: 10ms}
     dead_letter: {type: file, dir: @DIR@, topic: dead}
 `, "@N@", fmt.Sprint(n), "@DIR@", dir, "@URL@", srv.URL))
