@@ -13,7 +13,11 @@ import (
 func gCfg() Config[string] {
 	return Config[string]{
 		Group: func(s string) string { return strings.SplitN(s, "/", 2)[0] },
-		Key:   func(s string) string { g, k, _ := strings.Cut(s, "/"); k, _, _ = strings.Cut(k, "/"); return g + "/" + k },
+		Key: func(s string) string {
+			g, k, _ := strings.Cut(s, "/")
+			k, _, _ = strings.Cut(k, "/")
+			return g + "/" + k
+		},
 	}
 }
 
