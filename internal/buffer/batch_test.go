@@ -25,7 +25,7 @@ func take(t *testing.T, b *Buffer[string], max int, eligible func(string) bool) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	got, err := b.TakeBatch(ctx, max, eligible)
+	got, err := b.TakeBatch(ctx, max, eligible, nil)
 	if err != nil {
 		t.Fatalf("TakeBatch: %v", err)
 	}
@@ -142,7 +142,7 @@ func TestTakeBatchExpiredAndClosed(t *testing.T) {
 	b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if got, err := b.TakeBatch(ctx, 10, nil); !errors.Is(err, ErrClosed) || len(got) != 0 {
+	if got, err := b.TakeBatch(ctx, 10, nil, nil); !errors.Is(err, ErrClosed) || len(got) != 0 {
 		t.Fatalf("TakeBatch on a closed buffer: %v, %v (b/z/old expires on the way)", got, err)
 	}
 	if st := b.Stats(); st.DroppedExpired != 2 || st.Len != 0 {

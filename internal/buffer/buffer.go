@@ -300,12 +300,14 @@ func (b *Buffer[T]) Wake() {
 // key may share a batch, in their order: each holds the key, and each needs
 // its own Done.
 //
-// eligible is called with the buffer's lock held, once per group with items:
-// keep it cheap and do not call the buffer from it. When its answers change,
-// call Wake. Expired items are dropped on the way, as by Pop. TakeBatch
+// eligible is called with the buffer's lock held, once per group with items,
+// and took, if not nil, with the lock still held and the batch's group once a
+// batch was taken, so that the caller's count of batches per group never lags:
+// keep both cheap and do not call the buffer from them. When eligible's
+// answers change, call Wake. Expired items are dropped on the way, as by Pop. TakeBatch
 // returns ErrClosed once the buffer is closed and empty, and an error wrapping
 // ctx.Err() if ctx ends first. It costs one pass over the buffer per batch.
-func (b *Buffer[T]) TakeBatch(ctx context.Context, max int, eligible func(group string) bool) ([]T, error) {
+func (b *Buffer[T]) TakeBatch(ctx context.Context, max int, eligible func(group string) bool, took func(group string)) ([]T, error) {
 	if max < 1 {
 		max = 1
 	}
@@ -314,8 +316,11 @@ func (b *Buffer[T]) TakeBatch(ctx context.Context, max int, eligible func(group 
 	}
 	b.mu.Lock()
 	for {
-		items, expired := b.takeBatchLocked(max, eligible)
+		items, group, expired := b.takeBatchLocked(max, eligible)
 		if len(items) > 0 {
+			if took != nil {
+				took(group)
+			}
 			b.mu.Unlock()
 			b.report(expired, DropExpired)
 			return items, nil
@@ -338,7 +343,7 @@ func (b *Buffer[T]) TakeBatch(ctx context.Context, max int, eligible func(group 
 }
 
 // takeBatchLocked is TakeBatch's one pass. Called with mu held.
-func (b *Buffer[T]) takeBatchLocked(max int, eligible func(string) bool) (items []T, expired []entry[T]) {
+func (b *Buffer[T]) takeBatchLocked(max int, eligible func(string) bool) (items []T, group string, expired []entry[T]) {
 	clear(b.eligible)
 	some := false
 	for g := range b.groups {
@@ -347,11 +352,10 @@ func (b *Buffer[T]) takeBatchLocked(max int, eligible func(string) bool) (items 
 		some = some || ok
 	}
 	if !some {
-		return nil, nil
+		return nil, "", nil
 	}
 	clear(b.batchKeys)
 	b.taken = b.taken[:0]
-	var group string
 	found := false
 	for i := 0; i < b.q.n && len(items) < max; i++ {
 		e := b.q.at(i)
@@ -384,7 +388,7 @@ func (b *Buffer[T]) takeBatchLocked(max int, eligible func(string) bool) (items 
 		items = append(items, e.item)
 	}
 	b.removeTaken()
-	return items, expired
+	return items, group, expired
 }
 
 // removeTaken removes the entries at the ascending indices in b.taken in one
