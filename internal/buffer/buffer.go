@@ -88,9 +88,8 @@ type Buffer[T any] struct {
 	// without items has no entry.
 	groups map[string]int
 	// scratch for TakeBatch, reused under mu.
-	eligible  map[string]bool
-	batchKeys map[string]struct{}
-	taken     []int
+	eligible map[string]bool
+	taken    []int
 	// popWake wakes Pop: an item was added, a key released, or Close.
 	popWake signal
 	// pushWake wakes Push and WaitEmpty: an item left, a key was released,
@@ -107,7 +106,7 @@ func New[T any](cfg Config[T]) (*Buffer[T], error) {
 	}
 	cfg.setDefaults()
 	cfg.Policy, _ = ParsePolicy(string(cfg.Policy)) // normalise; validated above
-	return &Buffer[T]{cfg: cfg, held: map[string]int{}, groups: map[string]int{}, eligible: map[string]bool{}, batchKeys: map[string]struct{}{}}, nil
+	return &Buffer[T]{cfg: cfg, held: map[string]int{}, groups: map[string]int{}, eligible: map[string]bool{}}, nil
 }
 
 // Push appends item, of the given size in bytes, at the back. If it does
@@ -295,10 +294,10 @@ func (b *Buffer[T]) Wake() {
 // that may be taken: its group is one eligible reports true for, and in keyed
 // mode its key is not held by another consumer. Further items of that group
 // follow in buffer order, wherever they are, so items of other groups in
-// between do not cut the batch short; an item whose key another consumer
-// holds is passed over, and with it every later item of that key. Items of one
-// key may share a batch, in their order: each holds the key, and each needs
-// its own Done.
+// between do not cut the batch short. In keyed mode a batch takes one item per
+// key, as Pop does: an item whose key is held, by another consumer or by an
+// item already in this batch, is passed over, and with it every later item of
+// that key. Each item taken holds its key until its Done.
 //
 // eligible is called with the buffer's lock held, once per group with items,
 // and took, if not nil, with the lock still held and the batch's group once a
@@ -354,7 +353,6 @@ func (b *Buffer[T]) takeBatchLocked(max int, eligible func(string) bool) (items 
 	if !some {
 		return nil, "", nil
 	}
-	clear(b.batchKeys)
 	b.taken = b.taken[:0]
 	found := false
 	for i := 0; i < b.q.n && len(items) < max; i++ {
@@ -366,10 +364,8 @@ func (b *Buffer[T]) takeBatchLocked(max int, eligible func(string) bool) (items 
 		} else if !b.eligible[e.group] {
 			continue
 		}
-		if b.cfg.Key != nil {
-			if _, mine := b.batchKeys[e.key]; !mine && b.held[e.key] > 0 {
-				continue
-			}
+		if b.cfg.Key != nil && b.held[e.key] > 0 {
+			continue // held by another consumer, or already in this batch
 		}
 		b.taken = append(b.taken, i)
 		if b.cfg.Expired != nil && b.cfg.Expired(e.item) {
@@ -382,7 +378,6 @@ func (b *Buffer[T]) takeBatchLocked(max int, eligible func(string) bool) (items 
 		}
 		if b.cfg.Key != nil {
 			b.held[e.key]++
-			b.batchKeys[e.key] = struct{}{}
 		}
 		b.stats.Popped++
 		items = append(items, e.item)
