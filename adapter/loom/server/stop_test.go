@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -112,6 +113,23 @@ func TestKillSendsNothing(t *testing.T) {
 // TestStatelessResetAfterRestart: with a StatelessResetKey, the restarted server
 // resets a connection of its previous life at the client's next packet.
 func TestStatelessResetAfterRestart(t *testing.T) {
+	// A reset answers a packet of the old connection; on a loaded machine that
+	// packet can be lost with the old socket, and the connection then ends by its
+	// idle timeout instead. Up to three fresh tries; one reset proves the point,
+	// none fails the test.
+	var errs []error
+	for try := range 3 {
+		err := statelessResetOnce(t)
+		if err == nil {
+			return
+		}
+		t.Logf("try %d: %v", try+1, err)
+		errs = append(errs, err)
+	}
+	t.Fatalf("no stateless reset in three tries: %v", errors.Join(errs...))
+}
+
+func statelessResetOnce(t *testing.T) error {
 	var key quic.StatelessResetKey
 	copy(key[:], "a fixed key for this test only!!")
 	s := start(t, Config{StatelessResetKey: &key})
@@ -125,16 +143,17 @@ func TestStatelessResetAfterRestart(t *testing.T) {
 	}
 	str, err := conn.OpenStream()
 	if err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("open stream: %w", err)
 	}
 	_, _ = str.Write(hello(wire.RoleConsumer, "r", ""))
 	select {
 	case <-conn.Context().Done():
 		var reset *quic.StatelessResetError
 		if err := context.Cause(conn.Context()); !errors.As(err, &reset) {
-			t.Fatalf("connection ended with %v, want a stateless reset", err)
+			return fmt.Errorf("connection ended with %v, want a stateless reset", err)
 		}
+		return nil
 	case <-time.After(waitFor):
-		t.Fatal("no stateless reset")
+		return errors.New("no stateless reset")
 	}
 }
