@@ -45,7 +45,10 @@ func amqpRoundTrip(t *testing.T, n int) *roundTrip {
 // RabbitMQ and from RabbitMQ back to Loom: counts match; payloads, UUIDs,
 // keys and metadata are intact.
 func TestAMQPRoundTrip(t *testing.T) {
-	const n = 10000
+	n := 10000
+	if raceEnabled {
+		n = 2000
+	}
 	rt := amqpRoundTrip(t, n)
 	rt.wait()
 	st := rt.engine.Stats()
@@ -56,22 +59,6 @@ func TestAMQPRoundTrip(t *testing.T) {
 	if dups != 0 {
 		t.Errorf("%d duplicates without any failure", dups)
 	}
-}
-
-// RabbitMQ's app is stopped and started again while messages cross: every
-// message the file source acked reaches the end (all of them, since the run
-// completes); duplicates are counted and logged.
-func TestAMQPRestartLosesNothing(t *testing.T) {
-	const n = 5000
-	rt := amqpRoundTrip(t, n)
-	t.Cleanup(func() { ensureRabbit(t) })
-	waitLong(t, "the run to be under way", 10*time.Minute, func() bool { return countLines(rt.outPath()) >= n/5 })
-	restartService(t, "rabbitmq", rabbitAddr,
-		[]string{"rabbitmqctl", "stop_app"}, []string{"rabbitmqctl", "start_app"}, 2*time.Second)
-	rt.wait()
-	closeEngine(t, rt.engine)
-	dups := rt.check()
-	t.Logf("rabbitmq restart: %d messages, %d duplicates, all %d delivered", n, dups, n)
 }
 
 // ensureRabbit starts RabbitMQ's app (or the whole server) if it does not

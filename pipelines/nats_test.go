@@ -47,7 +47,10 @@ func natsRoundTrip(t *testing.T, n int) (*roundTrip, string) {
 // NATS JetStream and from JetStream back to Loom: counts match; payloads,
 // UUIDs, keys and metadata are intact.
 func TestNATSRoundTrip(t *testing.T) {
-	const n = 10000
+	n := 10000
+	if raceEnabled {
+		n = 2000
+	}
 	rt, _ := natsRoundTrip(t, n)
 	rt.wait()
 	st := rt.engine.Stats()
