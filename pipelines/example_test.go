@@ -23,7 +23,8 @@ func TestExampleConfigShowsEveryKey(t *testing.T) {
 	}
 	text := string(b)
 	configs := []any{&kinds.LoomSource{}, &kinds.LoomSink{}, &kinds.FileSource{}, &kinds.FileSink{},
-		&kinds.WebhookSink{}, &kinds.GenerateSource{}, &kinds.EchoSource{}, &pipelines.Pipeline{}, &pipelines.Config{}}
+		&kinds.WebhookSink{}, &kinds.GenerateSource{}, &kinds.EchoSource{}, &kinds.HTTPSource{},
+		&kinds.RedisConnection{}, &kinds.RedisSource{}, &kinds.RedisSink{}, &kinds.SQLConnection{}, &kinds.SQLSource{}, &kinds.SQLSink{}, &pipelines.Pipeline{}, &pipelines.Config{}}
 	for _, c := range configs {
 		for _, key := range koanfKeys(reflect.TypeOf(c)) {
 			if key == "dead_letter_topic" {

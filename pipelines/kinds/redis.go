@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
@@ -226,13 +227,19 @@ func (c *RedisSource) NewSubscriber(_ context.Context, d pipelines.Deps) (messag
 	if err != nil {
 		return nil, err
 	}
+	return c.NewSubscriberWith(conn, d.Logger)
+}
+
+// NewSubscriberWith builds the subscriber on a connection's keys, with a
+// client of its own (the adapter closes it).
+func (c *RedisSource) NewSubscriberWith(conn *RedisConnection, logger watermill.LoggerAdapter) (message.Subscriber, error) {
 	cl, err := conn.NewClient()
 	if err != nil {
 		return nil, err
 	}
 	cfg := c.SubscriberConfig()
 	cfg.Client = cl
-	s, err := redisstream.NewSubscriber(cfg, d.Logger)
+	s, err := redisstream.NewSubscriber(cfg, logger)
 	if err != nil {
 		_ = cl.Close()
 		return nil, fmt.Errorf("redis: %w", err)
@@ -265,11 +272,17 @@ func (c *RedisSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.P
 	if err != nil {
 		return nil, err
 	}
+	return c.NewPublisherWith(conn, d.Logger)
+}
+
+// NewPublisherWith builds the publisher on a connection's keys, with a
+// client of its own (the adapter closes it).
+func (c *RedisSink) NewPublisherWith(conn *RedisConnection, logger watermill.LoggerAdapter) (message.Publisher, error) {
 	cl, err := conn.NewClient()
 	if err != nil {
 		return nil, err
 	}
-	p, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: cl, DefaultMaxlen: c.DefaultMaxlen}, d.Logger)
+	p, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: cl, DefaultMaxlen: c.DefaultMaxlen}, logger)
 	if err != nil {
 		_ = cl.Close()
 		return nil, fmt.Errorf("redis: %w", err)

@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/go-sql-driver/mysql"
@@ -176,15 +178,22 @@ type SQLSink struct {
 	MaxMessageBytes int64 `koanf:"max_message_bytes"`
 }
 
+func sqlConnection(d pipelines.Deps, name string) (*SQLConnection, error) {
+	if name == "" {
+		return nil, errors.New("connection: must name a connection of type sql under connections")
+	}
+	c, err := d.Connection(name, "sql")
+	if err != nil {
+		return nil, fmt.Errorf("connection: %w", err)
+	}
+	return c.(*SQLConnection), nil
+}
+
 func (c *SQLTable) check(d pipelines.Deps) (*SQLConnection, []error) {
 	var errs []error
-	var conn *SQLConnection
-	if c.Connection == "" {
-		errs = append(errs, errors.New("connection: must name a connection of type sql under connections"))
-	} else if cc, err := d.Connection(c.Connection, "sql"); err != nil {
-		errs = append(errs, fmt.Errorf("connection: %w", err))
-	} else {
-		conn = cc.(*SQLConnection)
+	conn, err := sqlConnection(d, c.Connection)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if !sqlIdent.MatchString(c.Table) {
 		errs = append(errs, fmt.Errorf("table: must be a plain SQL name ([A-Za-z_][A-Za-z0-9_]*), got %q", c.Table))
@@ -263,10 +272,16 @@ func (c *SQLSource) Topic() string { return c.Table }
 
 // NewSubscriber implements pipelines.SourceConfig.
 func (c *SQLSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
-	conn, errs := c.check(d)
-	if conn == nil {
-		return nil, errors.Join(errs...)
+	conn, err := sqlConnection(d, c.Connection)
+	if err != nil {
+		return nil, err
 	}
+	return c.NewSubscriberWith(conn, d.Logger)
+}
+
+// NewSubscriberWith builds the subscriber on a connection's keys, with a pool
+// of its own that its Close closes.
+func (c *SQLSource) NewSubscriberWith(conn *SQLConnection, logger watermill.LoggerAdapter) (message.Subscriber, error) {
 	db, err := conn.Open()
 	if err != nil {
 		return nil, err
@@ -281,7 +296,7 @@ func (c *SQLSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.
 		SchemaAdapter:    schema,
 		OffsetsAdapter:   offsets,
 		InitializeSchema: *c.InitializeSchema,
-	}, d.Logger)
+	}, logger)
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("sql: %w", err)
@@ -292,11 +307,14 @@ func (c *SQLSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.
 // sqlSubscriber closes its own pool after the adapter, which does not.
 type sqlSubscriber struct {
 	*wsql.Subscriber
-	db *stdsql.DB
+	db   *stdsql.DB
+	once sync.Once
+	err  error
 }
 
 func (s *sqlSubscriber) Close() error {
-	return errors.Join(s.Subscriber.Close(), s.db.Close())
+	s.once.Do(func() { s.err = errors.Join(s.Subscriber.Close(), s.db.Close()) })
+	return s.err
 }
 
 // Check implements pipelines.SinkConfig.
@@ -317,10 +335,16 @@ func (c *SQLSink) Topic() string { return c.Table }
 // NewPublisher implements pipelines.SinkConfig. It creates the tables now,
 // so a bad DSN or a missing right fails the pipeline's start.
 func (c *SQLSink) NewPublisher(ctx context.Context, d pipelines.Deps) (message.Publisher, error) {
-	conn, errs := c.check(d)
-	if conn == nil {
-		return nil, errors.Join(errs...)
+	conn, err := sqlConnection(d, c.Connection)
+	if err != nil {
+		return nil, err
 	}
+	return c.NewPublisherWith(ctx, conn, d.Logger)
+}
+
+// NewPublisherWith builds the publisher on a connection's keys, with a pool of
+// its own that its Close closes.
+func (c *SQLSink) NewPublisherWith(ctx context.Context, conn *SQLConnection, logger watermill.LoggerAdapter) (message.Publisher, error) {
 	db, err := conn.Open()
 	if err != nil {
 		return nil, err
@@ -343,7 +367,7 @@ func (c *SQLSink) NewPublisher(ctx context.Context, d pipelines.Deps) (message.P
 			return fail(err)
 		}
 	}
-	p, err := wsql.NewPublisher(wsql.BeginnerFromStdSQL(db), wsql.PublisherConfig{SchemaAdapter: schema, AutoInitializeSchema: *c.InitializeSchema}, d.Logger)
+	p, err := wsql.NewPublisher(wsql.BeginnerFromStdSQL(db), wsql.PublisherConfig{SchemaAdapter: schema, AutoInitializeSchema: *c.InitializeSchema}, logger)
 	if err != nil {
 		return fail(err)
 	}
@@ -391,9 +415,12 @@ func (c *SQLSink) createTable(ctx context.Context, db *stdsql.DB, schema wsql.Sc
 // sqlPublisher closes its own pool after the adapter, which does not.
 type sqlPublisher struct {
 	sizeLimited
-	db *stdsql.DB
+	db   *stdsql.DB
+	once sync.Once
+	err  error
 }
 
 func (p *sqlPublisher) Close() error {
-	return errors.Join(p.Publisher.Close(), p.db.Close())
+	p.once.Do(func() { p.err = errors.Join(p.Publisher.Close(), p.db.Close()) })
+	return p.err
 }
