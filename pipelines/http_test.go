@@ -42,8 +42,8 @@ func (r *idReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.once.Do(func() { close(r.held) })
 		<-r.release
 	}
-	n, _ := strconv.Atoi(strings.TrimPrefix(id, "id-"))
-	if r.fail(n) {
+	n, err := strconv.Atoi(strings.TrimPrefix(id, "id-"))
+	if err == nil && r.fail(n) {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
