@@ -198,7 +198,8 @@ pipelines:
 			e := startEngine(t, cfg)
 			publishToRoom(t, e, "r1", msgs)
 			outFile := filepath.Join(out, "out.jsonl")
-			waitFor(t, "every message back from "+b.name, func() bool { return countLines(outFile) >= n })
+			// A Redis source hands out one entry at a time: minutes on a loaded machine.
+			waitWithin(t, 20*time.Minute, "every message back from "+b.name, func() bool { return countLines(outFile) >= n })
 			waitFor(t, "the counts", func() bool { return e.Stats()["drain"].Done >= uint64(n) })
 			closeEngine(t, e)
 			st := e.Stats()
@@ -241,6 +242,18 @@ pipelines:
 				t.Errorf("%d dead letters, want none", dead)
 			}
 		})
+	}
+}
+
+// waitWithin polls cond until it holds; the deadline only catches a hang.
+func waitWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
