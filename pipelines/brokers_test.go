@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,7 +191,7 @@ pipelines:
     dead_letter: {type: file, dir: @OUT@, topic: dead}
   from_broker:
     from: @SOURCE@
-    to: {room: {type: loom, connection: local, room: r2, format: envelope, mode: fire_and_forget}}
+    to: {room: {type: loom, connection: local, room: r2, format: envelope}}
   drain:
     from: {type: loom, connection: local, room: r2, consumers: 4}
     to: {f: {type: file, dir: @OUT@, topic: out, fsync: never}}
@@ -271,21 +272,35 @@ func publishToRoom(t testing.TB, e *pipelines.Engine, room string, msgs []*messa
 	if err := srv.WaitConsumers(ctx, room, 1); err != nil {
 		t.Fatalf("consumer streams: %v", err)
 	}
+	// Confirm mode: a Publish returns once a consumer took the message, or
+	// fails; 16 at once keep the room busy.
 	pub, err := loom.NewPublisher(loom.PublisherConfig{
 		Client:  client.Config{Addr: srv.Addr(), TLSClientConfig: srv.ClientTLS()},
 		Format:  loom.FormatEnvelope,
-		Mode:    loom.ModeFireAndForget,
 		Streams: 4,
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	for _, m := range msgs {
-		if err := pub.Publish(room, m); err != nil {
-			t.Fatal(err)
-		}
+	next := make(chan *message.Message)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range next {
+				if err := pub.Publish(room, m); err != nil {
+					t.Errorf("publish %s: %v", m.UUID, err)
+				}
+			}
+		}()
 	}
+	for _, m := range msgs {
+		next <- m
+	}
+	close(next)
+	wg.Wait()
 }
 
 // A message over a broker sink's limit fails with an error naming the limit,

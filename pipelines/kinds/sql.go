@@ -301,19 +301,62 @@ func (c *SQLSource) NewSubscriberWith(conn *SQLConnection, logger watermill.Logg
 		_ = db.Close()
 		return nil, fmt.Errorf("sql: %w", err)
 	}
-	return &sqlSubscriber{Subscriber: s, db: db}, nil
+	return newSQLSubscriber(s, db), nil
 }
 
-// sqlSubscriber closes its own pool after the adapter, which does not.
+// sqlSubscriber closes its own pool after the adapter, which does not, and
+// forwards each subscription's messages so that its channel is closed when
+// Close returns (the adapter closes its own a moment after).
 type sqlSubscriber struct {
 	*wsql.Subscriber
-	db   *stdsql.DB
-	once sync.Once
-	err  error
+	db      *stdsql.DB
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+	err     error
+}
+
+func newSQLSubscriber(s *wsql.Subscriber, db *stdsql.DB) *sqlSubscriber {
+	return &sqlSubscriber{Subscriber: s, db: db, closing: make(chan struct{})}
+}
+
+func (s *sqlSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, wsql.ErrSubscriberClosed
+	}
+	in, err := s.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(out)
+		for m := range in {
+			select {
+			case out <- m:
+			case <-s.closing: // not acked: the group reads it again
+			}
+		}
+	}()
+	return out, nil
 }
 
 func (s *sqlSubscriber) Close() error {
-	s.once.Do(func() { s.err = errors.Join(s.Subscriber.Close(), s.db.Close()) })
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		close(s.closing)
+		s.mu.Unlock()
+		err := s.Subscriber.Close()
+		s.wg.Wait()
+		s.err = errors.Join(err, s.db.Close())
+	})
 	return s.err
 }
 
