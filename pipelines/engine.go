@@ -187,17 +187,6 @@ func (e *Engine) Stats() map[string]PipelineStats {
 	return out
 }
 
-// LoomAddr returns the address of the embedded router of a connection, for
-// tools and tests that talk to it directly.
-func (e *Engine) LoomAddr(connection string) (addr string, ok bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if s, ok := e.servers[connection]; ok {
-		return s.srv.Addr(), true
-	}
-	return "", false
-}
-
 // EmbeddedServer returns the embedded router of a connection, if it runs.
 func (e *Engine) EmbeddedServer(connection string) (*server.Server, bool) {
 	e.mu.Lock()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -349,12 +348,3 @@ func (f *fixedTopic) Publish(_ string, msgs ...*message.Message) error {
 }
 
 func (f *fixedTopic) Close() error { return nil }
-
-func sortedKeysOf(m map[string]*sinkStats) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

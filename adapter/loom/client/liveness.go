@@ -73,17 +73,8 @@ func isDone(ch <-chan struct{}) bool {
 // runProbe opens a producer session on room without a message, ends it and waits
 // for the server to end its side, or for the connection or client to end.
 func (c *Client) runProbe(room string) error {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := c.lifeContext()
 	defer cancel()
-	stop := context.AfterFunc(c.conn.Context(), cancel)
-	defer stop()
-	go func() {
-		select {
-		case <-c.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	s, err := c.open(ctx, wire.RoleProducer, room)
 	if err != nil {
 		return fmt.Errorf("liveness probe: %w", err)
@@ -185,17 +176,8 @@ func (c *Client) silentSince(last uint64) bool {
 // connection succeeds while this one stays silent after a poke, in which case it
 // closes this connection and returns true.
 func (c *Client) checkServer(tlsConf *tls.Config, last uint64, heard time.Time) bool {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := c.lifeContext()
 	defer cancel()
-	stop := context.AfterFunc(c.conn.Context(), cancel)
-	defer stop()
-	go func() {
-		select {
-		case <-c.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	for c.silentSince(last) && ctx.Err() == nil {
 		start := time.Now()
 		dctx, dcancel := context.WithTimeout(ctx, probeDialTimeout)
@@ -314,4 +296,19 @@ func dialStaggered(ctx context.Context, addr string, tlsConf *tls.Config, qconf 
 		return won, nil
 	}
 	return nil, firstErr
+}
+
+// lifeContext returns a context that ends with the connection, when the client
+// closes, or when cancel is called.
+func (c *Client) lifeContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(c.conn.Context(), cancel)
+	go func() {
+		select {
+		case <-c.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { stop(); cancel() }
 }
