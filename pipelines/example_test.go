@@ -24,7 +24,10 @@ func TestExampleConfigShowsEveryKey(t *testing.T) {
 	}
 	text := string(b)
 	configs := []any{&kinds.LoomSource{}, &kinds.LoomSink{}, &kinds.FileSource{}, &kinds.FileSink{},
-		&kinds.WebhookSink{}, &kinds.GenerateSource{}, &kinds.EchoSource{}, &pipelines.Pipeline{}, &pipelines.Config{}, &tracing.Config{}}
+		&kinds.WebhookSink{}, &kinds.GenerateSource{}, &kinds.EchoSource{}, &pipelines.Pipeline{}, &pipelines.Config{}, &tracing.Config{},
+		&kinds.NATSConnection{}, &kinds.NATSSource{}, &kinds.NATSSink{},
+		&kinds.AMQPConnection{}, &kinds.AMQPSource{}, &kinds.AMQPSink{},
+		&kinds.KafkaConnection{}, &kinds.KafkaSource{}, &kinds.KafkaSink{}}
 	for _, c := range configs {
 		for _, key := range koanfKeys(reflect.TypeOf(c)) {
 			if key == "dead_letter_topic" {

@@ -177,3 +177,10 @@ func sortedNames[T any](m map[string]T) []string {
 	sort.Strings(out)
 	return out
 }
+
+// DepsFor returns what a source or sink of the named pipeline is given,
+// outside an Engine (tests, tools): the connections are this config's; an
+// embedded Loom connection has no router running.
+func (c *Config) DepsFor(pipeline string, logger watermill.LoggerAdapter) Deps {
+	return Deps{Pipeline: pipeline, Logger: logger, connections: c.Connections}
+}

@@ -20,6 +20,9 @@ func Builtin() *pipelines.Registry {
 		Generate,
 		Stdout,
 		Echo,
+		NATS,
+		AMQP,
+		Kafka,
 	)
 }
 

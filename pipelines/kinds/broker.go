@@ -1,0 +1,128 @@
+package kinds
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/loombridge/loombridge/adapter/loom/client"
+)
+
+// What the broker kinds (nats, amqp, kafka) share: secrets given inline or
+// by file, TLS files, and the error of a message a broker cannot take whole.
+
+// maxSecretFile bounds a password_file, token_file or similar: a secret is
+// short, and a path that names something endless must not be read forever.
+const maxSecretFile = 64 << 10
+
+// secret returns the secret given inline (value) or in a file (file), whose
+// surrounding whitespace is trimmed. Errors name the key and the file, never
+// the secret.
+func secret(key string, value client.Secret, file string) (string, error) {
+	if value != "" && file != "" {
+		return "", fmt.Errorf("%s, %s_file: set one, not both", key, key)
+	}
+	if file == "" {
+		return string(value), nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return "", fmt.Errorf("%s_file: %w", key, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return "", fmt.Errorf("%s_file: %w", key, err)
+	}
+	if len(b) > maxSecretFile {
+		return "", fmt.Errorf("%s_file %s: longer than %d bytes, not a secret", key, file, maxSecretFile)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s_file %s: empty", key, file)
+	}
+	return s, nil
+}
+
+// BrokerTLS is the tls: block of a broker connection.
+type BrokerTLS struct {
+	// Enabled turns TLS on with the system roots when no file is given; any
+	// file below turns it on too.
+	Enabled bool `koanf:"enabled"`
+	// CAFile is a PEM bundle trusted in place of the system roots.
+	CAFile string `koanf:"ca_file"`
+	// CertFile and KeyFile are the client certificate, for mutual TLS.
+	CertFile string `koanf:"cert_file"`
+	KeyFile  string `koanf:"key_file"`
+	// ServerName overrides the name verified in the server's certificate.
+	ServerName string `koanf:"server_name"`
+	// InsecureSkipVerify turns verification of the server off (tests only).
+	InsecureSkipVerify bool `koanf:"insecure_skip_verify"`
+}
+
+func (t BrokerTLS) on() bool {
+	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
+}
+
+// config builds the client TLS config, nil when TLS is off; errors are keyed
+// under tls.
+func (t BrokerTLS) config() (*tls.Config, error) {
+	if !t.on() {
+		return nil, nil
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return nil, errors.New("tls.cert_file, tls.key_file: set both for mutual TLS, or neither")
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // the user's explicit choice
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate in it", t.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file, tls.key_file: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// TooLargeError is a message a broker cannot take whole: it is refused before
+// it is sent (never truncated), the sink fails, and the pipeline's
+// dead_letter gets it.
+type TooLargeError struct {
+	Backend string // nats, amqp, kafka
+	UUID    string
+	Size    int    // bytes as the broker counts them (payload, headers, ...)
+	Limit   int    // the limit
+	Setting string // where the limit comes from, and how to raise it
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s: message %s is %d bytes, over the limit of %d bytes (%s); refused whole, not truncated",
+		e.Backend, e.UUID, e.Size, e.Limit, e.Setting)
+}
+
+// checkConnection reports the problems of a source's or sink's connection:
+// unset, unknown, of another type or invalid.
+func connectionProblem(name string, err error) error {
+	if name == "" {
+		return errors.New("connection: must name a connection under connections")
+	}
+	if err != nil {
+		return fmt.Errorf("connection: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+package pipelines_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/loombridge/loombridge/pipelines"
+)
+
+// natsStream deletes the test's stream at the end.
+func natsStream(t *testing.T, stream string) {
+	t.Cleanup(func() {
+		nc, err := nats.Connect("nats://"+natsAddr, nats.Timeout(10*time.Second))
+		if err != nil {
+			t.Logf("cleanup: %v", err)
+			return
+		}
+		defer nc.Close()
+		js, err := nc.JetStream()
+		if err == nil {
+			err = js.DeleteStream(stream)
+		}
+		if err != nil {
+			t.Logf("cleanup: delete stream %s: %v", stream, err)
+		}
+	})
+}
+
+func natsRoundTrip(t *testing.T, n int) (*roundTrip, string) {
+	needBroker(t, "nats", natsAddr)
+	s := suffix()
+	subject, stream := "lbtest.rt."+s, "LBTEST_RT_"+s
+	natsStream(t, stream)
+	rt := startRoundTrip(t, mixedMessages(n),
+		`{type: nats, url: "nats://`+natsAddr+`"}`,
+		fmt.Sprintf(`{type: nats, connection: broker, subject: %s, stream: %s}`, subject, stream),
+		fmt.Sprintf(`{type: nats, connection: broker, subject: %s, stream: %s, durable: rt_%s}`, subject, stream, s))
+	return rt, stream
+}
+
+// 10,000 messages of mixed sizes (empty, binary, up to 200 KiB) from Loom to
+// NATS JetStream and from JetStream back to Loom: counts match; payloads,
+// UUIDs, keys and metadata are intact.
+func TestNATSRoundTrip(t *testing.T) {
+	n := 10000
+	if raceEnabled {
+		n = 2000
+	}
+	rt, _ := natsRoundTrip(t, n)
+	rt.wait()
+	st := rt.engine.Stats()
+	closeEngine(t, rt.engine)
+	dups := rt.check()
+	t.Logf("%d messages loom -> nats -> loom in %s (%.0f msg/s end to end), %d duplicates; to_broker %+v from_broker %+v",
+		n, rt.duration.Round(time.Millisecond), float64(n)/rt.duration.Seconds(), dups, st["to_broker"], st["from_broker"])
+	if dups != 0 {
+		t.Errorf("%d duplicates without any failure", dups)
+	}
+}
+
+// nats-server is stopped and started again while messages cross: every
+// message the file source acked reaches the end (all of them, since the run
+// completes); duplicates are counted and logged.
+func TestNATSRestartLosesNothing(t *testing.T) {
+	const n = 5000
+	rt, _ := natsRoundTrip(t, n)
+	t.Cleanup(func() { ensureNATS(t) })
+	waitLong(t, "the run to be under way", 10*time.Minute, func() bool { return countLines(rt.outPath()) >= n/5 })
+	restartService(t, "nats", natsAddr,
+		[]string{"start-stop-daemon", "--stop", "--oknodo", "--retry", "30", "--exec", "/usr/sbin/nats-server"},
+		natsStartCommand, 2*time.Second)
+	rt.wait()
+	closeEngine(t, rt.engine)
+	dups := rt.check()
+	t.Logf("nats restart: %d messages, %d duplicates, all %d delivered", n, dups, n)
+}
+
+var natsStartCommand = []string{"start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/nats-server", "--",
+	"-a", "127.0.0.1", "-p", "4222", "-js", "-sd", "/var/lib/nats-server", "-l", "/var/log/nats-server.log"}
+
+// ensureNATS starts nats-server if it does not answer, and waits for it.
+func ensureNATS(t *testing.T) {
+	if c, err := dialQuick(natsAddr); err == nil {
+		c.Close()
+		return
+	}
+	if out, err := execCombined(natsStartCommand...); err != nil {
+		t.Errorf("starting nats-server: %v: %s", err, out)
+	}
+	waitService(t, "nats", natsAddr)
+}
+
+// A 64 MiB Loom message (64 MiB less 1 KiB of payload, so that the envelope
+// fits Loom's own limit) into NATS (max_payload 1 MiB here) fails whole with an
+// error naming the limit and goes to the dead letters; nothing reaches the
+// stream.
+func TestNATSTooLargeGoesToDeadLetters(t *testing.T) {
+	needBroker(t, "nats", natsAddr)
+	dir := t.TempDir()
+	s := suffix()
+	subject, stream := "lbtest.big."+s, "LBTEST_BIG_"+s
+	natsStream(t, stream)
+	cfg := parse(t, fill(`
+log: {stats_interval: 0}
+connections:
+  local: {embedded: true}
+  bus: {type: nats, url: "nats://@ADDR@"}
+pipelines:
+  feed:
+    from: {type: generate, interval: 0, count: 1, payload: big, pad_to: 67107840}
+    to:
+      room: {type: loom, connection: local, room: big, format: envelope}
+  to_nats:
+    from: {type: loom, connection: local, room: big}
+    to:
+      bus: {type: nats, connection: bus, subject: @SUBJECT@, stream: @STREAM@}
+    retry: {max_retries: 1, initial_interval: 1ms, max_interval: 1ms}
+    dead_letter: {type: file, dir: @DIR@, topic: dead, fsync: never}
+`, "@ADDR@", natsAddr, "@SUBJECT@", subject, "@STREAM@", stream, "@DIR@", dir))
+	e := startEngine(t, cfg)
+	dead := filepath.Join(dir, "dead.jsonl")
+	waitLong(t, "the dead letter", 5*time.Minute, func() bool { return countLines(dead) >= 1 })
+	closeEngine(t, e)
+	msgs := readMessages(t, dead)
+	if len(msgs) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(msgs))
+	}
+	m := msgs[0]
+	if len(m.Payload) != 67107840 {
+		t.Errorf("dead letter payload is %d bytes, want %d: not the whole message", len(m.Payload), 67107840)
+	}
+	reason := m.Metadata["reason_poisoned"]
+	if !strings.Contains(reason, "max_payload") || !strings.Contains(reason, "1048576") || m.Metadata[pipelines.MetadataDeadSinks] != "bus" {
+		t.Errorf("dead letter metadata %v: want the limit (max_payload, 1048576) named", m.Metadata)
+	}
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := nc.JetStream()
+	info, err := js.StreamInfo(stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 {
+		t.Errorf("stream has %d messages, want none", info.State.Msgs)
+	}
+	t.Logf("dead letter reason: %s", reason)
+}
