@@ -27,7 +27,10 @@ func TestExampleConfigShowsEveryKey(t *testing.T) {
 		&kinds.WebhookSink{}, &kinds.GenerateSource{}, &kinds.EchoSource{}, &pipelines.Pipeline{}, &pipelines.Config{}, &tracing.Config{},
 		&kinds.NATSConnection{}, &kinds.NATSSource{}, &kinds.NATSSink{},
 		&kinds.AMQPConnection{}, &kinds.AMQPSource{}, &kinds.AMQPSink{},
-		&kinds.KafkaConnection{}, &kinds.KafkaSource{}, &kinds.KafkaSink{}}
+		&kinds.KafkaConnection{}, &kinds.KafkaSource{}, &kinds.KafkaSink{},
+		&kinds.HTTPSource{},
+		&kinds.RedisConnection{}, &kinds.RedisSource{}, &kinds.RedisSink{},
+		&kinds.SQLConnection{}, &kinds.SQLSource{}, &kinds.SQLSink{}}
 	for _, c := range configs {
 		for _, key := range koanfKeys(reflect.TypeOf(c)) {
 			if key == "dead_letter_topic" {

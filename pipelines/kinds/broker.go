@@ -5,9 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"strings"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
 )
@@ -15,37 +13,11 @@ import (
 // What the broker kinds (nats, amqp, kafka) share: secrets given inline or
 // by file, TLS files, and the error of a message a broker cannot take whole.
 
-// maxSecretFile bounds a password_file, token_file or similar: a secret is
-// short, and a path that names something endless must not be read forever.
-const maxSecretFile = 64 << 10
-
-// secret returns the secret given inline (value) or in a file (file), whose
-// surrounding whitespace is trimmed. Errors name the key and the file, never
-// the secret.
+// secret returns the secret given inline (value) or in a file (file); see
+// secretOrFile.
 func secret(key string, value client.Secret, file string) (string, error) {
-	if value != "" && file != "" {
-		return "", fmt.Errorf("%s, %s_file: set one, not both", key, key)
-	}
-	if file == "" {
-		return string(value), nil
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		return "", fmt.Errorf("%s_file: %w", key, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
-	if err != nil {
-		return "", fmt.Errorf("%s_file: %w", key, err)
-	}
-	if len(b) > maxSecretFile {
-		return "", fmt.Errorf("%s_file %s: longer than %d bytes, not a secret", key, file, maxSecretFile)
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
-		return "", fmt.Errorf("%s_file %s: empty", key, file)
-	}
-	return s, nil
+	s, err := secretOrFile(key, value, file)
+	return string(s), err
 }
 
 // BrokerTLS is the tls: block of a broker connection.

@@ -23,6 +23,9 @@ func Builtin() *pipelines.Registry {
 		NATS,
 		AMQP,
 		Kafka,
+		HTTP,
+		Redis,
+		SQL,
 	)
 }
 

@@ -3,6 +3,7 @@ package kinds_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -21,7 +22,11 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		// The universal suite's own helper (TestConcurrentClose's multiplier)
+		// leaves its forwarding goroutines behind.
+		goleak.IgnoreTopFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func2"),
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func3"))
 }
 
 func deps() pipelines.Deps {
@@ -181,5 +186,28 @@ func TestGenerateRefusesHugeRange(t *testing.T) {
 	err := c.Check(deps())
 	if err == nil || !strings.Contains(err.Error(), "payload: range over 1000000000: at most 100000") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// A DSN's password appears neither in a connection printed with %+v nor in
+// the error of a failed start.
+func TestSQLConnectionRedactsDSN(t *testing.T) {
+	for _, c := range []*kinds.SQLConnection{
+		{Driver: "postgres", DSN: "postgres://u:topsecret@127.0.0.1:1/x?connect_timeout=5"},
+		{Driver: "mysql", DSN: "u:topsecret@tcp(127.0.0.1:1)/x?timeout=5s"},
+	} {
+		if err := c.Check(); err != nil {
+			t.Fatal(err)
+		}
+		if s := fmt.Sprintf("%+v %#v", *c, *c); strings.Contains(s, "topsecret") {
+			t.Errorf("printed: %s", s)
+		}
+		sink := &kinds.SQLSink{SQLTable: kinds.SQLTable{Table: "t", PayloadType: "BYTEA"}}
+		yes := true
+		sink.InitializeSchema = &yes
+		_, err := sink.NewPublisherWith(context.Background(), c, watermill.NopLogger{})
+		if err == nil || strings.Contains(err.Error(), "topsecret") {
+			t.Errorf("%s: error %v", c.Driver, err)
+		}
 	}
 }

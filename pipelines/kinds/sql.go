@@ -1,0 +1,469 @@
+package kinds
+
+import (
+	"context"
+	stdsql "database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/go-sql-driver/mysql"
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+
+	"github.com/loombridge/loombridge/adapter/loom/client"
+	"github.com/loombridge/loombridge/pipelines"
+)
+
+// SQL is a table of messages in PostgreSQL or MySQL/MariaDB over
+// watermill-sql (its default schema and offsets adapters), as source (a
+// consumer group whose offset is kept in <table>_offsets) or sink (INSERT):
+//
+//	connections:
+//	  pg: {type: sql, driver: postgres, dsn_file: /run/secrets/pg_dsn}
+//	pipelines:
+//	  in: {from: {type: sql, connection: pg, table: orders}, to: ...}
+//
+// A row has the columns offset, uuid (VARCHAR(36)), created_at, payload
+// (BYTEA on PostgreSQL, LONGBLOB on MySQL, so binary payloads cross byte for
+// byte; the adapter's own default is JSON), metadata (JSON, loom_key in it)
+// and, on PostgreSQL, transaction_id. Tables are created when the source or
+// sink starts (initialize_schema: false leaves that to you).
+var SQL = pipelines.Kind{
+	Name:       "sql",
+	Source:     func() pipelines.SourceConfig { return &SQLSource{} },
+	Sink:       func() pipelines.SinkConfig { return &SQLSink{} },
+	Connection: func() pipelines.ConnectionConfig { return &SQLConnection{} },
+}
+
+// Limits and defaults of the sql kind.
+const (
+	// SQLMaxUUIDLength is the width of the adapter's uuid column.
+	SQLMaxUUIDLength = 36
+	// SQLPostgresMaxMessageBytes is PostgreSQL's limit on one field (1 GB),
+	// which the payload column is.
+	SQLPostgresMaxMessageBytes = 1<<30 - 1
+	// sqlPacketReserve is what a MySQL INSERT needs beside payload and
+	// metadata within max_allowed_packet.
+	sqlPacketReserve = 1 << 10
+)
+
+var sqlIdent = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// SQLConnection is a database: driver postgres (pgx) or mysql (MariaDB too),
+// and a DSN, given or read from dsn_file. The DSN never appears in logs or
+// errors.
+type SQLConnection struct {
+	Driver          string        `koanf:"driver"`
+	DSN             client.Secret `koanf:"dsn"`
+	DSNFile         string        `koanf:"dsn_file"`
+	MaxOpenConns    int           `koanf:"max_open_conns"`
+	MaxIdleConns    int           `koanf:"max_idle_conns"`
+	ConnMaxLifetime time.Duration `koanf:"conn_max_lifetime"`
+}
+
+// Check implements pipelines.ConnectionConfig.
+func (c *SQLConnection) Check() error {
+	var errs []error
+	if c.Driver != "postgres" && c.Driver != "mysql" {
+		errs = append(errs, fmt.Errorf("driver: must be postgres or mysql (MariaDB too), got %q", c.Driver))
+	}
+	dsn, err := secretOrFile("dsn", c.DSN, c.DSNFile)
+	switch {
+	case err != nil:
+		errs = append(errs, err)
+	case dsn == "":
+		errs = append(errs, errors.New("dsn: set dsn or dsn_file"))
+	case c.Driver == "mysql":
+		if _, err := mysql.ParseDSN(string(dsn)); err != nil {
+			errs = append(errs, errors.New("dsn: not a MySQL DSN (user:password@tcp(host:3306)/db)"))
+		}
+	}
+	if c.MaxOpenConns < 0 || c.MaxIdleConns < 0 || c.ConnMaxLifetime < 0 {
+		errs = append(errs, errors.New("max_open_conns, max_idle_conns, conn_max_lifetime: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Open opens a pool of its own for one publisher or subscriber.
+func (c *SQLConnection) Open() (*stdsql.DB, error) {
+	dsn, err := secretOrFile("dsn", c.DSN, c.DSNFile)
+	if err != nil {
+		return nil, err
+	}
+	driver := "pgx"
+	if c.Driver == "mysql" {
+		driver = "mysql"
+	}
+	db, err := stdsql.Open(driver, string(dsn))
+	if err != nil {
+		return nil, redactDSN(err, string(dsn))
+	}
+	db.SetMaxOpenConns(c.MaxOpenConns)
+	if c.MaxIdleConns > 0 {
+		db.SetMaxIdleConns(c.MaxIdleConns)
+	}
+	db.SetConnMaxLifetime(c.ConnMaxLifetime)
+	return db, nil
+}
+
+// redactDSN removes the DSN and its password from a driver's error.
+func redactDSN(err error, dsn string) error {
+	if err == nil {
+		return nil
+	}
+	s := err.Error()
+	secrets := []string{dsn}
+	if u, perr := url.Parse(dsn); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok {
+			secrets = append(secrets, pw, url.QueryEscape(pw))
+		}
+	}
+	if cfg, perr := mysql.ParseDSN(dsn); perr == nil && cfg.Passwd != "" {
+		secrets = append(secrets, cfg.Passwd)
+	}
+	changed := false
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			s, changed = strings.ReplaceAll(s, sec, "[redacted]"), true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return errors.New(s)
+}
+
+// SQLTable is the keys a source and a sink share.
+type SQLTable struct {
+	Connection string `koanf:"connection"`
+	// Table holds the messages; <table>_offsets the consumer groups' offsets.
+	Table string `koanf:"table"`
+	// Schema is the PostgreSQL schema (or the MySQL database) of the tables;
+	// empty is the connection's default.
+	Schema string `koanf:"schema"`
+	// PayloadType is the payload column's type when the table is created
+	// (BYTEA on PostgreSQL, LONGBLOB on MySQL).
+	PayloadType string `koanf:"payload_type"`
+	// InitializeSchema creates the tables at start when they are missing.
+	InitializeSchema *bool `koanf:"initialize_schema"`
+}
+
+// SQLSource reads a table as consumer group consumer_group (the pipeline's
+// name by default), from the offset the group acked last.
+type SQLSource struct {
+	SQLTable      `koanf:",squash"`
+	ConsumerGroup string `koanf:"consumer_group"`
+	// The adapter's SubscriberConfig and schema options, in snake_case.
+	AckDeadline        *time.Duration `koanf:"ack_deadline"`
+	PollInterval       time.Duration  `koanf:"poll_interval"`
+	ResendInterval     time.Duration  `koanf:"resend_interval"`
+	RetryInterval      time.Duration  `koanf:"retry_interval"`
+	SubscribeBatchSize int            `koanf:"subscribe_batch_size"`
+}
+
+// SQLSink inserts each message as a row.
+type SQLSink struct {
+	SQLTable `koanf:",squash"`
+	// MaxMessageBytes refuses larger payloads (to the dead letters); on
+	// PostgreSQL at most its 1 GB field limit, on MySQL the server's
+	// max_allowed_packet also bounds payload and metadata together.
+	MaxMessageBytes int64 `koanf:"max_message_bytes"`
+}
+
+func sqlConnection(d pipelines.Deps, name string) (*SQLConnection, error) {
+	if name == "" {
+		return nil, errors.New("connection: must name a connection of type sql under connections")
+	}
+	c, err := d.Connection(name, "sql")
+	if err != nil {
+		return nil, fmt.Errorf("connection: %w", err)
+	}
+	return c.(*SQLConnection), nil
+}
+
+func (c *SQLTable) check(d pipelines.Deps) (*SQLConnection, []error) {
+	var errs []error
+	conn, err := sqlConnection(d, c.Connection)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if !sqlIdent.MatchString(c.Table) {
+		errs = append(errs, fmt.Errorf("table: must be a plain SQL name ([A-Za-z_][A-Za-z0-9_]*), got %q", c.Table))
+	} else if len(c.Table)+len("_offsets") > 63 {
+		errs = append(errs, fmt.Errorf("table: at most %d characters, so that %s_offsets fits PostgreSQL's and MySQL's 63/64", 63-len("_offsets"), c.Table))
+	}
+	if c.Schema != "" && !sqlIdent.MatchString(c.Schema) {
+		errs = append(errs, fmt.Errorf("schema: must be a plain SQL name, got %q", c.Schema))
+	}
+	if c.PayloadType == "" && conn != nil {
+		c.PayloadType = "BYTEA"
+		if conn.Driver == "mysql" {
+			c.PayloadType = "LONGBLOB"
+		}
+	}
+	if c.PayloadType != "" && !regexp.MustCompile(`^[A-Za-z][A-Za-z0-9 ()]*$`).MatchString(c.PayloadType) {
+		errs = append(errs, fmt.Errorf("payload_type: must be a column type such as BYTEA or LONGBLOB, got %q", c.PayloadType))
+	}
+	if c.InitializeSchema == nil {
+		yes := true
+		c.InitializeSchema = &yes
+	}
+	return conn, errs
+}
+
+// quote names a table in the connection's dialect, schema-qualified.
+func (c *SQLTable) quote(driver, table string) string {
+	q := func(s string) string { return `"` + s + `"` }
+	if driver == "mysql" {
+		q = func(s string) string { return "`" + s + "`" }
+	}
+	if c.Schema != "" {
+		return q(c.Schema) + "." + q(table)
+	}
+	return q(table)
+}
+
+// adapters are the watermill-sql schema and offsets adapters these keys make.
+func (c *SQLTable) adapters(driver string, batch int) (wsql.SchemaAdapter, wsql.OffsetsAdapter) {
+	messages := func(topic string) string { return c.quote(driver, topic) }
+	offsets := func(topic string) string { return c.quote(driver, topic+"_offsets") }
+	payload := func(string) string { return c.PayloadType }
+	if driver == "mysql" {
+		return wsql.DefaultMySQLSchema{GenerateMessagesTableName: messages, GeneratePayloadType: payload, SubscribeBatchSize: batch},
+			wsql.DefaultMySQLOffsetsAdapter{GenerateMessagesOffsetsTableName: offsets}
+	}
+	return wsql.DefaultPostgreSQLSchema{GenerateMessagesTableName: messages, GeneratePayloadType: payload, SubscribeBatchSize: batch},
+		wsql.DefaultPostgreSQLOffsetsAdapter{GenerateMessagesOffsetsTableName: offsets}
+}
+
+// Check implements pipelines.SourceConfig.
+func (c *SQLSource) Check(d pipelines.Deps) error {
+	_, errs := c.check(d)
+	if c.ConsumerGroup == "" {
+		c.ConsumerGroup = d.Pipeline
+	}
+	if len(c.ConsumerGroup) > 255 {
+		errs = append(errs, errors.New("consumer_group: at most 255 characters"))
+	}
+	if c.AckDeadline != nil && *c.AckDeadline < 0 {
+		errs = append(errs, fmt.Errorf("ack_deadline: must not be negative (0 turns it off), got %s", *c.AckDeadline))
+	}
+	for k, v := range map[string]time.Duration{"poll_interval": c.PollInterval, "resend_interval": c.ResendInterval, "retry_interval": c.RetryInterval} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", k, v))
+		}
+	}
+	if c.SubscribeBatchSize < 0 {
+		errs = append(errs, fmt.Errorf("subscribe_batch_size: must not be negative, got %d", c.SubscribeBatchSize))
+	}
+	return errors.Join(errs...)
+}
+
+// Topic implements pipelines.SourceConfig.
+func (c *SQLSource) Topic() string { return c.Table }
+
+// NewSubscriber implements pipelines.SourceConfig.
+func (c *SQLSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
+	conn, err := sqlConnection(d, c.Connection)
+	if err != nil {
+		return nil, err
+	}
+	return c.NewSubscriberWith(conn, d.Logger)
+}
+
+// NewSubscriberWith builds the subscriber on a connection's keys, with a pool
+// of its own that its Close closes.
+func (c *SQLSource) NewSubscriberWith(conn *SQLConnection, logger watermill.LoggerAdapter) (message.Subscriber, error) {
+	db, err := conn.Open()
+	if err != nil {
+		return nil, err
+	}
+	schema, offsets := c.adapters(conn.Driver, c.SubscribeBatchSize)
+	s, err := wsql.NewSubscriber(wsql.BeginnerFromStdSQL(db), wsql.SubscriberConfig{
+		ConsumerGroup:    c.ConsumerGroup,
+		AckDeadline:      c.AckDeadline,
+		PollInterval:     c.PollInterval,
+		ResendInterval:   c.ResendInterval,
+		RetryInterval:    c.RetryInterval,
+		SchemaAdapter:    schema,
+		OffsetsAdapter:   offsets,
+		InitializeSchema: *c.InitializeSchema,
+	}, logger)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sql: %w", err)
+	}
+	return newSQLSubscriber(s, db), nil
+}
+
+// sqlSubscriber closes its own pool after the adapter, which does not, and
+// forwards each subscription's messages so that its channel is closed when
+// Close returns (the adapter closes its own a moment after).
+type sqlSubscriber struct {
+	*wsql.Subscriber
+	db      *stdsql.DB
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+	err     error
+}
+
+func newSQLSubscriber(s *wsql.Subscriber, db *stdsql.DB) *sqlSubscriber {
+	return &sqlSubscriber{Subscriber: s, db: db, closing: make(chan struct{})}
+}
+
+func (s *sqlSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, wsql.ErrSubscriberClosed
+	}
+	in, err := s.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(out)
+		for m := range in {
+			select {
+			case out <- m:
+			case <-s.closing: // not acked: the group reads it again
+			}
+		}
+	}()
+	return out, nil
+}
+
+func (s *sqlSubscriber) Close() error {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		close(s.closing)
+		s.mu.Unlock()
+		err := s.Subscriber.Close()
+		s.wg.Wait()
+		s.err = errors.Join(err, s.db.Close())
+	})
+	return s.err
+}
+
+// Check implements pipelines.SinkConfig.
+func (c *SQLSink) Check(d pipelines.Deps) error {
+	conn, errs := c.check(d)
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = SQLPostgresMaxMessageBytes
+	}
+	if c.MaxMessageBytes < 0 || conn != nil && conn.Driver == "postgres" && c.MaxMessageBytes > SQLPostgresMaxMessageBytes {
+		errs = append(errs, fmt.Errorf("max_message_bytes: must be from 1 to PostgreSQL's field limit of %d (1 GB), got %d", SQLPostgresMaxMessageBytes, c.MaxMessageBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// Topic implements pipelines.SinkConfig: the table, required.
+func (c *SQLSink) Topic() string { return c.Table }
+
+// NewPublisher implements pipelines.SinkConfig. It creates the tables now,
+// so a bad DSN or a missing right fails the pipeline's start.
+func (c *SQLSink) NewPublisher(ctx context.Context, d pipelines.Deps) (message.Publisher, error) {
+	conn, err := sqlConnection(d, c.Connection)
+	if err != nil {
+		return nil, err
+	}
+	return c.NewPublisherWith(ctx, conn, d.Logger)
+}
+
+// NewPublisherWith builds the publisher on a connection's keys, with a pool of
+// its own that its Close closes.
+func (c *SQLSink) NewPublisherWith(ctx context.Context, conn *SQLConnection, logger watermill.LoggerAdapter) (message.Publisher, error) {
+	db, err := conn.Open()
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (message.Publisher, error) {
+		_ = db.Close()
+		dsn, _ := secretOrFile("dsn", conn.DSN, conn.DSNFile)
+		return nil, fmt.Errorf("sql: %w", redactDSN(err, string(dsn)))
+	}
+	schema, _ := c.adapters(conn.Driver, 0)
+	limit := c.MaxMessageBytes
+	packet := int64(0)
+	if conn.Driver == "mysql" {
+		if err := db.QueryRowContext(ctx, "SELECT @@max_allowed_packet").Scan(&packet); err != nil {
+			return fail(fmt.Errorf("read max_allowed_packet: %w", err))
+		}
+	}
+	if *c.InitializeSchema {
+		if err := c.createTable(ctx, db, schema); err != nil {
+			return fail(err)
+		}
+	}
+	p, err := wsql.NewPublisher(wsql.BeginnerFromStdSQL(db), wsql.PublisherConfig{SchemaAdapter: schema, AutoInitializeSchema: *c.InitializeSchema}, logger)
+	if err != nil {
+		return fail(err)
+	}
+	return &sqlPublisher{sizeLimited: sizeLimited{Publisher: p, limit: func(m *message.Message) error {
+		if len(m.UUID) > SQLMaxUUIDLength {
+			return fmt.Errorf("%w: message UUID %q is %d characters, over the sql uuid column's %d", errTooLarge, m.UUID, len(m.UUID), SQLMaxUUIDLength)
+		}
+		n := int64(len(m.Payload))
+		if n > limit {
+			return fmt.Errorf("%w: message %s has a %d-byte payload, over the sql sink's max_message_bytes of %d", errTooLarge, m.UUID, n, limit)
+		}
+		if packet > 0 {
+			md, _ := json.Marshal(m.Metadata)
+			if total := n + int64(len(md)) + sqlPacketReserve; total > packet {
+				return fmt.Errorf("%w: message %s needs a %d-byte INSERT (payload %d, metadata %d), over the MySQL server's max_allowed_packet of %d", errTooLarge, m.UUID, total, n, len(md), packet)
+			}
+		}
+		return nil
+	}}, db: db}, nil
+}
+
+func (c *SQLSink) createTable(ctx context.Context, db *stdsql.DB, schema wsql.SchemaAdapter) error {
+	qs, err := schema.SchemaInitializingQueries(wsql.SchemaInitializingQueriesParams{Topic: c.Table})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create table %s: %w", c.Table, err)
+	}
+	for _, q := range qs {
+		if _, err := tx.ExecContext(ctx, q.Query, q.Args...); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("create table %s: %w", c.Table, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create table %s: %w", c.Table, err)
+	}
+	return nil
+}
+
+// sqlPublisher closes its own pool after the adapter, which does not.
+type sqlPublisher struct {
+	sizeLimited
+	db   *stdsql.DB
+	once sync.Once
+	err  error
+}
+
+func (p *sqlPublisher) Close() error {
+	p.once.Do(func() { p.err = errors.Join(p.Publisher.Close(), p.db.Close()) })
+	return p.err
+}
