@@ -2,7 +2,10 @@ package kinds
 
 import (
 	"context"
+	"crypto/sha256"
 	stdsql "database/sql"
+	"database/sql/driver"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -410,7 +413,19 @@ func (c *SQLSink) NewPublisherWith(ctx context.Context, conn *SQLConnection, log
 			return fail(err)
 		}
 	}
-	p, err := wsql.NewPublisher(wsql.BeginnerFromStdSQL(db), wsql.PublisherConfig{SchemaAdapter: schema, AutoInitializeSchema: *c.InitializeSchema}, logger)
+	var exec wsql.ContextExecutor = wsql.BeginnerFromStdSQL(db)
+	if conn.Driver == "mysql" {
+		database := c.Schema
+		if database == "" {
+			var name stdsql.NullString
+			if err := db.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&name); err != nil {
+				return fail(fmt.Errorf("read the connection's database: %w", err))
+			}
+			database = name.String
+		}
+		exec = &mysqlOrderedInserts{db: db, lock: mysqlInsertLockName(database, c.Table)}
+	}
+	p, err := wsql.NewPublisher(exec, wsql.PublisherConfig{SchemaAdapter: schema, AutoInitializeSchema: *c.InitializeSchema}, logger)
 	if err != nil {
 		return fail(err)
 	}
@@ -466,4 +481,77 @@ type sqlPublisher struct {
 func (p *sqlPublisher) Close() error {
 	p.once.Do(func() { p.err = errors.Join(p.Publisher.Close(), p.db.Close()) })
 	return p.err
+}
+
+// mysqlInsertLockTimeout bounds the wait for another writer's INSERT, which
+// itself may wait up to innodb_lock_wait_timeout (50 s by default) for a
+// consumer group's gap lock.
+const mysqlInsertLockTimeout = 2 * time.Minute
+
+// mysqlOrderedInserts runs the adapter's INSERTs into one table one at a
+// time, each inside the server's named lock of that table (GET_LOCK), so
+// that offsets become visible in the order they were taken.
+//
+// The offset of the MySQL schema is an AUTO_INCREMENT value, taken when an
+// INSERT starts and visible only when it commits. With INSERTs running at
+// once, offset 11 can commit and be read (and acked: the group then reads
+// offset > 11) while the INSERT that took 10 is still on its way, often
+// because it waits for that very reader's gap lock: row 10 lands behind the
+// group's offset and is never read. (The PostgreSQL schema avoids this with
+// transaction_id and pg_snapshot_xmin; the MySQL one has no such guard.)
+// Holding the lock from before the value is taken until after the commit
+// makes every smaller offset committed before a larger one exists, across
+// pipelines and loombridge processes alike (the lock is the server's). A
+// writer that does not take the lock (another program INSERTing into the
+// table) is not covered.
+type mysqlOrderedInserts struct {
+	db   *stdsql.DB
+	lock string
+	// mu keeps this process's writers off the server lock's queue.
+	mu sync.Mutex
+}
+
+// mysqlInsertLockName is the GET_LOCK name of a table: at most 64
+// characters, MySQL's and MariaDB's limit.
+func mysqlInsertLockName(database, table string) string {
+	name := "loombridge.sql." + database + "." + table
+	if len(name) > 64 {
+		sum := sha256.Sum256([]byte(database + "." + table))
+		name = "loombridge.sql." + hex.EncodeToString(sum[:20])
+	}
+	return name
+}
+
+func (e *mysqlOrderedInserts) ExecContext(ctx context.Context, query string, args ...any) (wsql.Result, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// One connection for lock, INSERT and release: should it break, the
+	// server drops the lock only once the INSERT is over, either way.
+	conn, err := e.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	var got stdsql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", e.lock, int(mysqlInsertLockTimeout/time.Second)).Scan(&got); err != nil {
+		return nil, fmt.Errorf("take the table's insert lock %s: %w", e.lock, err)
+	}
+	if got.Int64 != 1 {
+		return nil, fmt.Errorf("take the table's insert lock %s: another writer held it for %s", e.lock, mysqlInsertLockTimeout)
+	}
+	res, err := conn.ExecContext(ctx, query, args...)
+	// A failed release (a broken connection) ends the session, which
+	// releases the lock too.
+	_, rerr := conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK(?)", e.lock)
+	if err != nil {
+		return nil, err
+	}
+	if rerr != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	return res, nil
+}
+
+func (e *mysqlOrderedInserts) QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error) {
+	return e.db.QueryContext(ctx, query, args...)
 }
