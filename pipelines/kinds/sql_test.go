@@ -14,8 +14,8 @@ import (
 	"github.com/loombridge/loombridge/pipelines/kinds"
 )
 
-// Many concurrent Publish calls into one table while a consumer group reads
-// it: every row the sink inserted reaches the source. On MySQL/MariaDB the
+// Many concurrent Publish calls through several sinks into one table while a
+// consumer group reads it: every row the sinks inserted reaches the source. On MySQL/MariaDB the
 // offsets are AUTO_INCREMENT values, taken before the row is in the table: an
 // INSERT that took offset 10 can land after one that took 11 was read and its
 // offset acked, and the group, reading offset > 11 from then on, would never
@@ -50,11 +50,17 @@ pipelines:
 	src.Table, sink.Table = table, table
 	logger := watermill.NopLogger{}
 
-	pub, err := sink.NewPublisherWith(context.Background(), conn, logger)
-	if err != nil {
-		t.Fatal(err)
+	// Several sinks, as several pipelines or loombridge processes would
+	// have, each with its own pool.
+	pubs := make([]message.Publisher, 4)
+	for i := range pubs {
+		pub, err := sink.NewPublisherWith(context.Background(), conn, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pub.Close()
+		pubs[i] = pub
 	}
-	defer pub.Close()
 	sub, err := src.NewSubscriberWith(conn, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +92,8 @@ pipelines:
 
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range publishers {
+	for w := range publishers {
+		pub := pubs[w%len(pubs)]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -103,7 +110,7 @@ pipelines:
 	}
 	close(next)
 	wg.Wait()
-	t.Logf("%d rows inserted by %d publishers in %s", n, publishers, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d rows inserted by %d goroutines through %d sinks in %s", n, publishers, len(pubs), time.Since(start).Round(time.Millisecond))
 
 	// Every row is in the table now; the group reads the rest within moments
 	// (the deadline only catches a row it skipped for good).
