@@ -53,6 +53,15 @@ const (
 	// SQLPostgresMaxMessageBytes is PostgreSQL's limit on one field (1 GB),
 	// which the payload column is.
 	SQLPostgresMaxMessageBytes = 1<<30 - 1
+	// SQLDefaultSubscribeBatchSize is subscribe_batch_size when 0 (the
+	// adapter's own default is 100). The adapter reads a batch in one
+	// transaction that stays open until the pipeline handled every message
+	// of it. On PostgreSQL that transaction holds pg_snapshot_xmin back for
+	// the whole server, so no sql source there reads a newer row before it
+	// ends; on MySQL its gap locks hold the sinks' INSERTs into that table.
+	// Ten messages a transaction keep that short at little cost (one more
+	// query per ten messages).
+	SQLDefaultSubscribeBatchSize = 10
 	// SQLDefaultMaxIdleConns is max_idle_conns when 0: a pipeline's
 	// default concurrency, so that a busy sink keeps its connections
 	// (database/sql's own default of 2 had PostgreSQL start a backend for
@@ -273,6 +282,9 @@ func (c *SQLSource) Check(d pipelines.Deps) error {
 	}
 	if c.SubscribeBatchSize < 0 {
 		errs = append(errs, fmt.Errorf("subscribe_batch_size: must not be negative, got %d", c.SubscribeBatchSize))
+	}
+	if c.SubscribeBatchSize == 0 {
+		c.SubscribeBatchSize = SQLDefaultSubscribeBatchSize
 	}
 	return errors.Join(errs...)
 }
