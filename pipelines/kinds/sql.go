@@ -442,7 +442,7 @@ func (c *SQLSink) NewPublisherWith(ctx context.Context, conn *SQLConnection, log
 			}
 			database = name.String
 		}
-		exec = &mysqlOrderedInserts{db: db, lock: mysqlInsertLockName(database, c.Table)}
+		exec = &mysqlOrderedInserts{db: db, database: database}
 	}
 	p, err := wsql.NewPublisher(exec, wsql.PublisherConfig{SchemaAdapter: schema, AutoInitializeSchema: *c.InitializeSchema}, logger)
 	if err != nil {
@@ -528,10 +528,29 @@ const mysqlInsertLockTimeout = 2 * time.Minute
 // writer that does not take the lock (another program INSERTing into the
 // table) is not covered.
 type mysqlOrderedInserts struct {
-	db   *stdsql.DB
-	lock string
+	db *stdsql.DB
+	// database is the connection's default, for unqualified table names.
+	database string
 	// mu keeps this process's writers off the server lock's queue.
 	mu sync.Mutex
+}
+
+// insertLock is the lock of the table an INSERT of the MySQL schema adapter
+// writes, and false for other statements (CREATE TABLE needs none).
+func (e *mysqlOrderedInserts) insertLock(query string) (string, bool) {
+	rest, ok := strings.CutPrefix(query, "INSERT INTO ")
+	if !ok {
+		return "", false
+	}
+	quoted, _, ok := strings.Cut(rest, " (")
+	if !ok {
+		return "", false
+	}
+	database, table, qualified := strings.Cut(quoted, "`.`")
+	if !qualified {
+		database, table = e.database, quoted
+	}
+	return mysqlInsertLockName(strings.Trim(database, "`"), strings.Trim(table, "`")), true
 }
 
 // mysqlInsertLockName is the GET_LOCK name of a table: at most 64
@@ -546,6 +565,10 @@ func mysqlInsertLockName(database, table string) string {
 }
 
 func (e *mysqlOrderedInserts) ExecContext(ctx context.Context, query string, args ...any) (wsql.Result, error) {
+	lock, ok := e.insertLock(query)
+	if !ok {
+		return e.db.ExecContext(ctx, query, args...)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	// One connection for lock, INSERT and release: should it break, the
@@ -556,16 +579,16 @@ func (e *mysqlOrderedInserts) ExecContext(ctx context.Context, query string, arg
 	}
 	defer conn.Close()
 	var got stdsql.NullInt64
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", e.lock, int(mysqlInsertLockTimeout/time.Second)).Scan(&got); err != nil {
-		return nil, fmt.Errorf("take the table's insert lock %s: %w", e.lock, err)
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", lock, int(mysqlInsertLockTimeout/time.Second)).Scan(&got); err != nil {
+		return nil, fmt.Errorf("take the table's insert lock %s: %w", lock, err)
 	}
 	if got.Int64 != 1 {
-		return nil, fmt.Errorf("take the table's insert lock %s: another writer held it for %s", e.lock, mysqlInsertLockTimeout)
+		return nil, fmt.Errorf("take the table's insert lock %s: another writer held it for %s", lock, mysqlInsertLockTimeout)
 	}
 	res, err := conn.ExecContext(ctx, query, args...)
 	// A failed release (a broken connection) ends the session, which
 	// releases the lock too.
-	_, rerr := conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK(?)", e.lock)
+	_, rerr := conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK(?)", lock)
 	if err != nil {
 		return nil, err
 	}

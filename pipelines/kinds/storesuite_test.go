@@ -37,7 +37,8 @@ func suitePrefix() string { return "lbs" + strings.ToLower(watermill.NewShortUUI
 func suiteFeatures(prefix string, f tests.Features) tests.Features {
 	// Under -race every message costs several times the CPU, and the full
 	// counts took minutes on a loaded 2-core machine: -race runs upstream's
-	// short counts; .ci/run runs the suite again without -race at full counts.
+	// short counts (.ci/run's full-size run covers the Loom adapter's suite,
+	// not these).
 	f.ForceShort = raceEnabled
 	f.GenerateTopicFunc = func(tctx tests.TestContext) string { return prefix + "_" + string(tctx.TestID) }
 	return f
