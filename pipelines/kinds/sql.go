@@ -438,7 +438,7 @@ func (c *SQLSink) NewPublisherWith(ctx context.Context, conn *SQLConnection, log
 		if database == "" {
 			var name stdsql.NullString
 			if err := db.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&name); err != nil {
-				return fail(fmt.Errorf("read the connection's database: %w", err))
+				return fail(fmt.Errorf("connection: read its default database (for the insert lock's name): %w", err))
 			}
 			database = name.String
 		}
@@ -536,21 +536,25 @@ type mysqlOrderedInserts struct {
 }
 
 // insertLock is the lock of the table an INSERT of the MySQL schema adapter
-// writes, and false for other statements (CREATE TABLE needs none).
-func (e *mysqlOrderedInserts) insertLock(query string) (string, bool) {
+// writes, and "" for other statements (CREATE TABLE needs none). An INSERT
+// it cannot read is an error, never an INSERT without the lock.
+func (e *mysqlOrderedInserts) insertLock(query string) (string, error) {
 	rest, ok := strings.CutPrefix(query, "INSERT INTO ")
 	if !ok {
-		return "", false
+		if strings.HasPrefix(strings.ToUpper(strings.TrimSpace(query)), "INSERT") {
+			return "", errors.New("sql sink: an INSERT of unexpected form, refused without its table lock")
+		}
+		return "", nil
 	}
 	quoted, _, ok := strings.Cut(rest, " (")
-	if !ok {
-		return "", false
+	if !ok || !strings.HasPrefix(quoted, "`") || !strings.HasSuffix(quoted, "`") {
+		return "", errors.New("sql sink: an INSERT of unexpected form, refused without its table lock")
 	}
 	database, table, qualified := strings.Cut(quoted, "`.`")
 	if !qualified {
 		database, table = e.database, quoted
 	}
-	return mysqlInsertLockName(strings.Trim(database, "`"), strings.Trim(table, "`")), true
+	return mysqlInsertLockName(strings.Trim(database, "`"), strings.Trim(table, "`")), nil
 }
 
 // mysqlInsertLockName is the GET_LOCK name of a table: at most 64
@@ -565,8 +569,11 @@ func mysqlInsertLockName(database, table string) string {
 }
 
 func (e *mysqlOrderedInserts) ExecContext(ctx context.Context, query string, args ...any) (wsql.Result, error) {
-	lock, ok := e.insertLock(query)
-	if !ok {
+	lock, err := e.insertLock(query)
+	if err != nil {
+		return nil, err
+	}
+	if lock == "" {
 		return e.db.ExecContext(ctx, query, args...)
 	}
 	e.mu.Lock()
@@ -580,10 +587,10 @@ func (e *mysqlOrderedInserts) ExecContext(ctx context.Context, query string, arg
 	defer conn.Close()
 	var got stdsql.NullInt64
 	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", lock, int(mysqlInsertLockTimeout/time.Second)).Scan(&got); err != nil {
-		return nil, fmt.Errorf("take the table's insert lock %s: %w", lock, err)
+		return nil, fmt.Errorf("table: take the insert lock %s: %w", lock, err)
 	}
 	if got.Int64 != 1 {
-		return nil, fmt.Errorf("take the table's insert lock %s: another writer held it for %s", lock, mysqlInsertLockTimeout)
+		return nil, fmt.Errorf("table: take the insert lock %s: another writer held it for %s", lock, mysqlInsertLockTimeout)
 	}
 	res, err := conn.ExecContext(ctx, query, args...)
 	// A failed release (a broken connection) ends the session, which
