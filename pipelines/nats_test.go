@@ -64,8 +64,9 @@ func TestNATSRoundTrip(t *testing.T) {
 }
 
 // nats-server is stopped and started again while messages cross: every
-// message the file source acked reaches the end (all of them, since the run
-// completes); duplicates are counted and logged.
+// message the feed published (confirm mode: a consumer of rt_in took it)
+// reaches the end (all of them, since the run completes); duplicates are
+// counted and logged.
 func TestNATSRestartLosesNothing(t *testing.T) {
 	const n = 5000
 	rt, _ := natsRoundTrip(t, n)
