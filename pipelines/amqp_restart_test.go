@@ -14,8 +14,9 @@ import (
 )
 
 // RabbitMQ's app is stopped and started again while messages cross: every
-// message the file source acked reaches the end (all of them, since the run
-// completes); duplicates are counted and logged.
+// message the feed published (confirm mode: a consumer of rt_in took it)
+// reaches the end (all of them, since the run completes); duplicates are
+// counted and logged.
 func TestAMQPRestartLosesNothing(t *testing.T) {
 	const n = 5000
 	rt := amqpRoundTrip(t, n)

@@ -41,10 +41,10 @@ func TestBrokerThroughput(t *testing.T) {
 			s := suffix()
 			if b.name == "nats" {
 				natsStream(t, "LBBENCH_"+s)
+				natsStream(t, "LBBENCH_DIRECT_"+s)
 			} else {
 				rabbitQueue(t, "lbbench_"+s)
 				rabbitQueue(t, "lbbench_direct_"+s)
-				natsStream(t, "LBBENCH_DIRECT_"+s)
 			}
 			rt := startRoundTrip(t, msgs, b.conn, fill(b.to, "@S@", s), fill(b.from, "@S@", s))
 			var toAt, fromAt time.Duration

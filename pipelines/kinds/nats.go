@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
@@ -298,7 +300,9 @@ func (c *NATSSource) Check(d pipelines.Deps) error {
 // Topic implements pipelines.SourceConfig: the subject.
 func (c *NATSSource) Topic() string { return c.Subject }
 
-// NewSubscriber implements pipelines.SourceConfig.
+// NewSubscriber implements pipelines.SourceConfig. The durable consumer is
+// created here, once, when it does not exist (see ensureConsumer), and the
+// subscriptions bind to it.
 func (c *NATSSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
 	conn, err := checkNATSConn(d, c.Connection)
 	if err != nil {
@@ -314,55 +318,275 @@ func (c *NATSSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message
 			return nil, err
 		}
 	}
-	var nak wmnats.Delay
-	if c.NakDelay > 0 {
-		nak = wmnats.NewStaticDelay(c.NakDelay)
+	js, err := nc.JetStream()
+	if err == nil {
+		err = ensureConsumer(js, c.Stream, c.Durable, c.Subject)
 	}
-	sub, err := wmnats.NewSubscriberWithNatsConn(nc, wmnats.SubscriberSubscriptionConfig{
-		Unmarshaler:      &wmnats.NATSMarshaler{},
-		SubscribersCount: c.SubscribersCount,
-		AckWaitTimeout:   c.AckWaitTimeout,
-		CloseTimeout:     c.CloseTimeout,
-		NakDelay:         nak,
-		// The durable is the queue group too, so the subscriptions (and other
-		// instances with the same durable) share one consumer.
-		QueueGroupPrefix: c.Durable,
-		JetStream: wmnats.JetStreamConfig{
-			AckAsync:      c.AckAsync,
-			DurablePrefix: c.Durable,
-			// ManualAck: without it nats.go acks whatever the callback returns
-			// from, a message the adapter dropped at Close included.
-			SubscribeOptions: []nats.SubOpt{nats.ManualAck(), nats.AckExplicit(), nats.BindStream(c.Stream)},
-		},
-	}, d.Logger)
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("nats: %w", err)
+		return nil, err
 	}
-	return &natsSubscriber{Subscriber: sub, nc: nc, closed: closed, timeout: c.CloseTimeout}, nil
+	return &natsSubscriber{c: c, nc: nc, js: js, closed: closed, logger: d.Logger, closing: make(chan struct{})}, nil
 }
 
-// natsSubscriber waits, at Close, for the connection the adapter drains in
-// the background, so no goroutine outlives it.
-type natsSubscriber struct {
-	*wmnats.Subscriber
-	nc      *nats.Conn
-	closed  chan struct{}
-	timeout time.Duration
+// natsDeliverSubject is where the server pushes a durable consumer's
+// messages. It is fixed by stream and durable, not a random inbox, so that
+// instances creating the same consumer at once ask for the same
+// configuration, and the second creation is a no-op.
+func natsDeliverSubject(stream, durable string) string {
+	return "_INBOX.loombridge." + stream + "." + durable
 }
 
-func (s *natsSubscriber) Close() error {
-	err := s.Subscriber.Close()
+// ensureConsumer creates the durable push consumer the source reads through,
+// when it does not exist, and checks that an existing one fits.
+//
+// loombridge creates it itself and binds its subscriptions to it (nats.Bind)
+// instead of letting nats.go create it on the first subscribe, because
+// nats.go deletes a consumer it created when that subscription is
+// unsubscribed: a source that stopped took its durable's position with it
+// (a restart began again at the start of the stream), and while one
+// subscriber with a durable was closing, another subscribing with the same
+// durable failed with "nats: consumer not found" (Watermill's universal
+// suite does that in TestContinueAfterErrors and TestConcurrentClose). A
+// consumer created here is never deleted by loombridge: remove it with
+// `nats consumer rm STREAM DURABLE` when it is no longer wanted.
+func ensureConsumer(js nats.JetStreamManager, stream, durable, subject string) error {
+	want := &nats.ConsumerConfig{
+		Durable:        durable,
+		DeliverSubject: natsDeliverSubject(stream, durable),
+		DeliverGroup:   durable,
+		FilterSubject:  subject,
+		DeliverPolicy:  nats.DeliverAllPolicy,
+		AckPolicy:      nats.AckExplicitPolicy,
+	}
+	info, err := js.ConsumerInfo(stream, durable)
+	if errors.Is(err, nats.ErrConsumerNotFound) {
+		info, err = js.AddConsumer(stream, want)
+		if err != nil {
+			// Another instance may have created it a moment before.
+			if again, err2 := js.ConsumerInfo(stream, durable); err2 == nil {
+				info, err = again, nil
+			}
+		}
+	}
 	if err != nil {
+		return fmt.Errorf("nats: durable %s on stream %s: %w", durable, stream, err)
+	}
+	got := info.Config
+	var problem string
+	switch {
+	case got.DeliverSubject == "":
+		problem = "is a pull consumer"
+	case got.DeliverGroup != durable:
+		problem = fmt.Sprintf("has deliver group %q, not %q", got.DeliverGroup, durable)
+	case got.FilterSubject != subject:
+		problem = fmt.Sprintf("reads subject %q, not %q", got.FilterSubject, subject)
+	case got.AckPolicy != nats.AckExplicitPolicy:
+		problem = fmt.Sprintf("has ack policy %s, not explicit", got.AckPolicy)
+	default:
+		return nil
+	}
+	return fmt.Errorf("durable: the existing consumer %s on stream %s %s; name another durable or remove it (nats consumer rm %s %s)",
+		durable, stream, problem, stream, durable)
+}
+
+// natsSubscriber reads a durable JetStream push consumer through
+// SubscribersCount queue subscriptions, each handling one message at a time,
+// in watermill-nats's wire format (NATSMarshaler). It is loombridge's own
+// rather than watermill-nats v2.1.3's Subscriber, whose Subscribe closes its
+// output channel once the subscriptions are unsubscribed while nats.go may
+// still be running their callbacks, which send on that channel: the race
+// detector reports it in Watermill's universal suite (TestSubscribeCtx,
+// TestContinueAfterErrors), and a send that loses the race panics the
+// process. Here a Subscribe's channel is closed only after every callback
+// has returned.
+type natsSubscriber struct {
+	c      *NATSSource
+	nc     *nats.Conn
+	js     nats.JetStreamContext
+	closed chan struct{} // closed with the connection
+	logger watermill.LoggerAdapter
+
+	mu       sync.Mutex
+	isClosed bool
+	closing  chan struct{}  // closed by Close
+	running  sync.WaitGroup // one per Subscribe, until its channel is closed
+}
+
+// Subscribe implements message.Subscriber: topic is the source's subject.
+func (s *natsSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if topic != s.c.Subject {
+		return nil, fmt.Errorf("nats: this source reads subject %q, not %q", s.c.Subject, topic)
+	}
+	s.mu.Lock()
+	if s.isClosed {
+		s.mu.Unlock()
+		return nil, errors.New("nats: subscriber closed")
+	}
+	s.running.Add(1)
+	s.mu.Unlock()
+	r := &natsRun{s: s, ctx: ctx, out: make(chan *message.Message), stop: make(chan struct{}), hard: make(chan struct{})}
+	for range s.c.SubscribersCount {
+		sub, err := s.js.QueueSubscribe(s.c.Subject, s.c.Durable, r.receive,
+			nats.Bind(s.c.Stream, s.c.Durable), nats.ManualAck())
+		if err != nil {
+			r.end()
+			return nil, fmt.Errorf("nats: subscribe to %s through durable %s: %w", s.c.Subject, s.c.Durable, err)
+		}
+		r.subs = append(r.subs, sub)
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-s.closing:
+		}
+		r.end()
+	}()
+	return r.out, nil
+}
+
+// natsRun is one Subscribe: its subscriptions and the callbacks in flight.
+type natsRun struct {
+	s    *natsSubscriber
+	ctx  context.Context
+	out  chan *message.Message
+	subs []*nats.Subscription
+
+	mu       sync.Mutex
+	stopping bool
+	handlers sync.WaitGroup // callbacks running, counted while !stopping
+	stop     chan struct{}  // closed at the run's end: nothing more is handed over
+	hard     chan struct{}  // closed when close_timeout passed: stop waiting for acks
+}
+
+// receive is the callback of every subscription of the run.
+func (r *natsRun) receive(m *nats.Msg) {
+	r.mu.Lock()
+	if r.stopping {
+		r.mu.Unlock()
+		r.nak(m, 0) // back to the consumer at once, for another member or the next start
+		return
+	}
+	r.handlers.Add(1)
+	r.mu.Unlock()
+	defer r.handlers.Done()
+
+	msg, err := (&wmnats.NATSMarshaler{}).Unmarshal(m)
+	if err != nil {
+		// Left unacked: the server delivers it again after the consumer's AckWait.
+		r.s.logger.Error("nats: cannot read message", err, watermill.LogFields{"subject": m.Subject})
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	msg.SetContext(ctx)
+	select {
+	case r.out <- msg:
+	case <-r.stop:
+		r.nak(m, 0)
+		return
+	}
+	timeout := time.NewTimer(r.s.c.AckWaitTimeout)
+	defer timeout.Stop()
+	stop := r.stop
+	for {
+		select {
+		case <-msg.Acked():
+			if r.s.c.AckAsync {
+				err = m.Ack()
+			} else {
+				err = m.AckSync()
+			}
+			if err != nil {
+				r.s.logger.Error("nats: ack failed; the message will come again", err, watermill.LogFields{"message_uuid": msg.UUID})
+			}
+			return
+		case <-msg.Nacked():
+			r.nak(m, r.s.c.NakDelay)
+			return
+		case <-timeout.C:
+			// Left unacked: the server delivers it again after the consumer's AckWait.
+			r.s.logger.Info("nats: no ack within ack_wait_timeout", watermill.LogFields{"message_uuid": msg.UUID})
+			return
+		case <-stop:
+			// The run ends: the message's context is cancelled at once, and
+			// an ack or nack still counts until close_timeout.
+			cancel()
+			stop = nil
+		case <-r.hard:
+			return
+		}
+	}
+}
+
+func (r *natsRun) nak(m *nats.Msg, delay time.Duration) {
+	var err error
+	if delay > 0 {
+		err = m.NakWithDelay(delay)
+	} else {
+		err = m.Nak()
+	}
+	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		r.s.logger.Error("nats: nak failed; the message comes again after the consumer's AckWait", err, nil)
+	}
+}
+
+// end stops the run: no message is handed over any more; the subscriptions
+// are drained (the server stops delivering, and what nats.go holds already
+// passes through receive, which naks it, so it comes again at once rather
+// than after the consumer's AckWait); messages handed over get until
+// close_timeout for their ack or nack; then the channel is closed, once
+// every callback that could send on it has returned. (A callback that finds
+// the run stopping only naks: Close waits for those by draining the
+// connection.)
+func (r *natsRun) end() {
+	r.mu.Lock()
+	r.stopping = true
+	r.mu.Unlock()
+	close(r.stop)
+	for _, sub := range r.subs {
+		if err := sub.Drain(); err != nil {
+			_ = sub.Unsubscribe()
+		}
+	}
+	done := make(chan struct{})
+	go func() { r.handlers.Wait(); close(done) }()
+	deadline := time.NewTimer(r.s.c.CloseTimeout)
+	defer deadline.Stop()
+	select {
+	case <-done:
+	case <-deadline.C:
+		close(r.hard)
+		<-done
+	}
+	close(r.out)
+	r.s.running.Done()
+}
+
+// Close implements message.Subscriber: it ends every Subscribe (each within
+// close_timeout), then drains the connection, so that acks sent without
+// waiting (ack_async) reach the server, and waits until it is closed: no
+// goroutine outlives it.
+func (s *natsSubscriber) Close() error {
+	s.mu.Lock()
+	if s.isClosed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.isClosed = true
+	close(s.closing)
+	s.mu.Unlock()
+	s.running.Wait()
+	if err := s.nc.Drain(); err != nil {
 		s.nc.Close()
 	}
 	select {
 	case <-s.closed:
-	case <-time.After(s.timeout):
+	case <-time.After(s.c.CloseTimeout):
 		s.nc.Close()
 		<-s.closed
 	}
-	return err
+	return nil
 }
 
 // Check implements pipelines.SinkConfig.

@@ -6,7 +6,11 @@ package kinds_test
 // machine. The suite uses a new topic per test; a topic is mapped as a
 // pipeline would map it: one sink and one source per topic, the topic as
 // subject and stream (NATS) or queue (AMQP), the durable named after the
-// consumer group and the topic. Under -race the suite runs short
+// consumer group and the topic. The suite makes several subscribers with one
+// durable, one after another and at once (TestContinueAfterErrors,
+// TestConcurrentClose), as loombridge instances sharing a durable do: the
+// nats source creates the durable consumer itself and binds to it, so that
+// no subscriber's Close deletes it under the others (see ensureConsumer). Under -race the suite runs short
 // (Features.ForceShort): its full counts take minutes on a loaded 2-core
 // machine and add nothing the race detector needs.
 
@@ -134,7 +138,12 @@ func TestNATSUniversalSuite(t *testing.T) {
 			return c.NewPublisher(context.Background(), d)
 		}}
 		sub := &perTopicSub{mk: func(topic string) (message.Subscriber, error) {
-			c := &kinds.NATSSource{Connection: "bus", Subject: topic, Stream: topic, Durable: group + "_" + topic}
+			// close_timeout 2s, not the default 30s: after a Subscribe ends,
+			// the source still takes the ack of a message handed over
+			// (so that handlers finishing while a pipeline stops are acked)
+			// for close_timeout; TestMessageCtx closes with a message it
+			// never acks, and goleak ends the run before 30 s.
+			c := &kinds.NATSSource{Connection: "bus", Subject: topic, Stream: topic, Durable: group + "_" + topic, CloseTimeout: 2 * time.Second}
 			if err := c.Check(d); err != nil {
 				return nil, err
 			}
