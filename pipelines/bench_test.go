@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,10 +112,13 @@ pipelines:
 	msgs := benchMessages(b.N, payload)
 	b.SetBytes(int64(len(payload)))
 	b.ResetTimer()
+	cpu0 := cpuTime(b)
 	publishAll(b, pub, msgs)
 	pollUntil(b, done, 1+uint64(b.N), benchWait(b.N, len(payload)))
+	cpu := cpuTime(b) - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
 
 	st := e.Stats()["bridge"]
 	if st.Received != 1+uint64(b.N) || st.Failed != 0 || st.Sinks["archive"].Retried != 0 {
@@ -218,10 +222,13 @@ func runConsumeBaseline(b *testing.B, payload []byte) {
 	msgs := benchMessages(b.N, payload)
 	b.SetBytes(int64(len(payload)))
 	b.ResetTimer()
+	cpu0 := cpuTime(b)
 	publishAll(b, pub, msgs)
 	pollUntil(b, done, 1+uint64(b.N), benchWait(b.N, len(payload)))
+	cpu := cpuTime(b) - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
 	checkRouter(b, srv)
 	if got := received.Load(); got != 1+uint64(b.N) {
 		b.Fatalf("received %d messages, want %d", got, 1+b.N)
@@ -332,6 +339,17 @@ func checkRouter(b *testing.B, srv *loomtest.Server) {
 	if st.Discarded+st.DroppedFull+st.DroppedTooLarge+st.LostOnDisconnect+st.ProtocolErrors > 0 {
 		b.Fatalf("router lost messages: %+v", st)
 	}
+}
+
+// cpuTime is the user and system CPU time of the whole process (router,
+// publisher, pipeline and the GC): on a shared machine it varies far less
+// than wall time, which waits for the other jobs.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchWait bounds how long the messages may take after the timer started.

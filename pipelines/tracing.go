@@ -16,16 +16,19 @@ import (
 // Spans of a pipeline, when the engine has a tracer provider
 // (EngineOptions.TracerProvider):
 //
-//	<kind> receive <topic>   consumer: the source's delivery, child of the trace
+//	<kind> receive <topic>   consumer: the source's delivery and the pipeline's
+//	                         handling (filter, fan-out), child of the trace
 //	                         context the message carries (Loom envelope, or
-//	                         traceparent in the metadata of any source)
-//	  pipeline <name>        filter and fan-out; its error is the handler's
-//	    <kind> publish <topic>   producer: one per matching sink, all its
+//	                         traceparent in the metadata of any source); its
+//	                         error is the handler's
+//	  <kind> publish <topic> producer: one per matching sink, all its
 //	                         retries; its context goes into the published
 //	                         message's metadata (traceparent, tracestate,
 //	                         baggage) and context
 //
 // A Loom source is "loom receive <room>", a Loom sink "loom publish <room>".
+// Receiving and handling are one span: as two they covered the same
+// interval, and a third of the spans was the main cost of tracing.
 
 // Attribute keys of loombridge's own.
 const (
@@ -60,51 +63,40 @@ func (d Deps) TracerProvider() trace.TracerProvider {
 	return d.tracer.tp
 }
 
-func noEnd(*error) {}
-
-// traceProcess starts the receive and pipeline spans of a message and puts
-// the pipeline span in its context, for the sinks; the returned func ends
-// both with the handler's error.
-func (r *runner) traceProcess(msg *message.Message) func(*error) {
+// traceProcess starts the receive span of a message and puts it in the
+// message's context, for the sinks; nil when tracing is off. The caller ends
+// it with endSpan.
+func (r *runner) traceProcess(msg *message.Message) trace.Span {
 	if r.tr == nil {
-		return noEnd
+		return nil
 	}
 	ctx := tracing.Extract(msg.Context(), msg.Metadata)
-	kind := r.pl.From.Type
 	// Attributes are set once a span is known to record: given to Start they
 	// would be copied twice.
-	ctx, recv := r.tr.t.Start(ctx, kind+" receive "+r.topic, trace.WithSpanKind(trace.SpanKindConsumer))
-	if recv.IsRecording() {
-		recv.SetAttributes(messageAttrs(msg, kind, r.topic, true, attrPipeline.String(r.name))...)
-	}
-	ctx, span := r.tr.t.Start(ctx, "pipeline "+r.name)
+	ctx, span := r.tr.t.Start(ctx, r.spanName, trace.WithSpanKind(trace.SpanKindConsumer))
 	if span.IsRecording() {
-		span.SetAttributes(attrPipeline.String(r.name), semconv.MessagingMessageID(msg.UUID))
+		span.SetAttributes(messageAttrs(msg, r.pl.From.Type, r.topic, true, attrPipeline.String(r.name))...)
 	}
 	msg.SetContext(ctx)
-	return func(err *error) {
-		endSpan(span, *err, true)
-		endSpan(recv, *err, false)
-	}
+	return span
 }
 
-func noEndErr(error) {}
-
 // tracePublish starts a sink's publish span and returns the message to
-// publish: msg with that span in its context. It shares msg's metadata, which
-// attempt copies; injectTrace then writes the span's context into the copy.
-func (s *sink) tracePublish(msg *message.Message) (*message.Message, func(error)) {
+// publish: msg with that span in its context (the span is nil when tracing is
+// off). It shares msg's metadata, which attempt copies; injectTrace then
+// writes the span's context into the copy.
+func (s *sink) tracePublish(msg *message.Message) (*message.Message, trace.Span) {
 	if s.tr == nil {
-		return msg, noEndErr
+		return msg, nil
 	}
-	ctx, span := s.tr.t.Start(msg.Context(), s.ep.Type+" publish "+s.topic, trace.WithSpanKind(trace.SpanKindProducer))
+	ctx, span := s.tr.t.Start(msg.Context(), s.spanName, trace.WithSpanKind(trace.SpanKindProducer))
 	if span.IsRecording() {
 		span.SetAttributes(messageAttrs(msg, s.ep.Type, s.topic, false, attrSink.String(s.name))...)
 	}
 	// Not msg.Copy(): only attempt's copy is published, and is acked by no one.
 	c := &message.Message{UUID: msg.UUID, Metadata: msg.Metadata, Payload: msg.Payload}
 	c.SetContext(ctx)
-	return c, func(err error) { endSpan(span, err, false) } // attempts recorded theirs
+	return c, span
 }
 
 // injectTrace writes the trace context of what a sink publishes into its
@@ -141,8 +133,12 @@ func messageAttrs(msg *message.Message, kind, topic string, receive bool, more .
 	return append(a, more...)
 }
 
-// endSpan ends span with err as its status, and as an event when record.
+// endSpan ends span with err as its status, and as an event when record;
+// a nil span (tracing off) is left alone.
 func endSpan(span trace.Span, err error, record bool) {
+	if span == nil {
+		return
+	}
 	if err != nil {
 		if record {
 			span.RecordError(err)
