@@ -155,7 +155,7 @@ func (p *Publisher) onDrop(o *outgoing, reason DropReason) {
 	case DropExpired:
 		p.droppedExpired.Add(1)
 	}
-	p.logger.Debug("Loom message dropped", watermill.LogFields{"uuid": o.msg.UUID, "room": o.room, "reason": string(reason)})
+	p.logger.Debug("Loom message dropped", watermill.LogFields{"message_uuid": o.msg.UUID, "room": o.room, "reason": string(reason)})
 	if p.cfg.OnDrop != nil {
 		p.cfg.OnDrop(o.msg, reason)
 	}
@@ -311,7 +311,16 @@ func (p *Publisher) sender(conn *connector) {
 			return
 		}
 		wait := bo.NextBackOff()
-		p.logger.Error("Loom batch not confirmed, will resend", err, watermill.LogFields{"room": first.room, "messages": len(batch), "retry_in": wait.String()})
+		fields := watermill.LogFields{"room": first.room, "messages": len(batch), "retry_in": wait.String()}
+		if se, ok := errors.AsType[*sendError](err); ok {
+			fields["message_uuid"] = se.uuid // its key is in the error: name the message too
+		}
+		p.logger.Error("Loom batch not confirmed, will resend", err, fields)
+		// The batch's line names no message; one line each does, so that a
+		// message can be followed by its UUID.
+		for _, o := range batch {
+			p.logger.Debug("Loom message will be resent", watermill.LogFields{"message_uuid": o.msg.UUID, "room": o.room})
+		}
 		select {
 		case <-time.After(wait):
 		case <-p.ctx.Done():
@@ -367,13 +376,23 @@ func (p *Publisher) sendBatch(cl *client.Client, batch []*outgoing, body *bytes.
 		body.Reset(o.body)
 		if err := prod.Send(ctx, o.key, uint64(len(o.body)), body); err != nil {
 			prod.Abort()
-			return live, written, err
+			return live, written, &sendError{uuid: o.msg.UUID, err: err}
 		}
 		o.written.Store(true)
 		written++
 	}
 	return live, written, prod.Close(ctx)
 }
+
+// sendError is a failed Send of one message of a batch: the batch's log line
+// names that message.
+type sendError struct {
+	uuid string
+	err  error
+}
+
+func (e *sendError) Error() string { return e.err.Error() }
+func (e *sendError) Unwrap() error { return e.err }
 
 // PublisherStats are the publisher's counters.
 type PublisherStats struct {
