@@ -86,7 +86,7 @@ pipelines:
           - {name: down, url: @URL@, retry: {initial_interval: 1ms, max_interval: 2ms, max_attempts: 2}, breaker: {failures: 1000000}}
       big: {type: loom, connection: local, room: r, max_message_bytes: 1000, buffer: {max_bytes: 1000}}
       away: {type: loom, connection: gone, room: r, publish_timeout: 200ms, close_timeout: 100ms}
-      denied: {type: loom, connection: refused, room: r, publish_timeout: 200ms, close_timeout: 100ms}
+      denied: {type: loom, connection: refused, room: r, publish_timeout: 500ms, close_timeout: 100ms}
       picky: {type: file, dir: @DIR@, topic: picky, fsync: never, when: 'payload.x > 1'}
     retry: {max_retries: 1, initial_interval: 1ms, max_interval: 1ms}
     dead_letter: {type: file, dir: @DIR@, topic: dead, fsync: never}
