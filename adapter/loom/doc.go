@@ -70,10 +70,13 @@
 // # Delivery and failure
 //
 // The publisher is at least once towards the server: messages wait in a bounded
-// buffer, sender goroutines send them in batches, one producer stream per batch, and
-// a batch that fails (connection lost, refused, StreamTimeout) goes back to the front
-// of the buffer and is sent again after reconnecting, so some messages may arrive
-// twice. Loom itself is at most once: end to end, a message may be lost at the
+// buffer, sender goroutines send them in batches of one room, one producer stream
+// per batch, and a batch that fails (connection lost, stream reset) goes back to the
+// front of the buffer and is sent again after reconnecting, so some messages may
+// arrive twice. A slow stream is waited for and never resent (StreamTimeout only
+// reports it), and each room has streams of its own, so a slow or stuck room delays
+// no other. A refusal fails the room's messages at once (DropRefused) and Publish to
+// the room fails fast until a new connection is accepted there. Loom itself is at most once: end to end, a message may be lost at the
 // server and may arrive twice, and nothing is exactly once.
 //
 // Reconnect. Connections are redialled with exponential back-off (BackoffConfig,
