@@ -73,10 +73,8 @@ type Publisher struct {
 	// conns are the live senders' connections; each sender has its own, since a
 	// batch is written ahead of what the server reads, and on a shared connection a
 	// stuck stream's unread data would fill the connection's flow-control window.
-	conns map[*connector]struct{}
-	// gen counts refusals and accepted probes: a connection dialled before the
-	// latest is replaced before its next batch, so that it reads the token again.
-	gen                   uint64
+	// Each maps to the cancel of its connection's context (see replaceConns).
+	conns                 map[*connector]context.CancelFunc
 	pastDials, pastRedial uint64 // of connections closed
 
 	sent, batches, failedBatches, resent, unconfirmed, slowStreams atomic.Uint64
@@ -86,7 +84,14 @@ type Publisher struct {
 // roomState is a room's batches in flight and its refusal, if any.
 type roomState struct {
 	inflight int
-	refused  error // wraps client.ErrRefused while the room is refused
+	// refused wraps client.ErrRefused while the room is refused: from the moment it
+	// is set no batch of the room is taken, and messages put back are dropped.
+	refused error
+	// failFast is set once the refusal's drops are done (the refused batch and the
+	// room's buffered messages): from then on Publish fails at once. Set later than
+	// refused, so that a Publish failing fast never sees earlier messages of the
+	// room still buffered.
+	failFast bool
 	probing  bool
 }
 
@@ -162,7 +167,7 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 		logger:    logger.With(watermill.LogFields{"loom_addr": cfg.Client.Addr}),
 		marshaler: m,
 		rooms:     map[string]*roomState{},
-		conns:     map[*connector]struct{}{},
+		conns:     map[*connector]context.CancelFunc{},
 	}
 	policy, _ := buffer.ParsePolicy(cfg.Buffer.Policy)
 	buf, err := buffer.New(buffer.Config[*outgoing]{
@@ -191,16 +196,36 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 // startSender starts a sender with a connection of its own; the caller has
 // counted it in senders and free.
 func (p *Publisher) startSender() {
-	conn, gen := p.newConn()
-	p.wg.Go(func() { p.sender(conn, gen) })
+	conn, stale := p.newConn()
+	p.wg.Go(func() { p.sender(conn, stale) })
 }
 
-func (p *Publisher) newConn() (*connector, uint64) {
-	conn := newConnector(p.cfg.Client, p.cfg.Reconnect, p.logger)
+// newConn starts a sender connection. stale is cancelled when the connection must
+// be replaced before its sender takes another batch (see replaceConns); it never
+// ends a batch in flight.
+func (p *Publisher) newConn() (conn *connector, stale context.Context) {
+	conn = newConnector(p.cfg.Client, p.cfg.Reconnect, p.logger)
+	stale, cancel := context.WithCancel(p.ctx)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.conns[conn] = struct{}{}
-	return conn, p.gen
+	p.conns[conn] = cancel
+	return conn, stale
+}
+
+// replaceConns has every sender connection open now replaced before its next
+// batch: after a refusal or an accepted probe (a new connection reads the token
+// file again), and after a stream the server ended early without refusing it (a
+// server stopping gracefully ends its streams so and then vanishes without closing
+// its connections, which then look alive until the server is back). A sender whose
+// connection is stale takes no batch from the moment this returns (its eligible
+// function says no), so a batch requeued after this call stays buffered until a
+// fresh connection is up.
+func (p *Publisher) replaceConns() {
+	p.mu.Lock()
+	for _, cancel := range p.conns {
+		cancel()
+	}
+	p.mu.Unlock()
 }
 
 // dropConn closes a sender's connection and keeps its counts.
@@ -208,6 +233,9 @@ func (p *Publisher) dropConn(conn *connector) {
 	conn.close()
 	d, r := conn.stats()
 	p.mu.Lock()
+	if cancel := p.conns[conn]; cancel != nil {
+		cancel()
+	}
 	delete(p.conns, conn)
 	p.pastDials += d
 	p.pastRedial += r
@@ -234,21 +262,22 @@ func (p *Publisher) onDrop(o *outgoing, reason DropReason) {
 	}
 	err := fmt.Errorf("loom: message %s dropped: %s", o.msg.UUID, reason)
 	if reason == DropRefused {
-		if rerr := p.refusal(o.room); rerr != nil {
+		if rerr, _ := p.refusal(o.room); rerr != nil {
 			err = fmt.Errorf("loom: message %s dropped: %w", o.msg.UUID, rerr)
 		}
 	}
 	o.call.finish(err)
 }
 
-// refusal returns the room's refusal, or nil when it is not refused.
-func (p *Publisher) refusal(room string) error {
+// refusal returns the room's refusal, or nil when it is not refused, and whether
+// Publish fails fast on it yet (see roomState.failFast).
+func (p *Publisher) refusal(room string) (err error, failFast bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if r := p.rooms[room]; r != nil {
-		return r.refused
+		return r.refused, r.failFast
 	}
-	return nil
+	return nil, false
 }
 
 // Publish sends msgs to the room named by topic. In confirm mode it returns nil once
@@ -269,7 +298,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := p.refusal(topic); err != nil {
+	if err, fast := p.refusal(topic); fast {
 		return fmt.Errorf("loom: publish to %q: %w", topic, err)
 	}
 	items := make([]*outgoing, len(msgs))
@@ -299,9 +328,12 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		}
 	}
 	// A refusal that came while we pushed dropped the room's messages before ours
-	// arrived: ours go the same way.
-	if p.refusal(topic) != nil {
+	// arrived: ours go the same way, and the caller hears of it.
+	if rerr, _ := p.refusal(topic); rerr != nil {
 		p.buf.DropGroup(topic, DropRefused)
+		if c == nil {
+			return fmt.Errorf("loom: publish to %q: %w", topic, rerr)
+		}
 	}
 	if c == nil {
 		return nil
@@ -409,16 +441,9 @@ func (p *Publisher) idle() (exit bool) {
 	return false
 }
 
-// stale reports whether a connection dialled at gen must be replaced.
-func (p *Publisher) stale(gen uint64) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return gen < p.gen
-}
-
 // sender takes batches and sends them until the buffer is closed and empty or the
 // publisher stops.
-func (p *Publisher) sender(conn *connector, gen uint64) {
+func (p *Publisher) sender(conn *connector, stale context.Context) {
 	defer func() { p.dropConn(conn) }()
 	bo := p.cfg.Reconnect.newBackOff()
 	var body bytes.Reader
@@ -426,10 +451,17 @@ func (p *Publisher) sender(conn *connector, gen uint64) {
 	// token and room at the hello, so a stream closed there later is no refusal.
 	var verified map[string]bool
 	var verifiedOn *client.Client
+	// eligible is p.eligible, and no room at all once the connection is stale: a
+	// stale sender takes nothing, so what is requeued after replaceConns waits for
+	// a fresh connection. Evaluated by the buffer under its lock.
+	eligible := func(room string) bool { return stale.Err() == nil && p.eligible(room) }
 	for {
-		if p.stale(gen) {
+		if stale.Err() != nil {
+			if p.ctx.Err() != nil {
+				return
+			}
 			p.dropConn(conn)
-			conn, gen = p.newConn()
+			conn, stale = p.newConn()
 		}
 		// Take messages only when connected: while disconnected they all stay in the
 		// buffer, so its bounds hold.
@@ -444,20 +476,15 @@ func (p *Publisher) sender(conn *connector, gen uint64) {
 		if cl != verifiedOn {
 			verified, verifiedOn = map[string]bool{}, cl
 		}
-		batch, err := p.buf.TakeBatch(p.ctx, p.cfg.BatchSize, p.eligible, p.took)
+		// The stale context ends the wait when the connection must be replaced.
+		batch, err := p.buf.TakeBatch(stale, p.cfg.BatchSize, eligible, p.took)
 		if err != nil {
+			if p.ctx.Err() == nil && !errors.Is(err, buffer.ErrClosed) {
+				continue // stale: replace the connection, then wait again
+			}
 			return
 		}
 		room := batch[0].room
-		if p.stale(gen) {
-			// A refusal or an accepted probe came while this sender waited: give the
-			// batch back and send it over a connection that read the token again.
-			for i := len(batch) - 1; i >= 0; i-- {
-				p.putBack(batch[i])
-			}
-			p.release(room, batch)
-			continue
-		}
 		p.busy()
 		batch, written, err := p.sendBatch(cl, batch, &body)
 		if err == nil {
@@ -481,8 +508,6 @@ func (p *Publisher) sender(conn *connector, gen uint64) {
 				return
 			case p.isRefusal(cl, room, err, verified[room]):
 				p.refused(room, batch, err)
-				p.dropConn(conn)
-				conn, gen = p.newConn()
 			default:
 				p.failedBatch(room, batch, err, bo)
 			}
@@ -543,19 +568,28 @@ func (p *Publisher) closedBatch(room string, batch []*outgoing, written int) {
 			o.call.finish(fmt.Errorf("loom: message %s: publisher closed before the server confirmed it", o.msg.UUID))
 		}
 	}
-	unsent := batch[written:]
-	for i := len(unsent) - 1; i >= 0; i-- {
-		p.putBack(unsent[i])
-	}
+	p.requeue(room, batch[written:])
 	p.release(room, batch)
 }
 
-// failedBatch puts a batch that failed (connection lost, stream reset) back at the
-// front, oldest first, to be sent again; then it waits a back-off. Messages whose
-// confirm Publish gave up are not sent again.
+// failedBatch puts a batch that failed (connection lost, stream reset, stream
+// ended early by a server stopping) back at the front, oldest first, to be sent
+// again; then it waits a back-off. Messages whose confirm Publish gave up are not
+// sent again.
+//
+// A stream the server ended before reading it all, without refusing it
+// (client.ErrStreamEnded), or whose end the server did not confirm by answering
+// afterwards (client.ErrUnconfirmed), is what a server stopping gracefully does
+// before it vanishes: it closes no connection, so every sender connection would
+// look alive and a batch taken now would wait on a dead stream until the server is
+// back. Every connection is replaced first (replaceConns), so the batch stays
+// buffered, within the buffer's bounds, until a fresh connection is up.
 func (p *Publisher) failedBatch(room string, batch []*outgoing, err error, bo interface{ NextBackOff() time.Duration }) {
-	for i := len(batch) - 1; i >= 0; i-- {
-		o := batch[i]
+	if errors.Is(err, client.ErrStreamEnded) || errors.Is(err, client.ErrUnconfirmed) {
+		p.replaceConns()
+	}
+	again := make([]*outgoing, 0, len(batch))
+	for _, o := range batch {
 		if o.abandoned() && o.written.Load() {
 			if o.settle() {
 				p.unconfirmed.Add(1)
@@ -567,8 +601,9 @@ func (p *Publisher) failedBatch(room string, batch []*outgoing, err error, bo in
 			continue
 		}
 		p.resent.Add(1)
-		p.putBack(o)
+		again = append(again, o)
 	}
+	p.requeue(room, again)
 	p.release(room, batch)
 	wait := bo.NextBackOff()
 	p.logger.Error("Loom batch failed, will resend", err, watermill.LogFields{"room": room, "messages": len(batch), "retry_in": wait.String()})
@@ -586,10 +621,10 @@ func (p *Publisher) refused(room string, batch []*outgoing, err error) {
 	p.mu.Lock()
 	r := p.rooms[room]
 	r.refused = rerr
-	p.gen++
 	probe := !r.probing && p.ctx.Err() == nil
 	r.probing = r.probing || probe
 	p.mu.Unlock()
+	p.replaceConns()
 	if probe {
 		p.wg.Go(func() { p.probe(room) })
 	}
@@ -600,6 +635,14 @@ func (p *Publisher) refused(room string, batch []*outgoing, err error) {
 	}
 	p.release(room, batch)
 	p.buf.DropGroup(room, DropRefused)
+	// Only now does Publish fail fast: a caller told "refused" finds no earlier
+	// message of the room still buffered. (What a concurrent Publish or a failed
+	// batch puts in from here on is dropped by them, since refused is set.)
+	p.mu.Lock()
+	if r.refused != nil {
+		r.failFast = true
+	}
+	p.mu.Unlock()
 }
 
 // probe dials a fresh connection (which reads the token file again) and opens an
@@ -618,12 +661,12 @@ func (p *Publisher) probe(room string) {
 		if err == nil {
 			p.mu.Lock()
 			r := p.rooms[room]
-			r.refused, r.probing = nil, false
+			r.refused, r.failFast, r.probing = nil, false, false
 			if r.inflight == 0 {
 				delete(p.rooms, room)
 			}
-			p.gen++
 			p.mu.Unlock()
+			p.replaceConns()
 			p.buf.Wake()
 			p.logger.Info("Loom accepts the publisher again", watermill.LogFields{"room": room})
 			return
@@ -636,7 +679,7 @@ func (p *Publisher) probe(room string) {
 			p.rooms[room].refused = fmt.Errorf("loom: the server refused room %q (publishing there fails until a new connection is accepted, tried with back-off): %w", room, err)
 			p.mu.Unlock()
 		}
-		p.logger.Error("Loom room still not accepted", err, watermill.LogFields{"room": room, "retry_in": bo.NextBackOff().String()})
+		p.logger.Error("Loom room still not accepted", err, watermill.LogFields{"room": room})
 	}
 }
 
@@ -654,6 +697,23 @@ func (p *Publisher) tryRoom(room string) error {
 		return err
 	}
 	return prod.Close(ctx)
+}
+
+// requeue puts popped messages of room back at the front of the buffer, oldest
+// first (see putBack). If the room is refused by then they are dropped as refused
+// instead: refused sets the refusal before it drops the room's buffered messages,
+// so whichever of the two comes second drops them, and none stays buffered in a
+// refused room. The caller releases the batch afterwards.
+func (p *Publisher) requeue(room string, msgs []*outgoing) {
+	if len(msgs) == 0 {
+		return
+	}
+	for i := len(msgs) - 1; i >= 0; i-- {
+		p.putBack(msgs[i])
+	}
+	if rerr, _ := p.refusal(room); rerr != nil {
+		p.buf.DropGroup(room, DropRefused)
+	}
 }
 
 // putBack returns a popped message to the front of the buffer: as requeued (spared
