@@ -42,8 +42,9 @@
 // will do nothing more with the message, not that a consumer received it, nor that
 // it was not delivered before (a batch that fails is sent again). With this package's
 // Subscriber, a consumer's ACK means its handler acked. On QUIC, a server that
-// refuses a stream without STOP_SENDING after the client's short refusal window
-// could pass for a confirm (see the README); HTTP/3 has no such gap. Since the server
+// reads a stream's hello much later than a later stream's (the client's refusal
+// wait, see the README) could pass a refusal for a confirm; HTTP/3 has no such gap.
+// Since the server
 // waits for the consumer's ACK, never publish in confirm mode from the handler that
 // consumes the same room. In "fire_and_forget" mode (ModeFireAndForget) Publish
 // returns once the messages are buffered.
