@@ -37,15 +37,18 @@ var (
 // sender and a connection of its own; when every sender is busy another is started,
 // so a room whose consumers are slow or stuck holds only its own senders and never
 // delays another room. A batch is sent again only on evidence that it failed
-// (connection lost, stream reset): it goes back to the front of the buffer and is
-// sent again once reconnected, so delivery is at least once. A slow stream is
+// (connection lost, stream reset, stream ended by the server before it read it all,
+// as a server stopping does): it goes back to the front of the buffer and is sent
+// again once reconnected, so delivery is at least once. After an early end every
+// sender connection is dialled afresh before its next batch, since a server that
+// stops gracefully closes none of them. A slow stream is
 // waited for, however long: it is never resent. Messages with the same key are
 // never in two batches at once, so they keep their order.
 //
 // A refusal (HTTP/3 401; on QUIC the server closing a stream on a room not yet
 // accepted on that connection) is not transient: the batch and every buffered
-// message of the room fail at once (reason "refused"), and Publish to that room
-// fails fast, with an error wrapping client.ErrRefused, until a fresh connection
+// message of the room fail at once (reason "refused"), and then Publish to that
+// room fails fast, with an error wrapping client.ErrRefused, until a fresh connection
 // (which reads the token file again) is accepted on the room; that is tried with
 // the reconnect back-off.
 //
