@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,6 +81,34 @@ func runLoomToFile(b *testing.B, payload []byte, fsync string) {
 // runLoomToFileTraced is runLoomToFile with the engine's tracer provider (nil:
 // tracing off).
 func runLoomToFileTraced(b *testing.B, payload []byte, fsync string, tp trace.TracerProvider) {
+	r := startLoomToFile(b, payload, fsync, tp)
+	defer r.close()
+	msgs := benchMessages(b.N, payload)
+	b.SetBytes(int64(len(payload)))
+	b.ResetTimer()
+	cpu0 := cpuTime(b)
+	r.run(msgs)
+	cpu := cpuTime(b) - cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
+	r.check()
+}
+
+// loomToFile is a running loom -> file (jsonl) pipeline with the publisher
+// that fills its room.
+type loomToFile struct {
+	b       *testing.B
+	dir     string
+	payload []byte
+	e       *pipelines.Engine
+	srv     *loomtest.Server
+	pub     *loom.Publisher
+	sent    uint64 // messages published, the warm-up's included
+	closed  bool
+}
+
+func startLoomToFile(b *testing.B, payload []byte, fsync string, tp trace.TracerProvider) *loomToFile {
 	dir := b.TempDir()
 	cfg := parse(b, fill(`
 log: {stats_interval: 0}
@@ -94,42 +124,60 @@ pipelines:
 	if err := e.Start(context.Background(), cfg); err != nil {
 		b.Fatal(err)
 	}
-	defer closeEngine(b, e)
+	r := &loomToFile{b: b, dir: dir, payload: payload, e: e}
 	srv, ok := e.EmbeddedServer("local")
 	if !ok {
+		r.close()
 		b.Fatal("no embedded router")
 	}
+	r.srv = srv
 	// The engine waits for the first consumer stream only; a saturated room
 	// needs them all.
 	waitConsumers(b, srv, benchConsumers)
-	pub := benchPublisher(b, srv)
-	defer pub.Close()
+	r.pub = benchPublisher(b, srv)
+	warmUp(b, r.pub, payload, func(n uint64) { pollUntil(b, r.done, n, 10*time.Second) })
+	r.sent = 1
+	return r
+}
 
-	done := func() uint64 { return e.Stats()["bridge"].Done }
-	warmUp(b, pub, payload, func(n uint64) { pollUntil(b, done, n, 10*time.Second) })
+func (r *loomToFile) done() uint64 { return r.e.Stats()["bridge"].Done }
 
-	msgs := benchMessages(b.N, payload)
-	b.SetBytes(int64(len(payload)))
-	b.ResetTimer()
-	publishAll(b, pub, msgs)
-	pollUntil(b, done, 1+uint64(b.N), benchWait(b.N, len(payload)))
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+// run publishes msgs and waits until the pipeline has done them.
+func (r *loomToFile) run(msgs []*message.Message) {
+	publishAll(r.b, r.pub, msgs)
+	r.sent += uint64(len(msgs))
+	pollUntil(r.b, r.done, r.sent, benchWait(len(msgs), len(r.payload)))
+}
 
-	st := e.Stats()["bridge"]
-	if st.Received != 1+uint64(b.N) || st.Failed != 0 || st.Sinks["archive"].Retried != 0 {
-		b.Fatalf("pipeline stats %+v, want %d received, none failed or retried", st, 1+b.N)
+// check fails the benchmark unless every message went through once.
+func (r *loomToFile) check() {
+	b := r.b
+	st := r.e.Stats()["bridge"]
+	if st.Received != r.sent || st.Failed != 0 || st.Sinks["archive"].Retried != 0 {
+		b.Fatalf("pipeline stats %+v, want %d received, none failed or retried", st, r.sent)
 	}
-	checkRouter(b, srv)
+	checkRouter(b, r.srv)
 	// The file's size, not its lines: re-reading a file of b.N MiB is no check
 	// a benchmark should pay for.
-	fi, err := os.Stat(filepath.Join(dir, benchRoom+".jsonl"))
+	fi, err := os.Stat(filepath.Join(r.dir, benchRoom+".jsonl"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	if min := int64(1+b.N) * int64(len(payload)); fi.Size() < min {
+	if min := int64(r.sent) * int64(len(r.payload)); fi.Size() < min {
 		b.Fatalf("file has %d bytes, want at least %d", fi.Size(), min)
 	}
+}
+
+// close may be called again: the paired benchmark closes one early.
+func (r *loomToFile) close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	if r.pub != nil {
+		r.pub.Close()
+	}
+	closeEngine(r.b, r.e)
 }
 
 // BenchmarkLoomToFileTracing is BenchmarkLoomToFile (1 KiB, fsync never)
@@ -138,25 +186,100 @@ pipelines:
 // recorded), with a batch span processor, but exporting to countingExporter,
 // which counts the spans and sends nothing: the cost measured is the spans',
 // not a collector's. spans/msg reports how many spans were exported per
-// message (3: receive, pipeline, sink publish; fewer if the batch queue
-// dropped some).
+// message (2: receive, sink publish; fewer if the batch queue dropped some).
+// On a loaded machine the two vary more from run to run than they differ:
+// BenchmarkLoomToFileTracingPaired compares them within one process.
 func BenchmarkLoomToFileTracing(b *testing.B) {
 	payload := benchPayload(1 << 10)
 	b.Run("tracing=off", func(b *testing.B) { runLoomToFileTraced(b, payload, "never", nil) })
 	b.Run("tracing=on", func(b *testing.B) {
-		exp := &countingExporter{}
-		tp, err := tracing.Setup(context.Background(), tracing.Config{Exporter: tracing.ExporterOTLP}, tracing.Options{Exporter: exp})
-		if err != nil {
-			b.Fatal(err)
-		}
+		tp, exp := benchTracing(b)
 		runLoomToFileTraced(b, payload, "never", tp.TracerProvider())
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := tp.Shutdown(ctx); err != nil {
-			b.Fatal(err)
-		}
+		shutdownTracing(b, tp)
 		b.ReportMetric(float64(exp.spans.Load())/float64(b.N+1), "spans/msg")
 	})
+}
+
+// tracingChunk is how many messages each pipeline of
+// BenchmarkLoomToFileTracingPaired gets in turn: a few hundred milliseconds,
+// short next to how the load of a shared machine changes.
+const tracingChunk = 1000
+
+// BenchmarkLoomToFileTracingPaired runs the two pipelines of
+// BenchmarkLoomToFileTracing at once in one process, tracing off and on,
+// and gives them chunks of tracingChunk messages in turn (the order
+// alternating), so that both see the same load. The CPU time of the process
+// (getrusage) while a chunk goes through is that pipeline's: the other one
+// idles meanwhile. One op is one message through each. It reports
+// cpu-ns/msg of each, their ratio as overhead-% (on against off), the
+// median of the ratios of chunk pairs as median-overhead-%, and the msgs/s
+// of each.
+func BenchmarkLoomToFileTracingPaired(b *testing.B) {
+	payload := benchPayload(1 << 10)
+	tp, exp := benchTracing(b)
+	off := startLoomToFile(b, payload, "never", nil)
+	defer off.close()
+	on := startLoomToFile(b, payload, "never", tp.TracerProvider())
+	defer on.close()
+	rigs := [2]*loomToFile{off, on}
+	// A chunk each first, untimed: the first messages through a pipeline
+	// cost more (stacks, buffers, the file's first writes).
+	for _, r := range rigs {
+		r.run(benchMessages(tracingChunk, payload))
+	}
+	msgs := [2][]*message.Message{benchMessages(b.N, payload), benchMessages(b.N, payload)}
+	var cpu, wall [2]time.Duration
+	var ratios []float64 // on's CPU over off's, per pair of chunks
+	b.SetBytes(2 * int64(len(payload)))
+	b.ResetTimer()
+	for i, from := 0, 0; from < b.N; i, from = i+1, from+tracingChunk {
+		to := min(from+tracingChunk, b.N)
+		var pair [2]time.Duration
+		for k := range 2 {
+			v := k ^ i%2 // off first, then on first, ...
+			c0, t0 := cpuTime(b), time.Now()
+			rigs[v].run(msgs[v][from:to])
+			pair[v] = cpuTime(b) - c0
+			cpu[v] += pair[v]
+			wall[v] += time.Since(t0)
+		}
+		ratios = append(ratios, float64(pair[1])/float64(pair[0]))
+	}
+	b.StopTimer()
+	off.check()
+	on.check()
+	perMsg := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(b.N) }
+	b.ReportMetric(perMsg(cpu[0]), "off-cpu-ns/msg")
+	b.ReportMetric(perMsg(cpu[1]), "on-cpu-ns/msg")
+	b.ReportMetric(100*(float64(cpu[1])/float64(cpu[0])-1), "overhead-%")
+	// A burst of the machine's other work lands in one chunk: the median pair
+	// is not moved by it.
+	slices.Sort(ratios)
+	b.ReportMetric(100*(ratios[len(ratios)/2]-1), "median-overhead-%")
+	b.ReportMetric(float64(b.N)/wall[0].Seconds(), "off-msgs/s")
+	b.ReportMetric(float64(b.N)/wall[1].Seconds(), "on-msgs/s")
+	on.close() // its spans, all ended, reach the exporter by the shutdown
+	shutdownTracing(b, tp)
+	b.ReportMetric(float64(exp.spans.Load())/float64(on.sent), "spans/msg")
+}
+
+// benchTracing is what tracing.Setup builds for exporter otlp (batch span
+// processor, sampling 1.0), exporting to a countingExporter.
+func benchTracing(b *testing.B) (*tracing.Provider, *countingExporter) {
+	exp := &countingExporter{}
+	tp, err := tracing.Setup(context.Background(), tracing.Config{Exporter: tracing.ExporterOTLP}, tracing.Options{Exporter: exp})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tp, exp
+}
+
+func shutdownTracing(b *testing.B, tp *tracing.Provider) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := tp.Shutdown(ctx); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // countingExporter counts the spans it is given and drops them.
@@ -218,10 +341,13 @@ func runConsumeBaseline(b *testing.B, payload []byte) {
 	msgs := benchMessages(b.N, payload)
 	b.SetBytes(int64(len(payload)))
 	b.ResetTimer()
+	cpu0 := cpuTime(b)
 	publishAll(b, pub, msgs)
 	pollUntil(b, done, 1+uint64(b.N), benchWait(b.N, len(payload)))
+	cpu := cpuTime(b) - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
 	checkRouter(b, srv)
 	if got := received.Load(); got != 1+uint64(b.N) {
 		b.Fatalf("received %d messages, want %d", got, 1+b.N)
@@ -332,6 +458,17 @@ func checkRouter(b *testing.B, srv *loomtest.Server) {
 	if st.Discarded+st.DroppedFull+st.DroppedTooLarge+st.LostOnDisconnect+st.ProtocolErrors > 0 {
 		b.Fatalf("router lost messages: %+v", st)
 	}
+}
+
+// cpuTime is the user and system CPU time of the whole process (router,
+// publisher, pipeline and the GC): on a shared machine it varies far less
+// than wall time, which waits for the other jobs.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchWait bounds how long the messages may take after the timer started.

@@ -41,6 +41,8 @@ type runner struct {
 	stopped sync.Once
 	stopErr error
 	tr      *tracer // nil: tracing off (tracing.go)
+	// spanName is the receive span's, made once rather than per message.
+	spanName string
 }
 
 // sink is one of a pipeline's sinks with its retry policy.
@@ -53,6 +55,8 @@ type sink struct {
 	stats *sinkStats
 	h     message.HandlerFunc // one attempt, wrapped in the retries; built once
 	tr    *tracer
+	// spanName is the publish span's, made once rather than per message.
+	spanName string
 }
 
 // job is one message handed to a worker, and where its result goes.
@@ -77,6 +81,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		runDone: make(chan error, 1),
 		tr:      d.tracer,
 	}
+	r.spanName = pl.From.Type + " receive " + r.topic
 	r.stats.latency = latency
 	defer func() {
 		if err != nil {
@@ -109,6 +114,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		if s.topic == "" {
 			s.topic = r.topic
 		}
+		s.spanName = ep.Type + " publish " + s.topic
 		s.retry = middleware.Retry{
 			MaxRetries:          pl.Retry.MaxRetries,
 			InitialInterval:     pl.Retry.InitialInterval,
@@ -189,7 +195,8 @@ func (r *runner) handle(msg *message.Message) error {
 var errStopping = errors.New("pipeline stopping")
 
 func (r *runner) process(msg *message.Message) (err error) {
-	defer r.traceProcess(msg)(&err)
+	span := r.traceProcess(msg)
+	defer func() { endSpan(span, err, true) }()
 	start := time.Now()
 	r.stats.received.Add(1)
 	if r.pl.filter != nil && !r.matches(r.pl.filter, msg, "filter") {
@@ -261,9 +268,9 @@ func (s *sink) attempt(m *message.Message) ([]*message.Message, error) {
 }
 
 func (s *sink) publish(msg *message.Message) error {
-	msg, end := s.tracePublish(msg)
+	msg, span := s.tracePublish(msg)
 	_, err := s.h(msg)
-	end(err)
+	endSpan(span, err, false) // attempts recorded theirs
 	if err == nil {
 		s.stats.published.Add(1)
 	}

@@ -2,6 +2,7 @@ package pipelines
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -16,16 +17,19 @@ import (
 // Spans of a pipeline, when the engine has a tracer provider
 // (EngineOptions.TracerProvider):
 //
-//	<kind> receive <topic>   consumer: the source's delivery, child of the trace
+//	<kind> receive <topic>   consumer: the source's delivery and the pipeline's
+//	                         handling (filter, fan-out), child of the trace
 //	                         context the message carries (Loom envelope, or
-//	                         traceparent in the metadata of any source)
-//	  pipeline <name>        filter and fan-out; its error is the handler's
-//	    <kind> publish <topic>   producer: one per matching sink, all its
+//	                         traceparent in the metadata of any source); its
+//	                         error is the handler's
+//	  <kind> publish <topic> producer: one per matching sink, all its
 //	                         retries; its context goes into the published
 //	                         message's metadata (traceparent, tracestate,
 //	                         baggage) and context
 //
 // A Loom source is "loom receive <room>", a Loom sink "loom publish <room>".
+// Receiving and handling are one span: as two they covered the same
+// interval, and a third of the spans was the main cost of tracing.
 
 // Attribute keys of loombridge's own.
 const (
@@ -60,51 +64,40 @@ func (d Deps) TracerProvider() trace.TracerProvider {
 	return d.tracer.tp
 }
 
-func noEnd(*error) {}
-
-// traceProcess starts the receive and pipeline spans of a message and puts
-// the pipeline span in its context, for the sinks; the returned func ends
-// both with the handler's error.
-func (r *runner) traceProcess(msg *message.Message) func(*error) {
+// traceProcess starts the receive span of a message and puts it in the
+// message's context, for the sinks; nil when tracing is off. The caller ends
+// it with endSpan.
+func (r *runner) traceProcess(msg *message.Message) trace.Span {
 	if r.tr == nil {
-		return noEnd
+		return nil
 	}
 	ctx := tracing.Extract(msg.Context(), msg.Metadata)
-	kind := r.pl.From.Type
 	// Attributes are set once a span is known to record: given to Start they
 	// would be copied twice.
-	ctx, recv := r.tr.t.Start(ctx, kind+" receive "+r.topic, trace.WithSpanKind(trace.SpanKindConsumer))
-	if recv.IsRecording() {
-		recv.SetAttributes(messageAttrs(msg, kind, r.topic, true, attrPipeline.String(r.name))...)
-	}
-	ctx, span := r.tr.t.Start(ctx, "pipeline "+r.name)
+	ctx, span := r.tr.t.Start(ctx, r.spanName, trace.WithSpanKind(trace.SpanKindConsumer))
 	if span.IsRecording() {
-		span.SetAttributes(attrPipeline.String(r.name), semconv.MessagingMessageID(msg.UUID))
+		setMessageAttrs(span, msg, r.pl.From.Type, r.topic, true, attrPipeline.String(r.name))
 	}
 	msg.SetContext(ctx)
-	return func(err *error) {
-		endSpan(span, *err, true)
-		endSpan(recv, *err, false)
-	}
+	return span
 }
 
-func noEndErr(error) {}
-
 // tracePublish starts a sink's publish span and returns the message to
-// publish: msg with that span in its context. It shares msg's metadata, which
-// attempt copies; injectTrace then writes the span's context into the copy.
-func (s *sink) tracePublish(msg *message.Message) (*message.Message, func(error)) {
+// publish: msg with that span in its context (the span is nil when tracing is
+// off). It shares msg's metadata, which attempt copies; injectTrace then
+// writes the span's context into the copy.
+func (s *sink) tracePublish(msg *message.Message) (*message.Message, trace.Span) {
 	if s.tr == nil {
-		return msg, noEndErr
+		return msg, nil
 	}
-	ctx, span := s.tr.t.Start(msg.Context(), s.ep.Type+" publish "+s.topic, trace.WithSpanKind(trace.SpanKindProducer))
+	ctx, span := s.tr.t.Start(msg.Context(), s.spanName, trace.WithSpanKind(trace.SpanKindProducer))
 	if span.IsRecording() {
-		span.SetAttributes(messageAttrs(msg, s.ep.Type, s.topic, false, attrSink.String(s.name))...)
+		setMessageAttrs(span, msg, s.ep.Type, s.topic, false, attrSink.String(s.name))
 	}
 	// Not msg.Copy(): only attempt's copy is published, and is acked by no one.
 	c := &message.Message{UUID: msg.UUID, Metadata: msg.Metadata, Payload: msg.Payload}
 	c.SetContext(ctx)
-	return c, func(err error) { endSpan(span, err, false) } // attempts recorded theirs
+	return c, span
 }
 
 // injectTrace writes the trace context of what a sink publishes into its
@@ -115,20 +108,28 @@ func (s *sink) injectTrace(c *message.Message) {
 	}
 }
 
-// messageAttrs are the messaging attributes of a receive span (the Loom key
-// and id the message came with; the room is messaging.destination.name) or a
-// publish span (the key it is published with).
-func messageAttrs(msg *message.Message, kind, topic string, receive bool, more ...attribute.KeyValue) []attribute.KeyValue {
+// attrBufs are the slices the attributes of a span are put in for
+// SetAttributes, which copies them (sdk/trace's recordingSpan appends them to
+// its own; a provider that kept the slice would see it reused): made per span,
+// they were a sixth of what tracing allocated (64 bytes an attribute, 13 a
+// message through one sink).
+var attrBufs = sync.Pool{New: func() any { b := make([]attribute.KeyValue, 0, 8); return &b }}
+
+// setMessageAttrs sets the messaging attributes of a receive span (the Loom
+// key and id the message came with; the room is messaging.destination.name)
+// or a publish span (the key it is published with), and extra.
+func setMessageAttrs(span trace.Span, msg *message.Message, kind, topic string, receive bool, extra attribute.KeyValue) {
 	op := semconv.MessagingOperationTypeSend
 	if receive {
 		op = semconv.MessagingOperationTypeReceive
 	}
-	a := make([]attribute.KeyValue, 0, 6+len(more))
-	a = append(a,
+	bp := attrBufs.Get().(*[]attribute.KeyValue)
+	a := append((*bp)[:0],
 		semconv.MessagingSystemKey.String(kind),
 		semconv.MessagingDestinationName(topic),
 		op,
 		semconv.MessagingMessageID(msg.UUID),
+		extra,
 	)
 	if v, ok := msg.Metadata["loom_key"]; ok {
 		a = append(a, attrLoomKey.String(v))
@@ -138,11 +139,18 @@ func messageAttrs(msg *message.Message, kind, topic string, receive bool, more .
 			a = append(a, attrLoomID.Int64(n))
 		}
 	}
-	return append(a, more...)
+	span.SetAttributes(a...)
+	clear(a) // the pool keeps no message's strings alive
+	*bp = a[:0]
+	attrBufs.Put(bp)
 }
 
-// endSpan ends span with err as its status, and as an event when record.
+// endSpan ends span with err as its status, and as an event when record;
+// a nil span (tracing off) is left alone.
 func endSpan(span trace.Span, err error, record bool) {
+	if span == nil {
+		return
+	}
 	if err != nil {
 		if record {
 			span.RecordError(err)

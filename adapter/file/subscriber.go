@@ -237,7 +237,7 @@ func (s *Subscriber) deadLetter(logger watermill.LoggerAdapter, path string, l r
 	if perr := s.cfg.DeadLetter.Publish(s.cfg.DeadLetterTopic, dl); perr != nil {
 		// The line stays in the file; blocking the reader on it would stop
 		// every good line behind it.
-		logger.Error("Publishing dead letter failed", perr, watermill.LogFields{"line": l.no})
+		logger.Error("Publishing dead letter failed", perr, watermill.LogFields{"line": l.no, "message_uuid": dl.UUID})
 		return
 	}
 	s.deadLettered.Add(1)

@@ -94,6 +94,11 @@ const (
 	// DropExpired ("expired"): its confirm Publish gave up (publish_timeout)
 	// before it was sent.
 	DropExpired = buffer.DropExpired
+	// DropRefused ("refused"): the server refused the publisher on the message's
+	// room (HTTP/3 401; on QUIC the stream closed at the hello): the messages of
+	// the refused stream and every message of the room still buffered. In confirm
+	// mode Publish returns an error wrapping client.ErrRefused as well.
+	DropRefused = buffer.DropRefused
 )
 
 // PublisherConfig configures a Publisher. Zero fields take their defaults.
@@ -107,7 +112,12 @@ type PublisherConfig struct {
 	Marshaler Marshaler `koanf:"-"`
 	// Key picks the Loom key; default DefaultKey.
 	Key KeyFunc `koanf:"-"`
-	// Streams is how many producer streams send at once; default DefaultStreams (4).
+	// Streams is how many producer streams, each with a connection of its own, send
+	// one room's batches at once; default DefaultStreams (4). Rooms do not share
+	// them: while every sender is busy another one is started, so a room whose
+	// consumers are slow or stuck never delays another room. Streams connections
+	// are kept open, and one or two more while all are busy; those started beyond
+	// them end when idle.
 	Streams int `koanf:"streams"`
 	// BatchSize is the most messages one stream carries before it is closed and
 	// confirmed; default DefaultBatchSize (256).
@@ -116,12 +126,15 @@ type PublisherConfig struct {
 	// block policy, and in confirm mode for the confirmation; default
 	// DefaultPublishTimeout (30 s).
 	PublishTimeout time.Duration `koanf:"publish_timeout"`
-	// StreamTimeout bounds, per message, how long a batch may take from open to
-	// confirmed: a batch of n messages is given n × StreamTimeout. The server reads
-	// a producer stream one message per consumer acknowledgement, so a batch takes
-	// as long as its consumers' handlers together; a bound per batch would make a
-	// slow consumer's batches time out and be resent forever. It keeps a message
-	// the server strands from holding a stream forever; default
+	// StreamTimeout is when a batch's stream counts as slow: still open n ×
+	// StreamTimeout after it was opened, for a batch of n. A slow stream is logged
+	// and counted (PublisherStats.SlowStreams), and waited for: it is never given
+	// up or resent. The server reads a producer stream one message per consumer
+	// acknowledgement, so a batch takes as long as its consumers' handlers
+	// together, and Loom gives a producer no other sign of progress; a batch is
+	// resent only on evidence of failure (connection lost, stream reset). A
+	// stream stuck for good holds only its own room's sender, until Close gives
+	// up after CloseTimeout. It also bounds the stream of a refusal probe. Default
 	// DefaultStreamTimeout (30 s).
 	StreamTimeout time.Duration `koanf:"stream_timeout"`
 	// CloseTimeout bounds how long Close keeps sending what is buffered; default

@@ -42,8 +42,9 @@
 // will do nothing more with the message, not that a consumer received it, nor that
 // it was not delivered before (a batch that fails is sent again). With this package's
 // Subscriber, a consumer's ACK means its handler acked. On QUIC, a server that
-// refuses a stream without STOP_SENDING after the client's short refusal window
-// could pass for a confirm (see the README); HTTP/3 has no such gap. Since the server
+// reads a stream's hello much later than a later stream's (the client's refusal
+// wait, see the README) could pass a refusal for a confirm; HTTP/3 has no such gap.
+// Since the server
 // waits for the consumer's ACK, never publish in confirm mode from the handler that
 // consumes the same room. In "fire_and_forget" mode (ModeFireAndForget) Publish
 // returns once the messages are buffered.
@@ -70,10 +71,13 @@
 // # Delivery and failure
 //
 // The publisher is at least once towards the server: messages wait in a bounded
-// buffer, sender goroutines send them in batches, one producer stream per batch, and
-// a batch that fails (connection lost, refused, StreamTimeout) goes back to the front
-// of the buffer and is sent again after reconnecting, so some messages may arrive
-// twice. Loom itself is at most once: end to end, a message may be lost at the
+// buffer, sender goroutines send them in batches of one room, one producer stream
+// per batch, and a batch that fails (connection lost, stream reset) goes back to the
+// front of the buffer and is sent again after reconnecting, so some messages may
+// arrive twice. A slow stream is waited for and never resent (StreamTimeout only
+// reports it), and each room has streams of its own, so a slow or stuck room delays
+// no other. A refusal fails the room's messages at once (DropRefused) and Publish to
+// the room fails fast until a new connection is accepted there. Loom itself is at most once: end to end, a message may be lost at the
 // server and may arrive twice, and nothing is exactly once.
 //
 // Reconnect. Connections are redialled with exponential back-off (BackoffConfig,

@@ -84,9 +84,12 @@ func TestSlowConsumerBatchIsNotResent(t *testing.T) {
 	}
 }
 
-// TestDropOldestTakesBouncedMessage: a sender takes messages for its batch and
-// leaves one for another room at the front, unsent. It is still the oldest message
-// never sent, so drop_oldest drops it, not a newer one.
+// TestDropOldestTakesBouncedMessage: a room's messages wait while its only stream
+// is held by a consumer that has not acked. (They used to be taken by a sender for
+// another room's batch and left at the front, "bounced"; a batch now takes its
+// room's messages wherever they are, and a room waits only for its own streams.)
+// The oldest of them never sent is what drop_oldest drops, not a newer one, and
+// the new message is kept.
 func TestDropOldestTakesBouncedMessage(t *testing.T) {
 	srv := startRouter(t, loomtest.Config{})
 	lsub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) { c.Consumers = 1 })
@@ -113,22 +116,22 @@ func TestDropOldestTakesBouncedMessage(t *testing.T) {
 		}
 	}
 	publish("A", "X")
-	x := recvOne(t, ch) // held: the only sender waits on its batch [X]
+	x := recvOne(t, ch) // held: room A's only stream waits on its batch [X]
+	defer x.Ack()
 	publish("A", "A2")
-	publish("B", "B1")
-	publish("B", "B2")
-	x.Ack()
-	a2 := recvOne(t, ch) // the sender took A2, left B1 at the front, and waits on [A2]
-	defer a2.Ack()
-	publish("B", "B3")
-	publish("B", "B4") // full: B1 is the oldest never sent
+	publish("A", "A3")
+	publish("A", "A4") // full
+	publish("A", "A5") // A2 is the oldest never sent
 	select {
 	case id := <-dropped:
-		if id != "B1" {
-			t.Fatalf("drop_oldest dropped %s; B1 is the oldest message never sent", id)
+		if id != "A2" {
+			t.Fatalf("drop_oldest dropped %s; A2 is the oldest message never sent", id)
 		}
 	case <-time.After(patience):
 		t.Fatal("nothing dropped")
+	}
+	if st := pub.Stats(); st.Buffered != 3 || st.Dropped[loom.DropFull] != 1 {
+		t.Fatalf("publisher %+v: want A3, A4, A5 buffered and one drop", st)
 	}
 }
 

@@ -239,7 +239,7 @@ func (p *Publisher) attempt(ctx context.Context, ep *endpoint, j job, d *deliver
 	case ae.status == http.StatusGone:
 		if !ep.disabled.Swap(true) {
 			p.logger.Error("webhook: endpoint answered 410 Gone and is disabled until restart", err,
-				watermill.LogFields{"endpoint": ep.cfg.Name, "url": ep.url})
+				watermill.LogFields{"endpoint": ep.cfg.Name, "url": ep.url, "message_uuid": j.msg.UUID}) // the message it answered
 		}
 		d.reason = ReasonGone
 		return backoff.Permanent(err)

@@ -52,10 +52,15 @@ const (
 	// DropExpired ("expired"): Config.Expired reported it expired when Pop
 	// reached it.
 	DropExpired DropReason = "expired"
+	// DropRefused ("refused"): the owner dropped its group with DropGroup
+	// because the destination refused it (the Loom publisher: the server
+	// refused the token or the room); not transient, so not kept for a retry.
+	DropRefused DropReason = "refused"
 )
 
 // Stats is a snapshot of a Buffer's state and counters. At any time
-// Len == Pushed + Requeued - Popped - DroppedFull - DroppedClosed - DroppedExpired.
+// Len == Pushed + Requeued - Popped - DroppedFull - DroppedClosed - DroppedExpired
+// - DroppedRefused.
 type Stats struct {
 	Len      int    // items buffered now
 	Bytes    int64  // sum of their sizes
@@ -66,6 +71,7 @@ type Stats struct {
 	DroppedFull    uint64 // DropFull
 	DroppedClosed  uint64 // DropClosed
 	DroppedExpired uint64 // DropExpired
+	DroppedRefused uint64 // DropRefused
 }
 
 // Buffer is a bounded FIFO of T. Create it with New; all methods are safe
@@ -77,7 +83,13 @@ type Buffer[T any] struct {
 	q      ring[T]
 	bytes  int64
 	closed bool
-	held   map[string]struct{} // keys held by consumers (keyed mode)
+	held   map[string]int // keys held by consumers (keyed mode): items popped and not Done
+	// groups counts the buffered items of each group (Config.Group); a group
+	// without items has no entry.
+	groups map[string]int
+	// scratch for TakeBatch, reused under mu.
+	eligible map[string]bool
+	taken    []int
 	// popWake wakes Pop: an item was added, a key released, or Close.
 	popWake signal
 	// pushWake wakes Push and WaitEmpty: an item left, a key was released,
@@ -94,7 +106,7 @@ func New[T any](cfg Config[T]) (*Buffer[T], error) {
 	}
 	cfg.setDefaults()
 	cfg.Policy, _ = ParsePolicy(string(cfg.Policy)) // normalise; validated above
-	return &Buffer[T]{cfg: cfg, held: make(map[string]struct{})}, nil
+	return &Buffer[T]{cfg: cfg, held: map[string]int{}, groups: map[string]int{}, eligible: map[string]bool{}}, nil
 }
 
 // Push appends item, of the given size in bytes, at the back. If it does
@@ -121,7 +133,7 @@ func (b *Buffer[T]) Push(ctx context.Context, item T, size int) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("buffer: push: %w", err)
 	}
-	e := entry[T]{item: item, size: int64(size), key: b.key(item)}
+	e := entry[T]{item: item, size: int64(size), key: b.key(item), group: b.group(item)}
 
 	var evicted []entry[T]
 	b.mu.Lock()
@@ -165,6 +177,7 @@ func (b *Buffer[T]) Push(ctx context.Context, item T, size int) error {
 	}
 	b.q.pushBack(e)
 	b.bytes += e.size
+	b.groups[e.group]++
 	b.stats.Pushed++
 	b.popWake.broadcast()
 	b.mu.Unlock()
@@ -241,26 +254,193 @@ func (b *Buffer[T]) takeLocked(expired []entry[T]) (T, bool, []entry[T]) {
 			continue
 		}
 		if b.cfg.Key != nil {
-			b.held[e.key] = struct{}{}
+			b.held[e.key]++
 		}
 		b.stats.Popped++
 		return e.item, true, expired
 	}
 }
 
-// Done releases key, held since Pop returned an item with that key, so
-// that the next item with the key can be popped. Call it exactly once per
-// such Pop, after the item was delivered or after it was put back with
-// Requeue (Requeue first, then Done, or another consumer could overtake
-// it). Done of a key not held, or without Config.Key, does nothing.
+// Done releases key, held since Pop (or TakeBatch) returned an item with that
+// key, so that the next item with the key can be popped. Call it exactly once
+// per item returned, after the item was delivered or after it was put back
+// with Requeue (Requeue first, then Done, or another consumer could overtake
+// it); the key is free again once every item taken with it is Done. Done of a
+// key not held, or without Config.Key, does nothing.
 func (b *Buffer[T]) Done(key string) {
 	b.mu.Lock()
-	if _, ok := b.held[key]; ok {
-		delete(b.held, key)
-		b.popWake.broadcast()
-		b.pushWake.broadcast() // for WaitEmpty
+	if n, ok := b.held[key]; ok {
+		if n > 1 {
+			b.held[key] = n - 1
+		} else {
+			delete(b.held, key)
+			b.popWake.broadcast()
+			b.pushWake.broadcast() // for WaitEmpty
+		}
 	}
 	b.mu.Unlock()
+}
+
+// Wake wakes every TakeBatch and Pop waiting, so that they look again: the
+// owner calls it when what its eligible function answers has changed.
+func (b *Buffer[T]) Wake() {
+	b.mu.Lock()
+	b.popWake.broadcast()
+	b.mu.Unlock()
+}
+
+// TakeBatch removes and returns up to max items of one group (Config.Group),
+// waiting until there is at least one. The group is that of the oldest item
+// that may be taken: its group is one eligible reports true for, and in keyed
+// mode its key is not held by another consumer. Further items of that group
+// follow in buffer order, wherever they are, so items of other groups in
+// between do not cut the batch short. In keyed mode a batch takes one item per
+// key, as Pop does: an item whose key is held, by another consumer or by an
+// item already in this batch, is passed over, and with it every later item of
+// that key. Each item taken holds its key until its Done.
+//
+// eligible is called with the buffer's lock held, once per group with items,
+// and took, if not nil, with the lock still held and the batch's group once a
+// batch was taken, so that the caller's count of batches per group never lags:
+// keep both cheap and do not call the buffer from them. When eligible's
+// answers change, call Wake. Expired items are dropped on the way, as by Pop. TakeBatch
+// returns ErrClosed once the buffer is closed and empty, and an error wrapping
+// ctx.Err() if ctx ends first. It costs one pass over the buffer per batch.
+func (b *Buffer[T]) TakeBatch(ctx context.Context, max int, eligible func(group string) bool, took func(group string)) ([]T, error) {
+	if max < 1 {
+		max = 1
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("buffer: take: %w", err)
+	}
+	b.mu.Lock()
+	for {
+		items, group, expired := b.takeBatchLocked(max, eligible)
+		if len(items) > 0 {
+			if took != nil {
+				took(group)
+			}
+			b.mu.Unlock()
+			b.report(expired, DropExpired)
+			return items, nil
+		}
+		if b.closed && b.q.n == 0 {
+			b.mu.Unlock()
+			b.report(expired, DropExpired)
+			return nil, ErrClosed
+		}
+		wake := b.popWake.wait()
+		b.mu.Unlock()
+		b.report(expired, DropExpired)
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("buffer: take: %w", ctx.Err())
+		}
+		b.mu.Lock()
+	}
+}
+
+// takeBatchLocked is TakeBatch's one pass. Called with mu held.
+func (b *Buffer[T]) takeBatchLocked(max int, eligible func(string) bool) (items []T, group string, expired []entry[T]) {
+	clear(b.eligible)
+	some := false
+	for g := range b.groups {
+		ok := eligible == nil || eligible(g)
+		b.eligible[g] = ok
+		some = some || ok
+	}
+	if !some {
+		return nil, "", nil
+	}
+	b.taken = b.taken[:0]
+	found := false
+	for i := 0; i < b.q.n && len(items) < max; i++ {
+		e := b.q.at(i)
+		if found {
+			if e.group != group {
+				continue
+			}
+		} else if !b.eligible[e.group] {
+			continue
+		}
+		if b.cfg.Key != nil && b.held[e.key] > 0 {
+			continue // held by another consumer, or already in this batch
+		}
+		b.taken = append(b.taken, i)
+		if b.cfg.Expired != nil && b.cfg.Expired(e.item) {
+			b.stats.DroppedExpired++
+			expired = append(expired, *e)
+			continue
+		}
+		if !found {
+			found, group = true, e.group
+		}
+		if b.cfg.Key != nil {
+			b.held[e.key]++
+		}
+		b.stats.Popped++
+		items = append(items, e.item)
+	}
+	b.removeTaken()
+	return items, group, expired
+}
+
+// removeTaken removes the entries at the ascending indices in b.taken in one
+// pass. Called with mu held.
+func (b *Buffer[T]) removeTaken() {
+	if len(b.taken) == 0 {
+		return
+	}
+	for _, i := range b.taken {
+		e := b.q.at(i)
+		b.bytes -= e.size
+		b.ungroup(e.group)
+	}
+	if b.taken[len(b.taken)-1] == len(b.taken)-1 { // a prefix: cheap
+		for range b.taken {
+			b.q.removeAt(0)
+		}
+	} else {
+		b.q.removeSorted(b.taken)
+	}
+	b.pushWake.broadcast()
+}
+
+// DropGroup removes every buffered item of group, reports each to OnDrop with
+// reason, and returns how many there were. Items already taken are the
+// consumers' business.
+func (b *Buffer[T]) DropGroup(group string, reason DropReason) int {
+	b.mu.Lock()
+	var left []entry[T]
+	if b.groups[group] > 0 {
+		b.taken = b.taken[:0]
+		for i := range b.q.n {
+			if e := b.q.at(i); e.group == group {
+				b.taken = append(b.taken, i)
+				left = append(left, *e)
+			}
+		}
+		b.removeTaken()
+		b.countDrops(reason, len(left))
+	}
+	b.mu.Unlock()
+	b.report(left, reason)
+	return len(left)
+}
+
+// countDrops adds n to the counter of reason. Called with mu held.
+func (b *Buffer[T]) countDrops(reason DropReason, n int) {
+	switch reason {
+	case DropFull:
+		b.stats.DroppedFull += uint64(n)
+	case DropClosed:
+		b.stats.DroppedClosed += uint64(n)
+	case DropExpired:
+		b.stats.DroppedExpired += uint64(n)
+	case DropRefused:
+		b.stats.DroppedRefused += uint64(n)
+	}
 }
 
 // Requeue puts item, popped earlier, back at the front so that it is the
@@ -285,10 +465,11 @@ func (b *Buffer[T]) putFront(item T, size int, requeued bool) {
 	if size < 0 {
 		panic(fmt.Sprintf("buffer: putting an item back with negative size %d", size))
 	}
-	e := entry[T]{item: item, size: int64(size), key: b.key(item), requeued: requeued}
+	e := entry[T]{item: item, size: int64(size), key: b.key(item), group: b.group(item), requeued: requeued}
 	b.mu.Lock()
 	b.q.pushFront(e)
 	b.bytes += e.size
+	b.groups[e.group]++
 	b.stats.Requeued++
 	b.popWake.broadcast()
 	b.mu.Unlock()
@@ -365,6 +546,22 @@ func (b *Buffer[T]) Stats() Stats {
 	return s
 }
 
+func (b *Buffer[T]) group(item T) string {
+	if b.cfg.Group == nil {
+		return ""
+	}
+	return b.cfg.Group(item)
+}
+
+// ungroup counts one item of group g gone. Called with mu held.
+func (b *Buffer[T]) ungroup(g string) {
+	if n := b.groups[g]; n > 1 {
+		b.groups[g] = n - 1
+	} else {
+		delete(b.groups, g)
+	}
+}
+
 func (b *Buffer[T]) key(item T) string {
 	if b.cfg.Key == nil {
 		return ""
@@ -407,7 +604,7 @@ func (b *Buffer[T]) next() (int, bool) {
 		return 0, b.q.n > 0
 	}
 	for i := range b.q.n {
-		if _, held := b.held[b.q.at(i).key]; !held {
+		if b.held[b.q.at(i).key] == 0 {
 			return i, true
 		}
 	}
@@ -419,6 +616,7 @@ func (b *Buffer[T]) next() (int, bool) {
 func (b *Buffer[T]) remove(i int) entry[T] {
 	e := b.q.removeAt(i)
 	b.bytes -= e.size
+	b.ungroup(e.group)
 	b.pushWake.broadcast()
 	return e
 }

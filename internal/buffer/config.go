@@ -76,6 +76,10 @@ type Config[T any] struct {
 	// which keeps their order across concurrent consumers. It is called
 	// once per Push or Requeue, without the lock held.
 	Key func(item T) string `koanf:"-"`
+	// Group, if set, names each item's group (the Loom publisher: its room).
+	// TakeBatch returns items of one group at a time, and DropGroup drops a
+	// group. It is called once per Push or Requeue, without the lock held.
+	Group func(item T) string `koanf:"-"`
 }
 
 func (c *Config[T]) setDefaults() {

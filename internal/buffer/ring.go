@@ -6,6 +6,7 @@ type entry[T any] struct {
 	item     T
 	size     int64
 	key      string
+	group    string
 	requeued bool // put back after a failed send: it may have arrived already
 }
 
@@ -70,4 +71,22 @@ func (r *ring[T]) removeAt(i int) entry[T] {
 	*r.at(r.n - 1) = entry[T]{}
 	r.n--
 	return e
+}
+
+// removeSorted removes the entries at the given ascending indices, keeping the
+// order of the rest, in one pass from the first of them.
+func (r *ring[T]) removeSorted(idx []int) {
+	w, k := idx[0], 0
+	for i := idx[0]; i < r.n; i++ {
+		if k < len(idx) && idx[k] == i {
+			k++
+			continue
+		}
+		*r.at(w) = *r.at(i)
+		w++
+	}
+	for i := w; i < r.n; i++ {
+		*r.at(i) = entry[T]{}
+	}
+	r.n = w
 }

@@ -181,11 +181,12 @@ func (c *Client) Consume(ctx context.Context, room string) (*Consumer, error) {
 	return newConsumer(c, s), nil
 }
 
-// refusalWindow is how long after its hello a producer stream on a room not yet
-// verified waits before its FIN. On QUIC a refusal is a silent close; if the server's
-// transport acknowledges the whole stream before the refusal arrives, the refusal
-// is lost and the close would look like a confirm. One round trip is enough in
-// principle; the fixed part covers a server slow to read the hello.
+// refusalWindow is the least time after its hello a producer stream on a room not
+// yet verified waits before its FIN. On QUIC a refusal is a silent close; if the
+// whole stream, FIN included, is at the server before it reads the hello, the
+// refusal is lost and the close would look like a confirm. One round trip is enough
+// in principle; the fixed part covers a server slow to read the hello, and
+// Producer.awaitRefusal adds what a liveness probe shows of the server's delay.
 func (c *Client) refusalWindow() time.Duration {
 	if c.h3 != nil {
 		return 0 // HTTP/3 answers with a status

@@ -557,3 +557,32 @@ func TestClientCloseWithOpenSessions(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalSeenFromSlowServer: a server slow to read hellos (a loaded one) must
+// not make a refused producer stream look confirmed. With a fixed 50 ms refusal
+// window the FIN was at the server before it read the hello; it then read hello,
+// message and FIN at once, closed the stream without a STOP_SENDING, and the client
+// took the close for a confirm. A good token on the same slow server still confirms.
+func TestRefusalSeenFromSlowServer(t *testing.T) {
+	srv := startRouter(t, loomtest.Config{HelloDelay: 300 * time.Millisecond, Auth: loomtest.Auth{Mode: "token", Tokens: []loomtest.TokenRule{
+		{Token: "good", Principal: "p", Rooms: []string{"*"}, Roles: []string{"produce", "consume"}},
+	}}})
+	produce := func(token client.Secret) error {
+		c := dial(t, srv, client.TransportQUIC, func(cfg *client.Config) { cfg.Token = token })
+		ctx := ctxT(t)
+		p, err := c.Produce(ctx, "r")
+		if err != nil {
+			return err
+		}
+		if err := p.Send(ctx, "k", 1, strings.NewReader("x")); err != nil {
+			return err
+		}
+		return p.Close(ctx)
+	}
+	if err := produce("bad"); !errors.Is(err, client.ErrRefused) {
+		t.Fatalf("wrong token on a slow server: got %v, want ErrRefused", err)
+	}
+	if err := produce("good"); err != nil {
+		t.Fatalf("good token on a slow server: %v", err)
+	}
+}

@@ -29,36 +29,58 @@ import (
 
 // probe is one liveness probe of the connection.
 type probe struct {
-	opened time.Time     // before the probe's hello was written
-	done   chan struct{} // closed when err is set
-	err    error         // nil: the server answered
+	opened   time.Time     // before the probe's hello was written
+	done     chan struct{} // closed when err and answered are set
+	err      error         // nil: the server answered
+	answered time.Time     // when the server's answer (or the failure) came
+}
+
+// latestProbe returns the latest probe if it was opened at or after since, or if it
+// is still running (the caller waits for it and asks again); otherwise it starts a
+// new one on room.
+func (c *Client) latestProbe(room string, since time.Time) *probe {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	pr := c.probe
+	if pr == nil || (pr.opened.Before(since) && isDone(pr.done)) {
+		pr = &probe{opened: time.Now(), done: make(chan struct{})}
+		c.probe = pr
+		c.wg.Go(func() {
+			pr.err = c.runProbe(room)
+			pr.answered = time.Now()
+			close(pr.done)
+		})
+	}
+	return pr
+}
+
+// probeAfter returns a probe opened at or after since, once it has ended; nil if
+// stop or cancel is closed first.
+func (c *Client) probeAfter(room string, since time.Time, stop, cancel <-chan struct{}) *probe {
+	for {
+		pr := c.latestProbe(room, since)
+		select {
+		case <-pr.done:
+		case <-stop:
+			return nil
+		case <-cancel:
+			return nil
+		}
+		if !pr.opened.Before(since) {
+			return pr
+		}
+		// It was opened before since: it proves nothing for it.
+	}
 }
 
 // proveAlive returns nil once the server has answered a probe opened after since, on
 // room; or why not. It returns early with ErrClosed when stop is closed.
 func (c *Client) proveAlive(room string, since time.Time, stop <-chan struct{}) error {
-	for {
-		c.pmu.Lock()
-		pr := c.probe
-		if pr == nil || (pr.opened.Before(since) && isDone(pr.done)) {
-			pr = &probe{opened: time.Now(), done: make(chan struct{})}
-			c.probe = pr
-			c.wg.Go(func() {
-				pr.err = c.runProbe(room)
-				close(pr.done)
-			})
-		}
-		c.pmu.Unlock()
-		select {
-		case <-pr.done:
-		case <-stop:
-			return ErrClosed
-		}
-		if !pr.opened.Before(since) {
-			return pr.err
-		}
-		// It was opened before this stream's FIN arrived: it proves nothing for it.
+	pr := c.probeAfter(room, since, stop, nil)
+	if pr == nil {
+		return ErrClosed
 	}
+	return pr.err
 }
 
 func isDone(ch <-chan struct{}) bool {

@@ -228,13 +228,34 @@ func (p *Producer) Close(ctx context.Context) error {
 	}
 }
 
-// awaitRefusal holds the FIN of a young stream on an unverified room until a
-// refusal would have arrived; see Client.refusalWindow.
+// awaitRefusal holds the FIN of a stream on a room not yet verified on this
+// connection until a refusal would have arrived; see Client.refusalWindow. A server
+// refuses a QUIC stream by closing it when it reads the hello; if this side's FIN is
+// already there by then, a server may read hello, messages and FIN at once and the
+// close looks like a confirm. So the FIN waits for evidence that the server has read
+// the hello: a liveness probe opened after it (a later stream of this connection)
+// answered, and then as long again as that probe took, since the server serves each
+// stream on its own and may have served the probe first; and at least the fixed
+// window. On an idle server that is the fixed window; on a loaded one it grows with
+// the server's own delay, where a fixed window would let refusals pass for confirms.
 func (p *Producer) awaitRefusal(ctx context.Context) {
+	if p.c.h3 != nil {
+		return // HTTP/3 answers with a status
+	}
 	if _, ok := p.c.verified.Load(p.room); ok {
 		return
 	}
-	wait := time.Until(p.opened.Add(p.c.refusalWindow()))
+	until := p.opened.Add(p.c.refusalWindow())
+	pr := p.c.probeAfter(p.room, p.opened, p.done, ctx.Done())
+	if pr == nil {
+		return // refused or ended meanwhile, or ctx ended: Close sees which
+	}
+	if pr.err == nil {
+		if late := pr.answered.Add(pr.answered.Sub(pr.opened)); late.After(until) {
+			until = late
+		}
+	}
+	wait := time.Until(until)
 	if wait <= 0 {
 		return
 	}

@@ -59,7 +59,11 @@ type Config struct {
 	// their clients learn at once that the connection is gone. loomd sends none; a
 	// restarted server resets only connections made with the same key. nil: none.
 	StatelessResetKey *quic.StatelessResetKey
-	Logger            *slog.Logger // nil: discard
+	// HelloDelay makes every QUIC session wait this long before the server reads its
+	// hello, as a loaded server's would; zero (default): none. Meanwhile the
+	// client's bytes, its FIN included, pile up unread.
+	HelloDelay time.Duration
+	Logger     *slog.Logger // nil: discard
 }
 
 func (c Config) withDefaults() (Config, error) {

@@ -81,6 +81,14 @@ func (s *Server) serveStream(conn *quic.Conn, str *quic.Stream) {
 		str.CancelRead(0)
 		_ = str.Close()
 	}
+	if d := s.cfg.HelloDelay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-str.Context().Done():
+		}
+		t.Stop()
+	}
 	tr := newTrackReader(str)
 	h, err := wire.ReadHello(tr, s.cfg.Limits)
 	if err != nil {
