@@ -161,7 +161,13 @@ func (c *Client) Produce(ctx context.Context, room string) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newProducer(c, s, room, time.Now()), nil
+	p := newProducer(c, s, room, time.Now())
+	if !c.goLive(p.watch) {
+		s.Abort()
+		c.forget(s)
+		return nil, ErrClosed
+	}
+	return p, nil
 }
 
 // Consume opens a consumer session on room. On HTTP/3 it waits for the server's
@@ -178,7 +184,13 @@ func (c *Client) Consume(ctx context.Context, room string) (*Consumer, error) {
 			return nil, fmt.Errorf("loom: consume %q: %w", room, err)
 		}
 	}
-	return newConsumer(c, s), nil
+	k := newConsumer(c, s)
+	if !c.goLive(k.readHeaders) {
+		s.Abort()
+		c.forget(s)
+		return nil, ErrClosed
+	}
+	return k, nil
 }
 
 // refusalWindow is the least time after its hello a producer stream on a room not
@@ -246,6 +258,22 @@ func (c *Client) open(ctx context.Context, role wire.Role, room string) (stream,
 		return nil, fmt.Errorf("loom: send %s hello on room %q: %w", role, room, err)
 	}
 	return s, nil
+}
+
+// goLive starts f as one of the client's goroutines, which Close waits for; false,
+// and f not started, once Close has begun. Checked under smu, where Close marks
+// the client closed, so no goroutine is added while Close waits (a WaitGroup must
+// not grow once its Wait may have returned).
+func (c *Client) goLive(f func()) bool {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	select {
+	case <-c.closed:
+		return false
+	default:
+		c.wg.Go(f)
+		return true
+	}
 }
 
 // track registers an open session; false once the client is closed.
@@ -352,7 +380,7 @@ func (c *Client) openH3(ctx context.Context) (stream, error) {
 	}
 	req.ContentLength = -1
 	s := &h3Stream{pw: pw, cancel: cancel, done: make(chan struct{})}
-	c.wg.Go(func() {
+	started := c.goLive(func() {
 		defer close(s.done)
 		resp, err := c.h3.RoundTrip(req)
 		if err == nil {
@@ -367,6 +395,11 @@ func (c *Client) openH3(ctx context.Context) (stream, error) {
 			_ = pr.CloseWithError(err)
 		}
 	})
+	if !started {
+		cancel()
+		_ = pw.CloseWithError(ErrClosed)
+		return nil, ErrClosed
+	}
 	return s, nil
 }
 

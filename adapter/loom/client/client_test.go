@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -584,5 +585,38 @@ func TestRefusalSeenFromSlowServer(t *testing.T) {
 	}
 	if err := produce("good"); err != nil {
 		t.Fatalf("good token on a slow server: %v", err)
+	}
+}
+
+// Close while other goroutines open producer and consumer streams: every open
+// either succeeds before Close or fails with ErrClosed, and Close waits for every
+// goroutine the client started (under -race, adding one while Close waited
+// panicked with "WaitGroup is reused before previous Wait has returned").
+func TestCloseRacesOpens(t *testing.T) {
+	srv := startRouter(t, loomtest.Config{})
+	for _, transport := range transports {
+		for range 20 {
+			c := dial(t, srv, transport, nil)
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() {
+					for {
+						p, err := c.Produce(context.Background(), "r")
+						if err != nil {
+							return
+						}
+						p.Abort()
+						k, err := c.Consume(context.Background(), "r")
+						if err != nil {
+							return
+						}
+						k.Close()
+					}
+				})
+			}
+			runtime.Gosched()
+			c.Close()
+			wg.Wait()
+		}
 	}
 }

@@ -62,7 +62,6 @@ func newConsumer(c *Client, s stream) *Consumer {
 		ackBuf:  make([]byte, 0, 2*binary.MaxVarintLen64),
 		closed:  make(chan struct{}),
 	}
-	c.wg.Go(k.readHeaders)
 	return k
 }
 

@@ -45,11 +45,14 @@ func (c *Client) latestProbe(room string, since time.Time) *probe {
 	if pr == nil || (pr.opened.Before(since) && isDone(pr.done)) {
 		pr = &probe{opened: time.Now(), done: make(chan struct{})}
 		c.probe = pr
-		c.wg.Go(func() {
+		if !c.goLive(func() {
 			pr.err = c.runProbe(room)
 			pr.answered = time.Now()
 			close(pr.done)
-		})
+		}) {
+			pr.err, pr.answered = ErrClosed, time.Now()
+			close(pr.done)
+		}
 	}
 	return pr
 }

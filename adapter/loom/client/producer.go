@@ -57,7 +57,6 @@ func newProducer(c *Client, s stream, room string, opened time.Time) *Producer {
 	}
 	// Small: it only coalesces a header with a small body; chunks pass through.
 	p.w = bufio.NewWriterSize(p.werr, 4<<10)
-	c.wg.Go(p.watch)
 	return p
 }
 
