@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"sync"
 	"time"
 
@@ -140,15 +139,6 @@ func (c *AMQPConnection) config() (wmamqp.ConnectionConfig, error) {
 			BackoffMaxInterval:         r.BackoffMaxInterval,
 		},
 	}, errors.Join(errs...)
-}
-
-// redactURI is the URI without its password, for errors and logs.
-func redactURI(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(amqp_uri)"
-	}
-	return u.Redacted()
 }
 
 // AMQPTopology is what a source or sink declares: its queue, and the exchange

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
@@ -97,4 +98,14 @@ func connectionProblem(name string, err error) error {
 		return fmt.Errorf("connection: %w", err)
 	}
 	return nil
+}
+
+// redactURI is a broker URL without its password, for errors and logs; one
+// that does not parse is not shown at all.
+func redactURI(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(a URL that does not parse)"
+	}
+	return u.Redacted()
 }

@@ -156,3 +156,45 @@ pipelines:
 	wantAll(t, err.Error(), "pipeline kp", "to.k", "kafka", "127.0.0.1:1")
 	t.Logf("error: %v", err)
 }
+
+// A password written into a broker URL never shows in an error: not in a
+// check's error, not when the server cannot be reached.
+func TestBrokerURLPasswordNotShown(t *testing.T) {
+	if got := parseErr(t, `
+connections:
+  bus: {type: nats, url: "http://u:hunter2-url@127.0.0.1:4222"}
+pipelines:
+  n: {from: {type: nats, connection: bus, subject: a}, to: {o: {type: stdout}}}
+`); strings.Contains(got, "hunter2") || !strings.Contains(got, "url:") {
+		t.Errorf("check error shows the password or not the key: %s", got)
+	}
+	for _, c := range []struct{ kind, conn, sink string }{
+		{"nats", `{type: nats, url: "nats://u:hunter2-url@127.0.0.1:1,nats://v:hunter2-two@127.0.0.1:2", timeout: 1s, max_reconnects: 0}`,
+			`{type: nats, connection: b, subject: a}`},
+		{"amqp", `{type: amqp, amqp_uri: "amqp://u:hunter2-url@127.0.0.1:1/"}`, `{type: amqp, connection: b, queue: q}`},
+	} {
+		kind, conn, sink := c.kind, c.conn, c.sink
+		cfg := parseOK(t, `
+log: {stats_interval: 0}
+connections:
+  b: `+conn+`
+pipelines:
+  p:
+    from: {type: generate, count: 1}
+    to: {s: `+sink+`}
+`)
+		e := pipelines.NewEngine(pipelines.EngineOptions{})
+		err := e.Start(context.Background(), cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_ = e.Close(ctx)
+		cancel()
+		if err == nil {
+			t.Errorf("%s: Start succeeded with no server", kind)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error shows the password: %v", kind, err)
+		}
+		t.Logf("%s: %v", kind, err)
+	}
+}

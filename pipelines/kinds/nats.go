@@ -103,7 +103,7 @@ func (c *NATSConnection) Check() error {
 	for _, u := range strings.Split(c.URL, ",") {
 		u = strings.TrimSpace(u)
 		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") && !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "wss://") {
-			errs = append(errs, fmt.Errorf("url: want nats://host:port (or tls://, ws://, wss://), got %q", u))
+			errs = append(errs, fmt.Errorf("url: want nats://host:port (or tls://, ws://, wss://), got %q", redactURI(u)))
 		}
 	}
 	if c.Timeout < 0 || c.ReconnectWait < 0 {
@@ -156,6 +156,15 @@ func (c *NATSConnection) options() ([]nats.Option, error) {
 	return opts, errors.Join(errs...)
 }
 
+// redactURLs is a comma-separated list of server URLs without their passwords.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		parts[i] = redactURI(strings.TrimSpace(p))
+	}
+	return strings.Join(parts, ",")
+}
+
 // connect dials the server; closed is closed once the connection is closed
 // for good (after a Drain, too).
 func (c *NATSConnection) connect() (nc *nats.Conn, closed chan struct{}, err error) {
@@ -167,7 +176,7 @@ func (c *NATSConnection) connect() (nc *nats.Conn, closed chan struct{}, err err
 	opts = append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	nc, err = nats.Connect(c.URL, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("nats: connect to %s: %w", c.URL, err)
+		return nil, nil, fmt.Errorf("nats: connect to %s: %w", redactURLs(c.URL), err)
 	}
 	return nc, closed, nil
 }
