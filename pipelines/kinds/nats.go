@@ -156,6 +156,26 @@ func (c *NATSConnection) options() ([]nats.Option, error) {
 	return opts, errors.Join(errs...)
 }
 
+// connectStream connects a source or sink to its connection's server and,
+// with autoProvision, makes sure its stream exists.
+func connectStream(d pipelines.Deps, connection string, autoProvision bool, stream, subject string) (*nats.Conn, chan struct{}, error) {
+	conn, err := checkNATSConn(d, connection)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, closed, err := conn.connect()
+	if err != nil {
+		return nil, nil, err
+	}
+	if autoProvision {
+		if err := ensureStream(nc, stream, subject); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+	}
+	return nc, closed, nil
+}
+
 // redactURLs is a comma-separated list of server URLs without their passwords.
 func redactURLs(list string) string {
 	parts := strings.Split(list, ",")
@@ -313,19 +333,9 @@ func (c *NATSSource) Topic() string { return c.Subject }
 // created here, once, when it does not exist (see ensureConsumer), and the
 // subscriptions bind to it.
 func (c *NATSSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
-	conn, err := checkNATSConn(d, c.Connection)
+	nc, closed, err := connectStream(d, c.Connection, *c.AutoProvision, c.Stream, c.Subject)
 	if err != nil {
 		return nil, err
-	}
-	nc, closed, err := conn.connect()
-	if err != nil {
-		return nil, err
-	}
-	if *c.AutoProvision {
-		if err := ensureStream(nc, c.Stream, c.Subject); err != nil {
-			nc.Close()
-			return nil, err
-		}
 	}
 	js, err := nc.JetStream()
 	if err == nil {
@@ -614,19 +624,9 @@ func (c *NATSSink) Topic() string { return c.Subject }
 
 // NewPublisher implements pipelines.SinkConfig.
 func (c *NATSSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Publisher, error) {
-	conn, err := checkNATSConn(d, c.Connection)
+	nc, closed, err := connectStream(d, c.Connection, *c.AutoProvision, c.Stream, c.Subject)
 	if err != nil {
 		return nil, err
-	}
-	nc, closed, err := conn.connect()
-	if err != nil {
-		return nil, err
-	}
-	if *c.AutoProvision {
-		if err := ensureStream(nc, c.Stream, c.Subject); err != nil {
-			nc.Close()
-			return nil, err
-		}
 	}
 	pub, err := wmnats.NewPublisherWithNatsConn(nc, wmnats.PublisherPublishConfig{
 		Marshaler:         &wmnats.NATSMarshaler{},
