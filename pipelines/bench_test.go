@@ -212,8 +212,9 @@ const tracingChunk = 1000
 // (getrusage) while a chunk goes through is that pipeline's: the other one
 // idles meanwhile. One op is one message through each. It reports
 // cpu-ns/msg of each, their ratio as overhead-% (on against off), the
-// median of the ratios of chunk pairs as median-overhead-%, and the msgs/s
-// of each.
+// median of the ratios of chunk pairs as median-overhead-%, the msgs/s of
+// each, and the throughput on loses against off as tput-loss-% (all chunks)
+// and median-tput-loss-% (the median chunk pair).
 func BenchmarkLoomToFileTracingPaired(b *testing.B) {
 	payload := benchPayload(1 << 10)
 	tp, exp := benchTracing(b)
@@ -229,21 +230,24 @@ func BenchmarkLoomToFileTracingPaired(b *testing.B) {
 	}
 	msgs := [2][]*message.Message{benchMessages(b.N, payload), benchMessages(b.N, payload)}
 	var cpu, wall [2]time.Duration
-	var ratios []float64 // on's CPU over off's, per pair of chunks
+	var ratios []float64     // on's CPU over off's, per pair of chunks
+	var wallRatios []float64 // off's wall time over on's (on's throughput over off's), per pair
 	b.SetBytes(2 * int64(len(payload)))
 	b.ResetTimer()
 	for i, from := 0, 0; from < b.N; i, from = i+1, from+tracingChunk {
 		to := min(from+tracingChunk, b.N)
-		var pair [2]time.Duration
+		var pair, pairWall [2]time.Duration
 		for k := range 2 {
 			v := k ^ i%2 // off first, then on first, ...
 			c0, t0 := cpuTime(b), time.Now()
 			rigs[v].run(msgs[v][from:to])
 			pair[v] = cpuTime(b) - c0
+			pairWall[v] = time.Since(t0)
 			cpu[v] += pair[v]
-			wall[v] += time.Since(t0)
+			wall[v] += pairWall[v]
 		}
 		ratios = append(ratios, float64(pair[1])/float64(pair[0]))
+		wallRatios = append(wallRatios, float64(pairWall[0])/float64(pairWall[1]))
 	}
 	b.StopTimer()
 	off.check()
@@ -258,6 +262,11 @@ func BenchmarkLoomToFileTracingPaired(b *testing.B) {
 	b.ReportMetric(100*(ratios[len(ratios)/2]-1), "median-overhead-%")
 	b.ReportMetric(float64(b.N)/wall[0].Seconds(), "off-msgs/s")
 	b.ReportMetric(float64(b.N)/wall[1].Seconds(), "on-msgs/s")
+	// Throughput: the share of off's msgs/s that on loses, over all chunks
+	// and for the median chunk pair.
+	b.ReportMetric(100*(1-float64(wall[0])/float64(wall[1])), "tput-loss-%")
+	slices.Sort(wallRatios)
+	b.ReportMetric(100*(1-wallRatios[len(wallRatios)/2]), "median-tput-loss-%")
 	on.close() // its spans, all ended, reach the exporter by the shutdown
 	shutdownTracing(b, tp)
 	b.ReportMetric(float64(exp.spans.Load())/float64(on.sent), "spans/msg")

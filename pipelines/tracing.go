@@ -39,6 +39,12 @@ const (
 	attrLoomID   = attribute.Key("loom.id")
 )
 
+// Span kinds as start options, made once: trace.WithSpanKind allocates.
+var (
+	consumerKind = trace.WithSpanKind(trace.SpanKindConsumer)
+	producerKind = trace.WithSpanKind(trace.SpanKindProducer)
+)
+
 // instrumentation is the tracer's name.
 const instrumentation = "github.com/loombridge/loombridge/pipelines"
 
@@ -74,7 +80,7 @@ func (r *runner) traceProcess(msg *message.Message) trace.Span {
 	ctx := tracing.Extract(msg.Context(), msg.Metadata)
 	// Attributes are set once a span is known to record: given to Start they
 	// would be copied twice.
-	ctx, span := r.tr.t.Start(ctx, r.spanName, trace.WithSpanKind(trace.SpanKindConsumer))
+	ctx, span := r.tr.t.Start(ctx, r.spanName, consumerKind)
 	if span.IsRecording() {
 		setMessageAttrs(span, msg, r.pl.From.Type, r.topic, true, attrPipeline.String(r.name))
 	}
@@ -90,7 +96,7 @@ func (s *sink) tracePublish(msg *message.Message) (*message.Message, trace.Span)
 	if s.tr == nil {
 		return msg, nil
 	}
-	ctx, span := s.tr.t.Start(msg.Context(), s.spanName, trace.WithSpanKind(trace.SpanKindProducer))
+	ctx, span := s.tr.t.Start(msg.Context(), s.spanName, producerKind)
 	if span.IsRecording() {
 		setMessageAttrs(span, msg, s.ep.Type, s.topic, false, attrSink.String(s.name))
 	}

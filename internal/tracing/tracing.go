@@ -51,7 +51,7 @@ type Options struct {
 	// Version is the service.version resource attribute; empty leaves it out.
 	Version string
 	// Exporter, when set, replaces the one the config names (tests,
-	// benchmarks); spans still go through a batch span processor.
+	// benchmarks); spans still go through the batching span processor.
 	Exporter sdktrace.SpanExporter
 }
 
@@ -98,7 +98,7 @@ func Setup(ctx context.Context, cfg Config, opts Options) (*Provider, error) {
 		res = resource.NewWithAttributes(semconv.SchemaURL, attrs...)
 	}
 	sdk := sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(exp),
+		sdktrace.WithSpanProcessor(newBatcher(exp)),
 		sdktrace.WithResource(res),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*cfg.SamplingRatio))),
 	)
