@@ -36,13 +36,13 @@ type SinkStats struct {
 
 type stats struct {
 	received, done, filtered, unmatched, failed, deadLettered, exprErrors atomic.Uint64
+	maxLatency                                                            atomic.Int64 // nanoseconds
 
-	mu         sync.Mutex
-	maxLatency time.Duration
-	lastErr    string
-	lastErrAt  time.Time
-	sinks      map[string]*sinkStats
-	latency    prometheus.Observer // handling time, for /metrics; nil: not measured
+	mu        sync.Mutex // the last error
+	lastErr   string
+	lastErrAt time.Time
+	sinks     map[string]*sinkStats
+	latency   prometheus.Observer // handling time, for /metrics; nil: not measured
 }
 
 type sinkStats struct{ published, failed, retried atomic.Uint64 }
@@ -59,11 +59,14 @@ func (s *stats) observe(d time.Duration) {
 	if s.latency != nil {
 		s.latency.Observe(d.Seconds())
 	}
-	s.mu.Lock()
-	if d > s.maxLatency {
-		s.maxLatency = d
+	// A compare-and-swap, not a lock: observe runs once per message, and the
+	// maximum rarely changes.
+	for {
+		cur := s.maxLatency.Load()
+		if int64(d) <= cur || s.maxLatency.CompareAndSwap(cur, int64(d)) {
+			return
+		}
 	}
-	s.mu.Unlock()
 }
 
 // failed records the last error, for /status.
@@ -75,8 +78,9 @@ func (s *stats) setErr(err error) {
 
 func (s *stats) snapshot() PipelineStats {
 	s.mu.Lock()
-	lat, lastErr, lastErrAt := s.maxLatency, s.lastErr, s.lastErrAt
+	lastErr, lastErrAt := s.lastErr, s.lastErrAt
 	s.mu.Unlock()
+	lat := time.Duration(s.maxLatency.Load())
 	out := PipelineStats{
 		Received: s.received.Load(), Done: s.done.Load(), Filtered: s.filtered.Load(),
 		Unmatched: s.unmatched.Load(), Failed: s.failed.Load(), DeadLettered: s.deadLettered.Load(),
