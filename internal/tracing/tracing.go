@@ -106,37 +106,31 @@ func Setup(ctx context.Context, cfg Config, opts Options) (*Provider, error) {
 }
 
 func otlpExporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
-	url := strings.Contains(cfg.Endpoint, "://")
 	if cfg.Protocol == ProtocolHTTP {
-		var o []otlptracehttp.Option
-		switch {
-		case url:
-			o = append(o, otlptracehttp.WithEndpointURL(cfg.Endpoint))
-		case cfg.Endpoint != "":
-			o = append(o, otlptracehttp.WithEndpoint(cfg.Endpoint))
-		}
-		if len(cfg.Headers) > 0 {
-			o = append(o, otlptracehttp.WithHeaders(cfg.Headers))
-		}
-		if cfg.Insecure {
-			o = append(o, otlptracehttp.WithInsecure())
-		}
-		return otlptracehttp.New(ctx, o...)
+		return otlptracehttp.New(ctx, otlpOptions(cfg, otlptracehttp.WithEndpointURL, otlptracehttp.WithEndpoint,
+			otlptracehttp.WithHeaders, otlptracehttp.WithInsecure)...)
 	}
-	var o []otlptracegrpc.Option
+	return otlptracegrpc.New(ctx, otlpOptions(cfg, otlptracegrpc.WithEndpointURL, otlptracegrpc.WithEndpoint,
+		otlptracegrpc.WithHeaders, otlptracegrpc.WithInsecure)...)
+}
+
+// otlpOptions turns cfg into the options of either OTLP exporter, given its
+// option constructors (the two packages have the same ones, of different types).
+func otlpOptions[O any](cfg Config, withURL, withEndpoint func(string) O, withHeaders func(map[string]string) O, withInsecure func() O) []O {
+	var o []O
 	switch {
-	case url:
-		o = append(o, otlptracegrpc.WithEndpointURL(cfg.Endpoint))
+	case strings.Contains(cfg.Endpoint, "://"):
+		o = append(o, withURL(cfg.Endpoint))
 	case cfg.Endpoint != "":
-		o = append(o, otlptracegrpc.WithEndpoint(cfg.Endpoint))
+		o = append(o, withEndpoint(cfg.Endpoint))
 	}
 	if len(cfg.Headers) > 0 {
-		o = append(o, otlptracegrpc.WithHeaders(cfg.Headers))
+		o = append(o, withHeaders(cfg.Headers))
 	}
 	if cfg.Insecure {
-		o = append(o, otlptracegrpc.WithInsecure())
+		o = append(o, withInsecure())
 	}
-	return otlptracegrpc.New(ctx, o...)
+	return o
 }
 
 // TracerProvider is what to give the engine; nil when tracing is off.
