@@ -1,6 +1,7 @@
 package file
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -77,21 +78,13 @@ type PublisherConfig struct {
 }
 
 func (c *PublisherConfig) setDefaults() {
-	if c.Format == "" {
-		c.Format = DefaultFormat
-	}
-	if c.KeyMetadata == "" {
-		c.KeyMetadata = DefaultKeyMetadata
-	}
+	c.Format = cmp.Or(c.Format, DefaultFormat)
+	c.KeyMetadata = cmp.Or(c.KeyMetadata, DefaultKeyMetadata)
 	if c.NameTemplate == "" && c.Format == FormatRaw {
 		c.NameTemplate = DefaultRawNameTemplate
 	}
-	if c.Fsync == "" {
-		c.Fsync = DefaultFsync
-	}
-	if c.FsyncInterval == 0 {
-		c.FsyncInterval = DefaultFsyncInterval
-	}
+	c.Fsync = cmp.Or(c.Fsync, DefaultFsync)
+	c.FsyncInterval = cmp.Or(c.FsyncInterval, DefaultFsyncInterval)
 }
 
 // Validate reports every invalid field, joined with errors.Join in the
@@ -210,21 +203,11 @@ type SubscriberConfig struct {
 }
 
 func (c *SubscriberConfig) setDefaults() {
-	if c.PollInterval == 0 {
-		c.PollInterval = DefaultPollInterval
-	}
-	if c.NackResendDelay == 0 {
-		c.NackResendDelay = DefaultNackResendDelay
-	}
-	if c.KeyMetadata == "" {
-		c.KeyMetadata = DefaultKeyMetadata
-	}
-	if c.OffsetDir == "" {
-		c.OffsetDir = c.Dir
-	}
-	if c.MaxLineBytes == 0 {
-		c.MaxLineBytes = DefaultMaxLineBytes
-	}
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
+	c.NackResendDelay = cmp.Or(c.NackResendDelay, DefaultNackResendDelay)
+	c.KeyMetadata = cmp.Or(c.KeyMetadata, DefaultKeyMetadata)
+	c.OffsetDir = cmp.Or(c.OffsetDir, c.Dir)
+	c.MaxLineBytes = cmp.Or(c.MaxLineBytes, DefaultMaxLineBytes)
 }
 
 // Validate reports every invalid field, joined with errors.Join in the

@@ -1,6 +1,7 @@
 package loom
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -151,42 +152,20 @@ type PublisherConfig struct {
 
 func (c *PublisherConfig) setDefaults() {
 	c.Client.SetDefaults()
-	if c.Mode == "" {
-		c.Mode = DefaultMode
-	}
-	if c.Format == "" {
-		c.Format = DefaultFormat
-	}
+	c.Mode = cmp.Or(c.Mode, DefaultMode)
+	c.Format = cmp.Or(c.Format, DefaultFormat)
 	if c.Key == nil {
 		c.Key = DefaultKey
 	}
-	if c.Streams == 0 {
-		c.Streams = DefaultStreams
-	}
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultBatchSize
-	}
-	if c.PublishTimeout == 0 {
-		c.PublishTimeout = DefaultPublishTimeout
-	}
-	if c.StreamTimeout == 0 {
-		c.StreamTimeout = DefaultStreamTimeout
-	}
-	if c.CloseTimeout == 0 {
-		c.CloseTimeout = DefaultCloseTimeout
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if c.Buffer.MaxMessages == 0 {
-		c.Buffer.MaxMessages = DefaultBufferMaxMessages
-	}
-	if c.Buffer.MaxBytes == 0 {
-		c.Buffer.MaxBytes = DefaultBufferMaxBytes
-	}
-	if c.Buffer.Policy == "" {
-		c.Buffer.Policy = DefaultBufferPolicy
-	}
+	c.Streams = cmp.Or(c.Streams, DefaultStreams)
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
+	c.PublishTimeout = cmp.Or(c.PublishTimeout, DefaultPublishTimeout)
+	c.StreamTimeout = cmp.Or(c.StreamTimeout, DefaultStreamTimeout)
+	c.CloseTimeout = cmp.Or(c.CloseTimeout, DefaultCloseTimeout)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
+	c.Buffer.MaxMessages = cmp.Or(c.Buffer.MaxMessages, DefaultBufferMaxMessages)
+	c.Buffer.MaxBytes = cmp.Or(c.Buffer.MaxBytes, DefaultBufferMaxBytes)
+	c.Buffer.Policy = cmp.Or(c.Buffer.Policy, DefaultBufferPolicy)
 	c.Reconnect.setDefaults()
 }
 
@@ -300,18 +279,12 @@ type Skipped struct {
 
 func (c *SubscriberConfig) setDefaults() {
 	c.Client.SetDefaults()
-	if c.Consumers == 0 {
-		c.Consumers = DefaultConsumers
-	}
+	c.Consumers = cmp.Or(c.Consumers, DefaultConsumers)
 	if c.Marshaler == nil {
 		c.Marshaler = RawMarshaler{}
 	}
-	if c.NackResendDelay == 0 {
-		c.NackResendDelay = DefaultNackResendDelay
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = DefaultMaxMessageBytes
-	}
+	c.NackResendDelay = cmp.Or(c.NackResendDelay, DefaultNackResendDelay)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
 	c.Reconnect.setDefaults()
 }
 

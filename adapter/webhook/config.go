@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -188,62 +189,32 @@ type BreakerConfig struct {
 }
 
 func (c *PublisherConfig) setDefaults() {
-	if c.ContentType == "" {
-		c.ContentType = DefaultContentType
-	}
-	if c.DeadLetterTopic == "" {
-		c.DeadLetterTopic = DefaultDeadLetterTopic
-	}
+	c.ContentType = cmp.Or(c.ContentType, DefaultContentType)
+	c.DeadLetterTopic = cmp.Or(c.DeadLetterTopic, DefaultDeadLetterTopic)
 	if c.HTTPClient == nil {
 		c.HTTPClient = newDefaultClient()
 	}
-	if c.RememberAccepted == 0 {
-		c.RememberAccepted = DefaultRememberAccepted
-	}
+	c.RememberAccepted = cmp.Or(c.RememberAccepted, DefaultRememberAccepted)
 	for i := range c.Endpoints {
 		c.Endpoints[i].setDefaults()
 	}
 }
 
 func (c *EndpointConfig) setDefaults() {
-	if c.Method == "" {
-		c.Method = DefaultMethod
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = DefaultMaxInFlight
-	}
-	if c.RateBurst == 0 {
-		c.RateBurst = DefaultRateBurst
-	}
+	c.Method = cmp.Or(c.Method, DefaultMethod)
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
+	c.RateBurst = cmp.Or(c.RateBurst, DefaultRateBurst)
 	r := &c.Retry
-	if r.InitialInterval == 0 {
-		r.InitialInterval = DefaultInitialInterval
-	}
-	if r.MaxInterval == 0 {
-		r.MaxInterval = DefaultMaxInterval
-	}
-	if r.Multiplier == 0 {
-		r.Multiplier = DefaultMultiplier
-	}
-	if r.MaxElapsedTime == 0 {
-		r.MaxElapsedTime = DefaultMaxElapsedTime
-	}
-	if r.MaxAttempts == 0 {
-		r.MaxAttempts = DefaultMaxAttempts
-	}
+	r.InitialInterval = cmp.Or(r.InitialInterval, DefaultInitialInterval)
+	r.MaxInterval = cmp.Or(r.MaxInterval, DefaultMaxInterval)
+	r.Multiplier = cmp.Or(r.Multiplier, DefaultMultiplier)
+	r.MaxElapsedTime = cmp.Or(r.MaxElapsedTime, DefaultMaxElapsedTime)
+	r.MaxAttempts = cmp.Or(r.MaxAttempts, DefaultMaxAttempts)
 	b := &c.Breaker
-	if b.Failures == 0 {
-		b.Failures = DefaultBreakerFailures
-	}
-	if b.OpenTimeout == 0 {
-		b.OpenTimeout = DefaultBreakerOpenTimeout
-	}
-	if b.HalfOpenRequests == 0 {
-		b.HalfOpenRequests = DefaultBreakerHalfOpenRequests
-	}
+	b.Failures = cmp.Or(b.Failures, DefaultBreakerFailures)
+	b.OpenTimeout = cmp.Or(b.OpenTimeout, DefaultBreakerOpenTimeout)
+	b.HalfOpenRequests = cmp.Or(b.HalfOpenRequests, DefaultBreakerHalfOpenRequests)
 }
 
 // Validate reports every invalid field, joined with errors.Join in a

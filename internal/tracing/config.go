@@ -1,6 +1,7 @@
 package tracing
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -53,19 +54,13 @@ func (c Config) Enabled() bool { return c.Exporter == ExporterStdout || c.Export
 
 // SetDefaults fills what was left out.
 func (c *Config) SetDefaults() {
-	if c.Exporter == "" {
-		c.Exporter = DefaultExporter
-	}
-	if c.Protocol == "" {
-		c.Protocol = DefaultProtocol
-	}
+	c.Exporter = cmp.Or(c.Exporter, DefaultExporter)
+	c.Protocol = cmp.Or(c.Protocol, DefaultProtocol)
 	if c.SamplingRatio == nil {
 		r := DefaultSamplingRatio
 		c.SamplingRatio = &r
 	}
-	if c.ServiceName == "" {
-		c.ServiceName = DefaultServiceName
-	}
+	c.ServiceName = cmp.Or(c.ServiceName, DefaultServiceName)
 }
 
 // Validate reports every problem, joined with errors.Join, each starting with

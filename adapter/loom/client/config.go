@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -113,27 +114,15 @@ type Config struct {
 
 // SetDefaults fills unset fields with their defaults.
 func (c *Config) SetDefaults() {
-	if c.Transport == "" {
-		c.Transport = DefaultTransport
-	}
-	if c.Name == "" {
-		c.Name = DefaultName
-	}
+	c.Transport = cmp.Or(c.Transport, DefaultTransport)
+	c.Name = cmp.Or(c.Name, DefaultName)
 	if c.Limits == (wire.Limits{}) {
 		c.Limits = wire.DefaultLimits()
 	}
-	if c.ChunkSize == 0 {
-		c.ChunkSize = c.Limits.MaxChunk
-	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = DefaultDialTimeout
-	}
-	if c.KeepAlive == 0 {
-		c.KeepAlive = DefaultKeepAlive
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
+	c.ChunkSize = cmp.Or(c.ChunkSize, c.Limits.MaxChunk)
+	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)
+	c.KeepAlive = cmp.Or(c.KeepAlive, DefaultKeepAlive)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, DefaultIdleTimeout)
 }
 
 // Validate reports every invalid field, joined with errors.Join in the order of
