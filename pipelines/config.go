@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"math"
@@ -145,15 +146,9 @@ func (c *Config) setDefaults(top, log map[string]bool) {
 	if !log["stats_interval"] {
 		c.Log.StatsInterval = DefaultStatsInterval
 	}
-	if c.Log.Level == "" {
-		c.Log.Level = DefaultLogLevel
-	}
-	if c.Log.Format == "" {
-		c.Log.Format = DefaultLogFormat
-	}
-	if c.HTTP.Addr == "" {
-		c.HTTP.Addr = DefaultHTTPAddr
-	}
+	c.Log.Level = cmp.Or(c.Log.Level, DefaultLogLevel)
+	c.Log.Format = cmp.Or(c.Log.Format, DefaultLogFormat)
+	c.HTTP.Addr = cmp.Or(c.HTTP.Addr, DefaultHTTPAddr)
 	if !top["shutdown_timeout"] {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}

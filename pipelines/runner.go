@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -98,9 +99,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 			return nil, fmt.Errorf("dead_letter: %w", err)
 		}
 		topic := pl.DeadLetter.Sink.Topic()
-		if topic == "" {
-			topic = name + "_dead_letters"
-		}
+		topic = cmp.Or(topic, name+"_dead_letters")
 		r.dead = &countingPublisher{Publisher: pub, n: &r.stats.deadLettered}
 		d.DeadLetter = &fixedTopic{pub: r.dead, topic: topic}
 	}
@@ -111,9 +110,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 			return nil, fmt.Errorf("to.%s: %w", sname, err)
 		}
 		s := &sink{name: sname, ep: ep, pub: pub, topic: ep.Sink.Topic(), stats: r.stats.sinks[sname], tr: d.tracer}
-		if s.topic == "" {
-			s.topic = r.topic
-		}
+		s.topic = cmp.Or(s.topic, r.topic)
 		s.spanName = ep.Type + " publish " + s.topic
 		s.retry = middleware.Retry{
 			MaxRetries:          pl.Retry.MaxRetries,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -181,9 +182,7 @@ func (f *consumeFlags) check(args []string) error {
 // its stored offset, and returns the directory.
 func peekOffsets(src *kinds.FileSource) (string, error) {
 	dir := src.OffsetDir
-	if dir == "" {
-		dir = src.Dir
-	}
+	dir = cmp.Or(dir, src.Dir)
 	name := src.Topic() + ".jsonl.offset"
 	tmp, err := os.MkdirTemp("", "loombridge-peek-")
 	if err != nil {
@@ -271,9 +270,7 @@ func safeName(uuid string) string {
 		}
 	}
 	name := b.String()
-	if name == "" {
-		name = "_"
-	}
+	name = cmp.Or(name, "_")
 	if len(name) > 128 {
 		sum := sha256.Sum256([]byte(uuid))
 		name = name[:100] + "-" + hex.EncodeToString(sum[:8])

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -123,9 +124,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return exitFailure
 	}
 	topic := sink.Topic()
-	if topic == "" {
-		topic = defaultPublishTopic
-	}
+	topic = cmp.Or(topic, defaultPublishTopic)
 
 	start := time.Now()
 	b := &batcher{pub: pub, topic: topic, progress: newProgress(stderr, in.total)}

@@ -1,6 +1,7 @@
 package kinds
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,23 +77,13 @@ type AMQPReconnect struct {
 
 // Check implements pipelines.ConnectionConfig.
 func (c *AMQPConnection) Check() error {
-	if c.AmqpURI == "" {
-		c.AmqpURI = DefaultAMQPURI
-	}
+	c.AmqpURI = cmp.Or(c.AmqpURI, DefaultAMQPURI)
 	def := wmamqp.DefaultReconnectConfig()
 	r := &c.Reconnect
-	if r.BackoffInitialInterval == 0 {
-		r.BackoffInitialInterval = def.BackoffInitialInterval
-	}
-	if r.BackoffRandomizationFactor == 0 {
-		r.BackoffRandomizationFactor = def.BackoffRandomizationFactor
-	}
-	if r.BackoffMultiplier == 0 {
-		r.BackoffMultiplier = def.BackoffMultiplier
-	}
-	if r.BackoffMaxInterval == 0 {
-		r.BackoffMaxInterval = 10 * time.Second
-	}
+	r.BackoffInitialInterval = cmp.Or(r.BackoffInitialInterval, def.BackoffInitialInterval)
+	r.BackoffRandomizationFactor = cmp.Or(r.BackoffRandomizationFactor, def.BackoffRandomizationFactor)
+	r.BackoffMultiplier = cmp.Or(r.BackoffMultiplier, def.BackoffMultiplier)
+	r.BackoffMaxInterval = cmp.Or(r.BackoffMaxInterval, 10*time.Second)
 	var errs []error
 	if r.BackoffInitialInterval < 0 || r.BackoffMaxInterval < r.BackoffInitialInterval {
 		errs = append(errs, errors.New("reconnect.backoff_max_interval: must be at least backoff_initial_interval, both positive"))
@@ -254,12 +245,8 @@ func checkAMQPConn(d pipelines.Deps, name string) (*AMQPConnection, error) {
 // Check implements pipelines.SourceConfig.
 func (c *AMQPSource) Check(d pipelines.Deps) error {
 	c.setDefaults()
-	if c.PrefetchCount == 0 {
-		c.PrefetchCount = DefaultAMQPPrefetch
-	}
-	if c.Consumers == 0 {
-		c.Consumers = DefaultAMQPConsumers
-	}
+	c.PrefetchCount = cmp.Or(c.PrefetchCount, DefaultAMQPPrefetch)
+	c.Consumers = cmp.Or(c.Consumers, DefaultAMQPConsumers)
 	_, err := checkAMQPConn(d, c.Connection)
 	errs := append([]error{err}, c.check()...)
 	if c.Queue == "" {
@@ -358,12 +345,8 @@ func (c *AMQPSink) Check(d pipelines.Deps) error {
 	}
 	c.Confirm = boolOr(c.Confirm, true)
 	c.Persistent = boolOr(c.Persistent, true)
-	if c.ChannelPoolSize == 0 {
-		c.ChannelPoolSize = DefaultAMQPChannelPool
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = DefaultAMQPMaxMessageBytes
-	}
+	c.ChannelPoolSize = cmp.Or(c.ChannelPoolSize, DefaultAMQPChannelPool)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultAMQPMaxMessageBytes)
 	_, err := checkAMQPConn(d, c.Connection)
 	errs := append([]error{err}, c.check()...)
 	if c.Exchange == "" && c.Queue == "" && c.RoutingKey == "" {

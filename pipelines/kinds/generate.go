@@ -2,6 +2,7 @@ package kinds
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,19 +61,13 @@ var templateFuncs = template.FuncMap{"mod": func(a, b int64) int64 { return a % 
 // Check implements pipelines.SourceConfig.
 func (c *GenerateSource) Check(d pipelines.Deps) error {
 	c.pipeline = d.Pipeline
-	if c.TopicName == "" {
-		c.TopicName = d.Pipeline
-	}
+	c.TopicName = cmp.Or(c.TopicName, d.Pipeline)
 	if c.Interval == nil {
 		iv := DefaultGenerateInterval
 		c.Interval = &iv
 	}
-	if c.Payload == "" {
-		c.Payload = DefaultGeneratePayload
-	}
-	if c.InFlight == 0 {
-		c.InFlight = DefaultGenerateInFlight
-	}
+	c.Payload = cmp.Or(c.Payload, DefaultGeneratePayload)
+	c.InFlight = cmp.Or(c.InFlight, DefaultGenerateInFlight)
 	var errs []error
 	if *c.Interval < 0 {
 		errs = append(errs, fmt.Errorf("interval: must not be negative, got %s", *c.Interval))

@@ -1,6 +1,7 @@
 package kinds
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -50,9 +51,7 @@ type HTTPSource struct {
 // Check implements pipelines.SourceConfig.
 func (c *HTTPSource) Check(d pipelines.Deps) error {
 	errs := checkIngress(d, &c.Addr, &c.Path, &c.TopicName, &c.MaxBodyBytes)
-	if c.UUIDHeader == "" {
-		c.UUIDHeader = DefaultHTTPUUIDHeader
-	}
+	c.UUIDHeader = cmp.Or(c.UUIDHeader, DefaultHTTPUUIDHeader)
 	if c.AuthTokenFile != "" {
 		if _, err := readSecretFile(c.AuthTokenFile); err != nil {
 			errs = append(errs, fmt.Errorf("auth_token_file: %w", err))

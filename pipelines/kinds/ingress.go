@@ -148,7 +148,7 @@ func (r *ingress) serve(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	if id == "" {
-		id = watermill.NewUUID()
+		id = watermill.NewUUID() // not cmp.Or: that would make a UUID for every request
 	}
 	msg := message.NewMessage(id, body)
 	for h, key := range r.metadataHeaders {

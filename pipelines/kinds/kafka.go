@@ -1,6 +1,7 @@
 package kinds
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,15 +73,9 @@ type KafkaSASL struct {
 
 // Check implements pipelines.ConnectionConfig.
 func (c *KafkaConnection) Check() error {
-	if c.ClientID == "" {
-		c.ClientID = "loombridge"
-	}
-	if c.Version == "" {
-		c.Version = DefaultKafkaVersion
-	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = DefaultKafkaDialTimeout
-	}
+	c.ClientID = cmp.Or(c.ClientID, "loombridge")
+	c.Version = cmp.Or(c.Version, DefaultKafkaVersion)
+	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultKafkaDialTimeout)
 	var errs []error
 	if len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("brokers: must list at least one host:port"))
@@ -182,12 +177,8 @@ func checkTopic(topic string) error {
 
 // Check implements pipelines.SourceConfig.
 func (c *KafkaSource) Check(d pipelines.Deps) error {
-	if c.ConsumerGroup == "" {
-		c.ConsumerGroup = "loombridge_" + d.Pipeline
-	}
-	if c.InitialOffset == "" {
-		c.InitialOffset = "oldest"
-	}
+	c.ConsumerGroup = cmp.Or(c.ConsumerGroup, "loombridge_"+d.Pipeline)
+	c.InitialOffset = cmp.Or(c.InitialOffset, "oldest")
 	_, err := checkKafkaConn(d, c.Connection)
 	errs := []error{err, checkTopic(c.TopicName)}
 	if c.InitialOffset != "oldest" && c.InitialOffset != "newest" {
@@ -233,9 +224,7 @@ func (c *KafkaSource) NewSubscriber(_ context.Context, d pipelines.Deps) (messag
 
 // Check implements pipelines.SinkConfig.
 func (c *KafkaSink) Check(d pipelines.Deps) error {
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = DefaultKafkaMaxMessageBytes
-	}
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultKafkaMaxMessageBytes)
 	_, err := checkKafkaConn(d, c.Connection)
 	errs := []error{err, checkTopic(c.TopicName)}
 	if c.MaxMessageBytes < 1 {

@@ -1,6 +1,7 @@
 package kinds
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -83,18 +84,10 @@ type NATSConnection struct {
 
 // Check implements pipelines.ConnectionConfig.
 func (c *NATSConnection) Check() error {
-	if c.URL == "" {
-		c.URL = DefaultNATSURL
-	}
-	if c.Name == "" {
-		c.Name = "loombridge"
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultNATSTimeout
-	}
-	if c.ReconnectWait == 0 {
-		c.ReconnectWait = DefaultNATSReconnectWait
-	}
+	c.URL = cmp.Or(c.URL, DefaultNATSURL)
+	c.Name = cmp.Or(c.Name, "loombridge")
+	c.Timeout = cmp.Or(c.Timeout, DefaultNATSTimeout)
+	c.ReconnectWait = cmp.Or(c.ReconnectWait, DefaultNATSReconnectWait)
 	if c.MaxReconnects == nil {
 		forever := -1
 		c.MaxReconnects = &forever
@@ -294,19 +287,11 @@ func (c *NATSSource) Check(d pipelines.Deps) error {
 	if c.Stream == "" && c.Subject != "" {
 		c.Stream = defaultStream(c.Subject)
 	}
-	if c.Durable == "" {
-		c.Durable = "loombridge_" + d.Pipeline
-	}
+	c.Durable = cmp.Or(c.Durable, "loombridge_"+d.Pipeline)
 	c.AutoProvision = boolOr(c.AutoProvision, true)
-	if c.SubscribersCount == 0 {
-		c.SubscribersCount = DefaultNATSSubscribers
-	}
-	if c.AckWaitTimeout == 0 {
-		c.AckWaitTimeout = DefaultNATSAckWait
-	}
-	if c.CloseTimeout == 0 {
-		c.CloseTimeout = DefaultNATSCloseTimeout
-	}
+	c.SubscribersCount = cmp.Or(c.SubscribersCount, DefaultNATSSubscribers)
+	c.AckWaitTimeout = cmp.Or(c.AckWaitTimeout, DefaultNATSAckWait)
+	c.CloseTimeout = cmp.Or(c.CloseTimeout, DefaultNATSCloseTimeout)
 	_, err := checkNATSConn(d, c.Connection)
 	errs := []error{err, checkSubject(c.Subject, true), checkStream(c.Stream)}
 	if notStreamChar.MatchString(c.Durable) {

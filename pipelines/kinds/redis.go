@@ -1,6 +1,7 @@
 package kinds
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,9 +65,7 @@ type RedisConnection struct {
 
 // Check implements pipelines.ConnectionConfig.
 func (c *RedisConnection) Check() error {
-	if c.Addr == "" {
-		c.Addr = DefaultRedisAddr
-	}
+	c.Addr = cmp.Or(c.Addr, DefaultRedisAddr)
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("addr: want host:port, got %q", c.Addr))
@@ -172,19 +171,13 @@ func (c *RedisSource) Check(d pipelines.Deps) error {
 		if c.FanOutOldestID != "" {
 			errs = append(errs, errors.New("fan_out_oldest_id: only with fan_out: true (a group starts at oldest_id)"))
 		}
-		if c.ConsumerGroup == "" {
-			c.ConsumerGroup = d.Pipeline
-		}
+		c.ConsumerGroup = cmp.Or(c.ConsumerGroup, d.Pipeline)
 		if c.Consumer == "" {
 			c.Consumer, _ = os.Hostname()
-			if c.Consumer == "" {
-				c.Consumer = "loombridge"
-			}
+			c.Consumer = cmp.Or(c.Consumer, "loombridge")
 		}
 	}
-	if c.BlockTime == 0 {
-		c.BlockTime = DefaultRedisBlockTime
-	}
+	c.BlockTime = cmp.Or(c.BlockTime, DefaultRedisBlockTime)
 	for k, v := range map[string]time.Duration{"block_time": c.BlockTime, "claim_interval": c.ClaimInterval, "max_idle_time": c.MaxIdleTime,
 		"check_consumers_interval": c.CheckConsumersInterval, "consumer_timeout": c.ConsumerTimeout} {
 		if v < 0 {
@@ -251,9 +244,7 @@ func (c *RedisSource) NewSubscriberWith(conn *RedisConnection, logger watermill.
 func (c *RedisSink) Check(d pipelines.Deps) error {
 	_, err := redisConnection(d, c.Connection)
 	errs := []error{err}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = DefaultRedisMaxMessageBytes
-	}
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultRedisMaxMessageBytes)
 	if c.MaxMessageBytes < 0 || c.MaxMessageBytes > DefaultRedisMaxMessageBytes {
 		errs = append(errs, fmt.Errorf("max_message_bytes: must be from 1 to Redis' limit of %d (512 MB), got %d", DefaultRedisMaxMessageBytes, c.MaxMessageBytes))
 	}

@@ -1,6 +1,7 @@
 package kinds
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	stdsql "database/sql"
@@ -125,9 +126,7 @@ func (c *SQLConnection) Open() (*stdsql.DB, error) {
 	}
 	db.SetMaxOpenConns(c.MaxOpenConns)
 	idle := c.MaxIdleConns
-	if idle == 0 {
-		idle = SQLDefaultMaxIdleConns
-	}
+	idle = cmp.Or(idle, SQLDefaultMaxIdleConns)
 	db.SetMaxIdleConns(idle)
 	db.SetConnMaxLifetime(c.ConnMaxLifetime)
 	return db, nil
@@ -266,9 +265,7 @@ func (c *SQLTable) adapters(driver string, batch int) (wsql.SchemaAdapter, wsql.
 // Check implements pipelines.SourceConfig.
 func (c *SQLSource) Check(d pipelines.Deps) error {
 	_, errs := c.check(d)
-	if c.ConsumerGroup == "" {
-		c.ConsumerGroup = d.Pipeline
-	}
+	c.ConsumerGroup = cmp.Or(c.ConsumerGroup, d.Pipeline)
 	if len(c.ConsumerGroup) > 255 {
 		errs = append(errs, errors.New("consumer_group: at most 255 characters"))
 	}
@@ -283,9 +280,7 @@ func (c *SQLSource) Check(d pipelines.Deps) error {
 	if c.SubscribeBatchSize < 0 {
 		errs = append(errs, fmt.Errorf("subscribe_batch_size: must not be negative, got %d", c.SubscribeBatchSize))
 	}
-	if c.SubscribeBatchSize == 0 {
-		c.SubscribeBatchSize = SQLDefaultSubscribeBatchSize
-	}
+	c.SubscribeBatchSize = cmp.Or(c.SubscribeBatchSize, SQLDefaultSubscribeBatchSize)
 	return errors.Join(errs...)
 }
 
@@ -385,9 +380,7 @@ func (s *sqlSubscriber) Close() error {
 // Check implements pipelines.SinkConfig.
 func (c *SQLSink) Check(d pipelines.Deps) error {
 	conn, errs := c.check(d)
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = SQLPostgresMaxMessageBytes
-	}
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, SQLPostgresMaxMessageBytes)
 	if c.MaxMessageBytes < 0 || conn != nil && conn.Driver == "postgres" && c.MaxMessageBytes > SQLPostgresMaxMessageBytes {
 		errs = append(errs, fmt.Errorf("max_message_bytes: must be from 1 to PostgreSQL's field limit of %d (1 GB), got %d", SQLPostgresMaxMessageBytes, c.MaxMessageBytes))
 	}
