@@ -2,7 +2,6 @@ package pipelines_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,9 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/loombridge/loombridge/internal/testkit"
 
 	"github.com/loombridge/loombridge/adapter/loom/loomtest"
 	"github.com/loombridge/loombridge/pipelines"
@@ -29,24 +29,6 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(p))
 	return len(p), nil
-}
-
-// lockedBuffer is a log's output, written by many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // Every line about a message carries the pipeline and the message's UUID,
@@ -91,7 +73,7 @@ pipelines:
     retry: {max_retries: 1, initial_interval: 1ms, max_interval: 1ms}
     dead_letter: {type: file, dir: @DIR@, topic: dead, fsync: never}
 `, "@N@", fmt.Sprint(n), "@DIR@", dir, "@URL@", hook.URL, "@LOOM@", srv.Addr(), "@CA@", ca))
-	var out lockedBuffer
+	var out testkit.Buffer
 	logger := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}))
 	e := pipelines.NewEngine(pipelines.EngineOptions{Logger: logger})
 	if err := e.Start(context.Background(), cfg); err != nil {

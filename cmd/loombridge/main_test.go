@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/loombridge/loombridge/internal/testkit"
 
 	"go.uber.org/goleak"
 )
@@ -26,25 +27,6 @@ func TestMain(m *testing.M) {
 // wait is the generous deadline of every wait: the machine is shared and slow.
 const wait = 60 * time.Second
 
-// syncBuffer is a bytes.Buffer safe to write from a command's goroutines while
-// the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // result is what a command did.
 type result struct {
 	code           int
@@ -54,17 +36,17 @@ type result struct {
 // runCmd runs loombridge with args in-process and waits for it.
 func runCmd(t *testing.T, ctx context.Context, stdin string, args ...string) result {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb testkit.Buffer
 	code := run(ctx, args, strings.NewReader(stdin), &out, &errb)
 	return result{code, out.String(), errb.String()}
 }
 
 // startCmd runs loombridge in a goroutine until the returned stop is called
 // (which cancels its context) or it ends by itself; done yields the result.
-func startCmd(t *testing.T, stdin io.Reader, args ...string) (stdout, stderr *syncBuffer, stop func(), done <-chan result) {
+func startCmd(t *testing.T, stdin io.Reader, args ...string) (stdout, stderr *testkit.Buffer, stop func(), done <-chan result) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	stdout, stderr = &testkit.Buffer{}, &testkit.Buffer{}
 	ch, fin := make(chan result, 1), make(chan struct{})
 	go func() {
 		defer close(fin)

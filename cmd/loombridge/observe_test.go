@@ -13,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loombridge/loombridge/internal/testkit"
+
 	"github.com/loombridge/loombridge/adapter/loom/loomtest"
 )
 
 // healthAddr waits for run's log line naming the health listener.
-func healthAddr(t *testing.T, stderr *syncBuffer) string {
+func healthAddr(t *testing.T, stderr *testkit.Buffer) string {
 	t.Helper()
 	re := regexp.MustCompile(`msg="health and metrics" addr=(\S+)`)
 	var addr string

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/loombridge/loombridge/internal/testkit"
 )
 
 // A configuration replaced by rename (as editors and ConfigMaps do) is
@@ -25,7 +27,7 @@ pipelines:
 	writeFile(t, cfg, conf("first"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out testkit.Buffer
 	code := make(chan int, 1)
 	go func() { code <- run(ctx, []string{"run", "-c", cfg}, nil, &out, &out) }()
 	count := func(topic string) int { return len(uuids(t, filepath.Join(dir, topic+".jsonl"))) }

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loombridge/loombridge/internal/testkit"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/loombridge/loombridge/adapter/file"
@@ -56,13 +58,13 @@ func binary(t *testing.T) string {
 // proc is a running loombridge with its log.
 type proc struct {
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testkit.Buffer
 	done chan error
 }
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary(t), args...), log: &syncBuffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: exec.Command(binary(t), args...), log: &testkit.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

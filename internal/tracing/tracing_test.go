@@ -1,7 +1,6 @@
 package tracing
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -9,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/loombridge/loombridge/internal/testkit"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/baggage"
@@ -83,25 +84,8 @@ func TestSetupRefusesInvalid(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestStdoutExporter(t *testing.T) {
-	var out syncBuffer
+	var out testkit.Buffer
 	p, err := Setup(context.Background(), Config{Exporter: "stdout", ServiceName: "svc-under-test"}, Options{Stdout: &out, Version: "v9.9.9"})
 	if err != nil {
 		t.Fatal(err)

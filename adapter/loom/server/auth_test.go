@@ -2,18 +2,13 @@ package server
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/loombridge/loombridge/internal/testkit"
 
 	"github.com/loombridge/loombridge/adapter/loom/wire"
 )
@@ -108,43 +103,9 @@ func TestTokenAuthHTTP3(t *testing.T) {
 	}
 }
 
-// clientCA makes a CA and a client certificate it signed for cn.
-func clientCA(t *testing.T, cn string) (*x509.CertPool, tls.Certificate) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 func TestMTLSAndBoth(t *testing.T) {
-	pool, alice := clientCA(t, "alice")
+	cc := testkit.NewClientCert(t, "alice")
+	pool, alice := cc.CAs, cc.TLS
 	rules := []CertRule{{CommonName: "alice", Principal: "alice", Rooms: []string{"*"}, Roles: []string{"consume"}}}
 	for _, mode := range []string{ModeMTLS, ModeBoth} {
 		t.Run(mode, func(t *testing.T) {
