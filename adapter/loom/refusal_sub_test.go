@@ -143,3 +143,60 @@ func TestLaterRefusalIsReportedAndRetried(t *testing.T) {
 		t.Fatalf("got %q", got.Payload)
 	}
 }
+
+// TestFixedTokenFileTakesEffectWithoutReconnect: the server restarts with new
+// tokens (an operator rotated them) while the subscriber's token file still holds
+// the old one: its streams are refused on the new connection and retried. Once the
+// file is fixed, the next retry carries the new token over the same connection:
+// nothing else has to drop the connection first (the server keeps it alive).
+func TestFixedTokenFileTakesEffectWithoutReconnect(t *testing.T) {
+	rules := func(tok string) loomtest.Auth {
+		return loomtest.Auth{Mode: loomtest.ModeToken, Tokens: []loomtest.TokenRule{
+			{Token: tok, Principal: "app", Rooms: []string{"*"}, Roles: []string{"produce", "consume"}},
+		}}
+	}
+	srv := startRouter(t, loomtest.Config{Auth: rules("v1")})
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	write := func(tok string) {
+		if err := os.WriteFile(tokenFile, []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("v1")
+	sub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) {
+		c.Client.TokenFile = tokenFile
+		c.Consumers = 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	ch, err := waitingSubscriber{sub, srv, 1}.Subscribe(ctx, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SetAuth(rules("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitProgress(t, "refusals", 2, func() int { return int(sub.Stats().Refused) }, func() string { return "" })
+
+	write("v2")
+	if err := waitRegistered(ctx, srv, sub, "room", 0, 1); err != nil {
+		t.Fatalf("the subscriber never came back with the fixed token: %v (stats %+v)", err, sub.Stats())
+	}
+	p := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
+		c.Client.Token = "v2"
+		c.Mode = loom.ModeFireAndForget // confirm would wait for the ack readN sends
+	})
+	if err := p.Publish("room", message.NewMessage(watermill.NewUUID(), []byte("back"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, ch, 1)[0]; string(got.Payload) != "back" {
+		t.Fatalf("got %q", got.Payload)
+	}
+}

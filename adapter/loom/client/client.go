@@ -55,7 +55,7 @@ var (
 // Client is one connection to a Loom server.
 type Client struct {
 	cfg    Config
-	token  string
+	token  *tokenSource
 	logger watermill.LoggerAdapter
 	conn   *quic.Conn
 	h3     *http3.ClientConn
@@ -95,7 +95,7 @@ func Dial(ctx context.Context, cfg Config, logger watermill.LoggerAdapter) (*Cli
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("loom client config: %w", err)
 	}
-	tok, err := cfg.token()
+	tok, err := newTokenSource(cfg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("loom client config: %w", err)
 	}
@@ -222,7 +222,11 @@ type stream interface {
 }
 
 func (c *Client) open(ctx context.Context, role wire.Role, room string) (stream, error) {
-	h := wire.Hello{Role: role, Name: c.cfg.Name, Room: room, Token: c.token}
+	tok, changed := c.token.get()
+	if changed {
+		c.verified.Clear() // confirmed for the old token, not for this one
+	}
+	h := wire.Hello{Role: role, Name: c.cfg.Name, Room: room, Token: tok}
 	if err := h.Validate(c.cfg.Limits); err != nil {
 		return nil, err
 	}

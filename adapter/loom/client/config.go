@@ -134,7 +134,8 @@ func (c Config) Validate() error { return c.validate(false) }
 // Check is Validate plus what only reading files tells: that token_file, tls.ca_file
 // and tls.cert_file/tls.key_file can be read and parsed now. Its errors are in the
 // same field order. Dial reads the files again on every connection, so rotated
-// files are picked up.
+// files are picked up; a changed token_file is read again by a live connection too
+// (see tokenSource).
 func (c Config) Check() error { return c.validate(true) }
 
 func (c Config) validate(files bool) error {

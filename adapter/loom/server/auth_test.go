@@ -156,3 +156,39 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// SetAuth changes the rules only while the server is stopped (loomd does not
+// reload them live), and keeps the mode (it decides the TLS handshake).
+func TestSetAuthOnlyWhileStopped(t *testing.T) {
+	rules := func(tok string) Auth {
+		return Auth{Mode: ModeToken, Tokens: []TokenRule{{Token: tok, Principal: "p", Rooms: []string{"*"}, Roles: []string{"consume"}}}}
+	}
+	s := start(t, Config{Auth: rules("v1")})
+	if err := s.SetAuth(rules("v2")); err == nil {
+		t.Fatal("SetAuth while running: no error")
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetAuth(Auth{Mode: ModeDisabled}); err == nil {
+		t.Fatal("SetAuth with another mode: no error")
+	}
+	if err := s.SetAuth(rules("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.auth.Load().allow(wire.Hello{Role: wire.RoleConsumer, Room: "r", Token: "v2"}, nil); !ok {
+		t.Fatal("the new rule does not allow its token")
+	}
+	if _, ok := s.auth.Load().allow(wire.Hello{Role: wire.RoleConsumer, Room: "r", Token: "v1"}, nil); ok {
+		t.Fatal("the old rule still allows its token")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetAuth(rules("v3")); err == nil {
+		t.Fatal("SetAuth after Close: no error")
+	}
+}

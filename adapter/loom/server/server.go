@@ -123,6 +123,7 @@ type Server struct {
 
 	stats       counters
 	consumerSeq atomic.Uint64
+	auth        atomic.Pointer[Auth] // cfg.Auth, or what SetAuth put while stopped
 
 	// hold is non-nil while producers are held, and closed to release them.
 	holdMu sync.Mutex
@@ -190,6 +191,7 @@ func Start(cfg Config) (*Server, error) {
 		rooms:      map[string]*room{},
 		conns:      map[*quic.Conn]struct{}{},
 	}
+	s.auth.Store(&cfg.Auth)
 	size := chunkRoom + cfg.Limits.MaxChunk
 	s.bufs.New = func() any { b := make([]byte, size); return &b }
 	if err := s.listen(cfg.Addr); err != nil {
@@ -612,6 +614,32 @@ func halted(halt <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// SetAuth replaces the auth rules while the server is stopped, as an operator
+// who edits loomd's token list and restarts it: the next Restart serves with a.
+// The mode must stay the same (it decides whether the TLS handshake asks for a
+// client certificate). It fails while the server runs, as loomd does not reload
+// its rules live.
+func (s *Server) SetAuth(a Auth) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.mu.Lock()
+	running, closed := s.running, s.closed
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return errors.New("loom server: set auth: server closed")
+	case running:
+		return errors.New("loom server: set auth: server is running; stop it first")
+	case a.Mode != s.auth.Load().Mode:
+		return fmt.Errorf("loom server: set auth: mode %q differs from %q", a.Mode, s.auth.Load().Mode)
+	}
+	if err := a.validate(); err != nil {
+		return err
+	}
+	s.auth.Store(&a)
+	return nil
 }
 
 // Restart listens again on the same address, with the same certificate. It fails

@@ -139,7 +139,7 @@ func (s *Server) serveStream(conn *quic.Conn, str *quic.Stream) {
 // authorize checks a hello against the auth policy and counts a refusal.
 func (s *Server) authorize(h wire.Hello, certs []*x509.Certificate, via string) (*room, bool) {
 	rm := s.room(h.RoomOrDefault())
-	principal, ok := s.cfg.Auth.allow(h, certs)
+	principal, ok := s.auth.Load().allow(h, certs)
 	if !ok {
 		s.inc(rm, statRefused)
 		s.log.Info("loom server: session refused", "carrier", via, "hello", h.String())
