@@ -44,23 +44,39 @@ func heldProducer(t *testing.T, s *Server, room string, n int) (conn *quic.Conn,
 // whose messages were not all read with a plain FIN, as loomd does on SIGTERM, then
 // sends nothing more: no STOP_SENDING, no CONNECTION_CLOSE.
 func TestStopEndsProducersWithFINAndVanishes(t *testing.T) {
-	s := start(t, Config{})
-	conn, p, _ := heldProducer(t, s, "r", 5)
-	if err := s.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	readEOF(t, p.str) // what a producer sees when every message was handled
-	var se *quic.StreamError
-	if _, err := p.str.Write(nil); errors.As(err, &se) && se.Remote {
-		t.Fatalf("the server stopped the producer's stream (%v): a graceful stop sends a plain FIN", err)
-	}
-	if st := s.RoomStats("r"); st.Received != 1 {
-		t.Fatalf("received %d messages, want 1: the rest must stay unread", st.Received)
-	}
-	select {
-	case <-conn.Context().Done():
-		t.Fatalf("connection closed: %v; a stopped server sends no CONNECTION_CLOSE", context.Cause(conn.Context()))
-	case <-time.After(100 * time.Millisecond):
+	// The FIN leaves in a packet just before the socket closes, as loomd's does
+	// before it exits: on a loaded machine that packet can be dropped on loopback,
+	// and nothing is left to send it again, so the client's connection ends by its
+	// idle timeout instead. Up to three fresh tries; one FIN proves the point.
+	for try := 1; ; try++ {
+		s := start(t, Config{})
+		conn, p, _ := heldProducer(t, s, "r", 5)
+		if err := s.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.str.SetReadDeadline(time.Now().Add(waitFor))
+		b, err := io.ReadAll(p.str) // EOF: what a producer sees when every message was handled
+		var idle *quic.IdleTimeoutError
+		if errors.As(err, &idle) && try < 3 {
+			t.Logf("try %d: the FIN was lost with the socket (%v); again", try, err)
+			continue
+		}
+		if err != nil || len(b) != 0 {
+			t.Fatalf("read %d bytes, %v; want none and EOF", len(b), err)
+		}
+		var se *quic.StreamError
+		if _, err := p.str.Write(nil); errors.As(err, &se) && se.Remote {
+			t.Fatalf("the server stopped the producer's stream (%v): a graceful stop sends a plain FIN", err)
+		}
+		if st := s.RoomStats("r"); st.Received != 1 {
+			t.Fatalf("received %d messages, want 1: the rest must stay unread", st.Received)
+		}
+		select {
+		case <-conn.Context().Done():
+			t.Fatalf("connection closed: %v; a stopped server sends no CONNECTION_CLOSE", context.Cause(conn.Context()))
+		case <-time.After(100 * time.Millisecond):
+		}
+		return
 	}
 }
 
