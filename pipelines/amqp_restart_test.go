@@ -19,7 +19,7 @@ import (
 // counted and logged.
 func TestAMQPRestartLosesNothing(t *testing.T) {
 	const n = 5000
-	rt := amqpRoundTrip(t, n)
+	rt := startRoundTrip(t, brokerKind(t, "amqp"), mixedMessages(n))
 	t.Cleanup(func() { ensureRabbit(t) })
 	waitLong(t, "the run to be under way", 10*time.Minute, func() bool { return countLines(rt.outPath()) >= n/5 })
 	restartService(t, "rabbitmq", rabbitAddr,

@@ -2,98 +2,145 @@ package pipelines_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/google/uuid"
 )
 
-// TestBrokerThroughput measures, at 1 KiB, loom -> broker and broker -> loom
-// through pipelines, beside the broker adapter's own publish rate (the sink
-// the kind builds, called directly, one message at a time from 16
-// goroutines) in the same run. Figures go to BENCHMARKS.md. Run with
-//
-//	LOOMBRIDGE_BENCH=1 go test -count=1 -run TestBrokerThroughput -v ./pipelines/
-func TestBrokerThroughput(t *testing.T) {
-	if os.Getenv("LOOMBRIDGE_BENCH") == "" {
-		t.Skip("set LOOMBRIDGE_BENCH=1 to measure")
-	}
-	const n = 5000
-	msgs := make([]*message.Message, n)
-	for i := range msgs {
-		p := make([]byte, 1024)
-		for j := range p {
-			p[j] = 'a' + byte((i+j)%26)
-		}
-		msgs[i] = message.NewMessage(uuid.NewString(), p)
-		msgs[i].Metadata.Set("loom_key", "k"+strconv.Itoa(i%13))
-	}
-	for _, b := range []struct{ name, conn, to, from string }{
-		{"nats", `{type: nats, url: "nats://` + natsAddr + `"}`, `{type: nats, connection: broker, subject: lbbench.@S@, stream: LBBENCH_@S@}`, `{type: nats, connection: broker, subject: lbbench.@S@, stream: LBBENCH_@S@, durable: b_@S@}`},
-		{"amqp", `{type: amqp, amqp_uri: "` + rabbitURI + `"}`, `{type: amqp, connection: broker, queue: lbbench_@S@}`, `{type: amqp, connection: broker, queue: lbbench_@S@}`},
-	} {
-		t.Run(b.name, func(t *testing.T) {
-			s := suffix()
-			if b.name == "nats" {
-				natsStream(t, "LBBENCH_"+s)
-				natsStream(t, "LBBENCH_DIRECT_"+s)
-			} else {
-				rabbitQueue(t, "lbbench_"+s)
-				rabbitQueue(t, "lbbench_direct_"+s)
-			}
-			rt := startRoundTrip(t, msgs, b.conn, fill(b.to, "@S@", s), fill(b.from, "@S@", s))
-			var toAt, fromAt time.Duration
-			waitLong(t, "the run", 15*time.Minute, func() bool {
-				st := rt.engine.Stats()
-				if toAt == 0 && st["to_broker"].Done >= n {
-					toAt = time.Since(rt.start)
-				}
-				if fromAt == 0 && st["from_broker"].Done >= n {
-					fromAt = time.Since(rt.start)
-				}
-				return toAt > 0 && fromAt > 0
-			})
-			// The broker's own publish rate, through the sink the kind builds.
-			cfg := parse(t, fill(roundTripConfig, "@CONN@", b.conn, "@TO@", fill(b.to, "@S@", "DIRECT_"+s, "lbbench_", "lbbench_direct_"), "@FROM@", fill(b.from, "@S@", s), "@IN@", t.TempDir(), "@OUT@", t.TempDir()))
-			d := cfg.DepsFor("direct", watermill.NopLogger{})
-			sink := cfg.Pipelines["to_broker"].To["broker"].Sink
-			pub, err := sink.NewPublisher(context.Background(), d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
+// Broker benchmarks at 1 KiB over the table of broker kinds (brokers), on
+// the servers .ci/services starts. One op is one message.
+// BenchmarkBrokerPublish is the adapter's own Publish rate (the kind's
+// publisher, one message per call, as a pipeline's sink calls it);
+// BenchmarkBrokerPublishConcurrent the same from 16 goroutines;
+// BenchmarkLoomToBroker is a pipeline from a Loom room to the broker;
+// BenchmarkBrokerToLoom a pipeline from the broker, filled beforehand, to a
+// Loom room (envelope) drained by a second pipeline.
+
+func BenchmarkBrokerPublish(b *testing.B) { benchBrokerPublish(b, 1) }
+
+// BenchmarkBrokerPublishConcurrent publishes from 16 goroutines at once, as
+// a pipeline calls its sink for several messages at once: a NATS sink (a
+// synchronous JetStream publish) and an AMQP one (publisher confirms) wait a
+// round trip per call, so one call at a time says little of what they take.
+func BenchmarkBrokerPublishConcurrent(b *testing.B) { benchBrokerPublish(b, 16) }
+
+func benchBrokerPublish(b *testing.B, workers int) {
+	payload := benchPayload(1 << 10)
+	for _, br := range brokers() {
+		b.Run(br.name, func(b *testing.B) {
+			name := br.prepare(b)
+			pub, topic := brokerPublisher(b, br, name)
+			defer pub.Close()
 			work := make(chan *message.Message)
-			done := make(chan error, 16)
-			for range 16 {
+			failed := make(chan error, workers)
+			for range workers {
 				go func() {
+					var err error
 					for m := range work {
-						if err := pub.Publish(sink.Topic(), m.Copy()); err != nil {
-							done <- err
-							return
+						if err == nil { // after a failure, only drain: the others finish
+							err = pub.Publish(topic, m)
 						}
 					}
-					done <- nil
+					failed <- err
 				}()
 			}
+			msgs := benchMessages(b.N, payload)
+			b.SetBytes(int64(len(payload)))
+			b.ResetTimer()
 			for _, m := range msgs {
 				work <- m
 			}
 			close(work)
-			for range 16 {
-				if err := <-done; err != nil {
-					t.Fatal(err)
+			for range workers {
+				if err := <-failed; err != nil {
+					b.Fatal(err)
 				}
 			}
-			direct := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// brokerPublisher is the publisher the broker's sink kind builds from a
+// parsed configuration, and the topic it publishes to.
+func brokerPublisher(b *testing.B, br broker, name string) (message.Publisher, string) {
+	cfg := parse(b, fill(`
+connections:
+  b: @CONN@
+pipelines:
+  p:
+    from: {type: generate}
+    to: {b: @SINK@}
+`, "@CONN@", br.conn, "@SINK@", br.sink(name)))
+	sink := cfg.Pipelines["p"].To["b"].Sink
+	pub, err := sink.NewPublisher(context.Background(), cfg.DepsFor("p", watermill.NopLogger{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return pub, sink.Topic()
+}
+
+func BenchmarkLoomToBroker(b *testing.B) {
+	payload := benchPayload(1 << 10)
+	for _, br := range brokers() {
+		b.Run(br.name, func(b *testing.B) {
+			name := br.prepare(b)
+			cfg := parse(b, fill(`
+log: {stats_interval: 0, level: warn}
+connections:
+  local: {embedded: true}
+  b: @CONN@
+pipelines:
+  to_broker:
+    from: {type: loom, connection: local, room: r1, consumers: 4}
+    to: {b: @SINK@}
+`, "@CONN@", br.conn, "@SINK@", br.sink(name)))
+			e := startEngine(b, cfg)
+			msgs := benchMessages(b.N, payload)
+			b.SetBytes(int64(len(payload)))
+			b.ResetTimer()
+			publishToRoom(b, e, "r1", msgs)
+			pollUntil(b, func() uint64 { return e.Stats()["to_broker"].Done }, uint64(b.N), benchWait(b.N, len(payload))+time.Minute)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+func BenchmarkBrokerToLoom(b *testing.B) {
+	payload := benchPayload(1 << 10)
+	for _, br := range brokers() {
+		b.Run(br.name, func(b *testing.B) {
+			name := br.prepare(b)
+			pub, topic := brokerPublisher(b, br, name)
+			for _, m := range benchMessages(b.N, payload) {
+				if err := pub.Publish(topic, m); err != nil {
+					b.Fatal(err)
+				}
+			}
 			_ = pub.Close()
-			t.Logf("BENCH %s 1KiB n=%d: loom->%s %.0f msg/s (to_broker done at %s); %s->loom %.0f msg/s (from_broker done at %s); adapter publish alone %.0f msg/s",
-				b.name, n, b.name, float64(n)/toAt.Seconds(), toAt.Round(time.Millisecond), b.name, float64(n)/fromAt.Seconds(), fromAt.Round(time.Millisecond), float64(n)/direct.Seconds())
-			fmt.Fprint(os.Stderr)
+			cfg := parse(b, fill(`
+log: {stats_interval: 0, level: warn}
+connections:
+  local: {embedded: true}
+  b: @CONN@
+pipelines:
+  from_broker:
+    from: @SOURCE@
+    to: {room: {type: loom, connection: local, room: r2, format: envelope, mode: fire_and_forget}}
+  drain:
+    from: {type: loom, connection: local, room: r2, consumers: 4}
+    to: {out: {type: file, dir: @DIR@, fsync: never}}
+`, "@CONN@", br.conn, "@SOURCE@", br.source(name), "@DIR@", b.TempDir()))
+			b.SetBytes(int64(len(payload)))
+			b.ResetTimer()
+			e := startEngine(b, cfg)
+			pollUntil(b, func() uint64 { return e.Stats()["drain"].Done }, uint64(b.N), benchWait(b.N, len(payload))+time.Minute)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package pipelines_test
 
 import (
-	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,54 +12,20 @@ import (
 	"github.com/loombridge/loombridge/pipelines"
 )
 
-// natsStream deletes the test's stream at the end.
-func natsStream(t *testing.T, stream string) {
-	t.Cleanup(func() {
-		nc, err := nats.Connect("nats://"+natsAddr, nats.Timeout(10*time.Second))
-		if err != nil {
-			t.Logf("cleanup: %v", err)
-			return
-		}
-		defer nc.Close()
-		js, err := nc.JetStream()
-		if err == nil {
-			err = js.DeleteStream(stream)
-		}
-		if err != nil {
-			t.Logf("cleanup: delete stream %s: %v", stream, err)
-		}
-	})
-}
-
-func natsRoundTrip(t *testing.T, n int) (*roundTrip, string) {
-	needBroker(t, "nats", natsAddr)
-	s := suffix()
-	subject, stream := "lbtest.rt."+s, "LBTEST_RT_"+s
-	natsStream(t, stream)
-	rt := startRoundTrip(t, mixedMessages(n),
-		`{type: nats, url: "nats://`+natsAddr+`"}`,
-		fmt.Sprintf(`{type: nats, connection: broker, subject: %s, stream: %s}`, subject, stream),
-		fmt.Sprintf(`{type: nats, connection: broker, subject: %s, stream: %s, durable: rt_%s}`, subject, stream, s))
-	return rt, stream
-}
-
-// 10,000 messages of mixed sizes (empty, binary, up to 200 KiB) from Loom to
-// NATS JetStream and from JetStream back to Loom: counts match; payloads,
-// UUIDs, keys and metadata are intact.
-func TestNATSRoundTrip(t *testing.T) {
-	n := 10000
-	if raceEnabled {
-		n = 1000 // each Loom hop costs several times the CPU under -race; .ci/run runs 10,000 without
+// dropNATSStream deletes a test's stream.
+func dropNATSStream(t testing.TB, stream string) {
+	nc, err := nats.Connect("nats://"+natsAddr, nats.Timeout(10*time.Second))
+	if err != nil {
+		t.Logf("cleanup: %v", err)
+		return
 	}
-	rt, _ := natsRoundTrip(t, n)
-	rt.wait()
-	st := rt.engine.Stats()
-	closeEngine(t, rt.engine)
-	dups := rt.check()
-	t.Logf("%d messages loom -> nats -> loom in %s (%.0f msg/s end to end), %d duplicates; to_broker %+v from_broker %+v",
-		n, rt.duration.Round(time.Millisecond), float64(n)/rt.duration.Seconds(), dups, st["to_broker"], st["from_broker"])
-	if dups != 0 {
-		t.Errorf("%d duplicates without any failure", dups)
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err == nil {
+		err = js.DeleteStream(stream)
+	}
+	if err != nil {
+		t.Logf("cleanup: delete stream %s: %v", stream, err)
 	}
 }
 
@@ -73,7 +38,7 @@ func TestNATSRestartLosesNothing(t *testing.T) {
 	if raceEnabled {
 		n = 1000 // .ci/run runs 5,000 without -race
 	}
-	rt, _ := natsRoundTrip(t, n)
+	rt := startRoundTrip(t, brokerKind(t, "nats"), mixedMessages(n))
 	t.Cleanup(func() { ensureNATS(t) })
 	waitLong(t, "the run to be under way", 10*time.Minute, func() bool { return countLines(rt.outPath()) >= n/5 })
 	restartService(t, "nats", natsAddr,
@@ -116,7 +81,7 @@ func TestNATSTooLargeGoesToDeadLetters(t *testing.T) {
 	dir := t.TempDir()
 	s := suffix()
 	subject, stream := "lbtest.big."+s, "LBTEST_BIG_"+s
-	natsStream(t, stream)
+	t.Cleanup(func() { dropNATSStream(t, stream) })
 	cfg := parse(t, fill(`
 log: {stats_interval: 0}
 connections:
