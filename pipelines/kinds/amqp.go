@@ -326,7 +326,9 @@ func (f *fanIn) Subscribe(ctx context.Context, topic string) (<-chan *message.Me
 			}
 		}()
 	}
-	go func() { wg.Wait(); close(out) }()
+	// Tracked too: Close returns only once out is closed, as Watermill's
+	// Subscriber contract asks (the universal suite checks it at once).
+	f.wg.Go(func() { wg.Wait(); close(out) })
 	return out, nil
 }
 
