@@ -231,23 +231,12 @@ type AMQPSink struct {
 	MaxMessageBytes int `koanf:"max_message_bytes"`
 }
 
-func checkAMQPConn(d pipelines.Deps, name string) (*AMQPConnection, error) {
-	if name == "" {
-		return nil, connectionProblem(name, nil)
-	}
-	cc, err := d.Connection(name, "amqp")
-	if err != nil {
-		return nil, connectionProblem(name, err)
-	}
-	return cc.(*AMQPConnection), nil
-}
-
 // Check implements pipelines.SourceConfig.
 func (c *AMQPSource) Check(d pipelines.Deps) error {
 	c.setDefaults()
 	c.PrefetchCount = cmp.Or(c.PrefetchCount, DefaultAMQPPrefetch)
 	c.Consumers = cmp.Or(c.Consumers, DefaultAMQPConsumers)
-	_, err := checkAMQPConn(d, c.Connection)
+	_, err := connectionOf[*AMQPConnection](d, c.Connection, "amqp")
 	errs := append([]error{err}, c.check()...)
 	if c.Queue == "" {
 		errs = append(errs, errors.New("queue: must be set (the queue read; declared when missing)"))
@@ -269,7 +258,7 @@ func (c *AMQPSource) Topic() string { return c.Queue }
 
 // NewSubscriber implements pipelines.SourceConfig.
 func (c *AMQPSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
-	conn, err := checkAMQPConn(d, c.Connection)
+	conn, err := connectionOf[*AMQPConnection](d, c.Connection, "amqp")
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +338,7 @@ func (c *AMQPSink) Check(d pipelines.Deps) error {
 	c.Persistent = boolOr(c.Persistent, true)
 	c.ChannelPoolSize = cmp.Or(c.ChannelPoolSize, DefaultAMQPChannelPool)
 	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultAMQPMaxMessageBytes)
-	_, err := checkAMQPConn(d, c.Connection)
+	_, err := connectionOf[*AMQPConnection](d, c.Connection, "amqp")
 	errs := append([]error{err}, c.check()...)
 	if c.Exchange == "" && c.Queue == "" && c.RoutingKey == "" {
 		errs = append(errs, errors.New("queue: set queue (published to through the default exchange), or exchange and routing_key"))
@@ -376,7 +365,7 @@ func (c *AMQPSink) Topic() string {
 
 // NewPublisher implements pipelines.SinkConfig.
 func (c *AMQPSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Publisher, error) {
-	conn, err := checkAMQPConn(d, c.Connection)
+	conn, err := connectionOf[*AMQPConnection](d, c.Connection, "amqp")
 	if err != nil {
 		return nil, err
 	}

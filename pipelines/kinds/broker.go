@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
+	"github.com/loombridge/loombridge/pipelines"
 )
 
 // What the broker kinds (nats, amqp, kafka) share: secrets given inline or
@@ -90,14 +91,18 @@ func (e *TooLargeError) Error() string {
 
 // checkConnection reports the problems of a source's or sink's connection:
 // unset, unknown, of another type or invalid.
-func connectionProblem(name string, err error) error {
+// connectionOf returns the connection called name, which must be of the given
+// kind (its type under connections).
+func connectionOf[C pipelines.ConnectionConfig](d pipelines.Deps, name, kind string) (C, error) {
+	var none C
 	if name == "" {
-		return errors.New("connection: must name a connection under connections")
+		return none, fmt.Errorf("connection: must name a connection of type %s under connections", kind)
 	}
+	c, err := d.Connection(name, kind)
 	if err != nil {
-		return fmt.Errorf("connection: %w", err)
+		return none, fmt.Errorf("connection: %w", err)
 	}
-	return nil
+	return c.(C), nil
 }
 
 // redactURI is a broker URL without its password, for errors and logs; one

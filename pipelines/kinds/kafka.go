@@ -154,17 +154,6 @@ type KafkaSink struct {
 	MaxMessageBytes int `koanf:"max_message_bytes"`
 }
 
-func checkKafkaConn(d pipelines.Deps, name string) (*KafkaConnection, error) {
-	if name == "" {
-		return nil, connectionProblem(name, nil)
-	}
-	cc, err := d.Connection(name, "kafka")
-	if err != nil {
-		return nil, connectionProblem(name, err)
-	}
-	return cc.(*KafkaConnection), nil
-}
-
 func checkTopic(topic string) error {
 	if topic == "" {
 		return errors.New("topic: must be set")
@@ -179,7 +168,7 @@ func checkTopic(topic string) error {
 func (c *KafkaSource) Check(d pipelines.Deps) error {
 	c.ConsumerGroup = cmp.Or(c.ConsumerGroup, "loombridge_"+d.Pipeline)
 	c.InitialOffset = cmp.Or(c.InitialOffset, "oldest")
-	_, err := checkKafkaConn(d, c.Connection)
+	_, err := connectionOf[*KafkaConnection](d, c.Connection, "kafka")
 	errs := []error{err, checkTopic(c.TopicName)}
 	if c.InitialOffset != "oldest" && c.InitialOffset != "newest" {
 		errs = append(errs, fmt.Errorf("initial_offset: oldest or newest, got %q", c.InitialOffset))
@@ -195,7 +184,7 @@ func (c *KafkaSource) Topic() string { return c.TopicName }
 
 // NewSubscriber implements pipelines.SourceConfig.
 func (c *KafkaSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
-	conn, err := checkKafkaConn(d, c.Connection)
+	conn, err := connectionOf[*KafkaConnection](d, c.Connection, "kafka")
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +214,7 @@ func (c *KafkaSource) NewSubscriber(_ context.Context, d pipelines.Deps) (messag
 // Check implements pipelines.SinkConfig.
 func (c *KafkaSink) Check(d pipelines.Deps) error {
 	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultKafkaMaxMessageBytes)
-	_, err := checkKafkaConn(d, c.Connection)
+	_, err := connectionOf[*KafkaConnection](d, c.Connection, "kafka")
 	errs := []error{err, checkTopic(c.TopicName)}
 	if c.MaxMessageBytes < 1 {
 		errs = append(errs, fmt.Errorf("max_message_bytes: must be positive, got %d", c.MaxMessageBytes))
@@ -239,7 +228,7 @@ func (c *KafkaSink) Topic() string { return c.TopicName }
 // NewPublisher implements pipelines.SinkConfig. sarama dials the brokers
 // here; a cluster that does not answer fails within about two dial_timeouts.
 func (c *KafkaSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Publisher, error) {
-	conn, err := checkKafkaConn(d, c.Connection)
+	conn, err := connectionOf[*KafkaConnection](d, c.Connection, "kafka")
 	if err != nil {
 		return nil, err
 	}

@@ -152,7 +152,7 @@ func (c *NATSConnection) options() ([]nats.Option, error) {
 // connectStream connects a source or sink to its connection's server and,
 // with autoProvision, makes sure its stream exists.
 func connectStream(d pipelines.Deps, connection string, autoProvision bool, stream, subject string) (*nats.Conn, chan struct{}, error) {
-	conn, err := checkNATSConn(d, connection)
+	conn, err := connectionOf[*NATSConnection](d, connection, "nats")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -264,17 +264,6 @@ func checkStream(stream string) error {
 	return nil
 }
 
-func checkNATSConn(d pipelines.Deps, name string) (*NATSConnection, error) {
-	if name == "" {
-		return nil, connectionProblem(name, nil)
-	}
-	cc, err := d.Connection(name, "nats")
-	if err != nil {
-		return nil, connectionProblem(name, err)
-	}
-	return cc.(*NATSConnection), nil
-}
-
 func boolOr(b *bool, def bool) *bool {
 	if b == nil {
 		return &def
@@ -292,7 +281,7 @@ func (c *NATSSource) Check(d pipelines.Deps) error {
 	c.SubscribersCount = cmp.Or(c.SubscribersCount, DefaultNATSSubscribers)
 	c.AckWaitTimeout = cmp.Or(c.AckWaitTimeout, DefaultNATSAckWait)
 	c.CloseTimeout = cmp.Or(c.CloseTimeout, DefaultNATSCloseTimeout)
-	_, err := checkNATSConn(d, c.Connection)
+	_, err := connectionOf[*NATSConnection](d, c.Connection, "nats")
 	errs := []error{err, checkSubject(c.Subject, true), checkStream(c.Stream)}
 	if notStreamChar.MatchString(c.Durable) {
 		errs = append(errs, fmt.Errorf("durable: %q may hold only letters, digits, _ and -", c.Durable))
@@ -600,7 +589,7 @@ func (c *NATSSink) Check(d pipelines.Deps) error {
 	}
 	c.AutoProvision = boolOr(c.AutoProvision, true)
 	c.TrackMsgId = boolOr(c.TrackMsgId, true)
-	_, err := checkNATSConn(d, c.Connection)
+	_, err := connectionOf[*NATSConnection](d, c.Connection, "nats")
 	return errors.Join(err, checkSubject(c.Subject, false), checkStream(c.Stream))
 }
 

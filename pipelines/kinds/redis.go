@@ -142,20 +142,9 @@ type RedisSink struct {
 	MaxMessageBytes int64 `koanf:"max_message_bytes"`
 }
 
-func redisConnection(d pipelines.Deps, name string) (*RedisConnection, error) {
-	if name == "" {
-		return nil, errors.New("connection: must name a connection of type redis under connections")
-	}
-	c, err := d.Connection(name, "redis")
-	if err != nil {
-		return nil, fmt.Errorf("connection: %w", err)
-	}
-	return c.(*RedisConnection), nil
-}
-
 // Check implements pipelines.SourceConfig.
 func (c *RedisSource) Check(d pipelines.Deps) error {
-	_, err := redisConnection(d, c.Connection)
+	_, err := connectionOf[*RedisConnection](d, c.Connection, "redis")
 	errs := []error{err}
 	if c.Stream == "" {
 		errs = append(errs, errors.New("stream: must be set"))
@@ -216,7 +205,7 @@ func (c *RedisSource) SubscriberConfig() redisstream.SubscriberConfig {
 
 // NewSubscriber implements pipelines.SourceConfig.
 func (c *RedisSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
-	conn, err := redisConnection(d, c.Connection)
+	conn, err := connectionOf[*RedisConnection](d, c.Connection, "redis")
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +231,7 @@ func (c *RedisSource) NewSubscriberWith(conn *RedisConnection, logger watermill.
 
 // Check implements pipelines.SinkConfig.
 func (c *RedisSink) Check(d pipelines.Deps) error {
-	_, err := redisConnection(d, c.Connection)
+	_, err := connectionOf[*RedisConnection](d, c.Connection, "redis")
 	errs := []error{err}
 	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultRedisMaxMessageBytes)
 	if c.MaxMessageBytes < 0 || c.MaxMessageBytes > DefaultRedisMaxMessageBytes {
@@ -259,7 +248,7 @@ func (c *RedisSink) Topic() string { return c.Stream }
 
 // NewPublisher implements pipelines.SinkConfig.
 func (c *RedisSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Publisher, error) {
-	conn, err := redisConnection(d, c.Connection)
+	conn, err := connectionOf[*RedisConnection](d, c.Connection, "redis")
 	if err != nil {
 		return nil, err
 	}

@@ -196,20 +196,9 @@ type SQLSink struct {
 	MaxMessageBytes int64 `koanf:"max_message_bytes"`
 }
 
-func sqlConnection(d pipelines.Deps, name string) (*SQLConnection, error) {
-	if name == "" {
-		return nil, errors.New("connection: must name a connection of type sql under connections")
-	}
-	c, err := d.Connection(name, "sql")
-	if err != nil {
-		return nil, fmt.Errorf("connection: %w", err)
-	}
-	return c.(*SQLConnection), nil
-}
-
 func (c *SQLTable) check(d pipelines.Deps) (*SQLConnection, []error) {
 	var errs []error
-	conn, err := sqlConnection(d, c.Connection)
+	conn, err := connectionOf[*SQLConnection](d, c.Connection, "sql")
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -289,7 +278,7 @@ func (c *SQLSource) Topic() string { return c.Table }
 
 // NewSubscriber implements pipelines.SourceConfig.
 func (c *SQLSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
-	conn, err := sqlConnection(d, c.Connection)
+	conn, err := connectionOf[*SQLConnection](d, c.Connection, "sql")
 	if err != nil {
 		return nil, err
 	}
@@ -393,7 +382,7 @@ func (c *SQLSink) Topic() string { return c.Table }
 // NewPublisher implements pipelines.SinkConfig. It creates the tables now,
 // so a bad DSN or a missing right fails the pipeline's start.
 func (c *SQLSink) NewPublisher(ctx context.Context, d pipelines.Deps) (message.Publisher, error) {
-	conn, err := sqlConnection(d, c.Connection)
+	conn, err := connectionOf[*SQLConnection](d, c.Connection, "sql")
 	if err != nil {
 		return nil, err
 	}
