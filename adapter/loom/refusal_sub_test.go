@@ -100,23 +100,9 @@ func TestRouterStartFailsOnRefusal(t *testing.T) {
 // is fixed and the connection redialed, messages flow again.
 func TestLaterRefusalIsReportedAndRetried(t *testing.T) {
 	srv := subTokenRouter(t)
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	write := func(tok string) {
-		if err := os.WriteFile(tokenFile, []byte(tok), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("good")
-	sub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) {
-		c.Client.TokenFile = tokenFile
-		c.Consumers = 1
-	})
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	ch, err := waitingSubscriber{sub, srv, 1}.Subscribe(ctx, "room")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub, ch, write := tokenFileSubscriber(ctx, t, srv, "good")
 
 	write("rotated-wrongly")
 	srv.CutConnections()
@@ -132,8 +118,36 @@ func TestLaterRefusalIsReportedAndRetried(t *testing.T) {
 	if err := waitRegistered(ctx, srv, sub, "room", 0, 1); err != nil {
 		t.Fatal(err)
 	}
+	expectFlow(t, srv, ch, "good")
+}
+
+// tokenFileSubscriber subscribes to "room" with one consumer stream whose token
+// is read from a file holding tok; write puts another token in the file.
+func tokenFileSubscriber(ctx context.Context, t *testing.T, srv *loomtest.Server, tok string) (sub *loom.Subscriber, ch <-chan *message.Message, write func(string)) {
+	t.Helper()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	write = func(tok string) {
+		if err := os.WriteFile(tokenFile, []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(tok)
+	sub = newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) {
+		c.Client.TokenFile = tokenFile
+		c.Consumers = 1
+	})
+	ch, err := waitingSubscriber{sub, srv, 1}.Subscribe(ctx, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub, ch, write
+}
+
+// expectFlow publishes a message to "room" with token tok and reads it from ch.
+func expectFlow(t *testing.T, srv *loomtest.Server, ch <-chan *message.Message, tok string) {
+	t.Helper()
 	p := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
-		c.Client.Token = "good"
+		c.Client.Token = client.Secret(tok)
 		c.Mode = loom.ModeFireAndForget // confirm would wait for the ack readN sends
 	})
 	if err := p.Publish("room", message.NewMessage(watermill.NewUUID(), []byte("back"))); err != nil {
@@ -156,23 +170,9 @@ func TestFixedTokenFileTakesEffectWithoutReconnect(t *testing.T) {
 		}}
 	}
 	srv := startRouter(t, loomtest.Config{Auth: rules("v1")})
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	write := func(tok string) {
-		if err := os.WriteFile(tokenFile, []byte(tok), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("v1")
-	sub := newSubscriber(t, srv, client.TransportQUIC, func(c *loom.SubscriberConfig) {
-		c.Client.TokenFile = tokenFile
-		c.Consumers = 1
-	})
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	ch, err := waitingSubscriber{sub, srv, 1}.Subscribe(ctx, "room")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub, ch, write := tokenFileSubscriber(ctx, t, srv, "v1")
 
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
@@ -189,14 +189,5 @@ func TestFixedTokenFileTakesEffectWithoutReconnect(t *testing.T) {
 	if err := waitRegistered(ctx, srv, sub, "room", 0, 1); err != nil {
 		t.Fatalf("the subscriber never came back with the fixed token: %v (stats %+v)", err, sub.Stats())
 	}
-	p := newPublisher(t, srv, client.TransportQUIC, func(c *loom.PublisherConfig) {
-		c.Client.Token = "v2"
-		c.Mode = loom.ModeFireAndForget // confirm would wait for the ack readN sends
-	})
-	if err := p.Publish("room", message.NewMessage(watermill.NewUUID(), []byte("back"))); err != nil {
-		t.Fatal(err)
-	}
-	if got := readN(t, ch, 1)[0]; string(got.Payload) != "back" {
-		t.Fatalf("got %q", got.Payload)
-	}
+	expectFlow(t, srv, ch, "v2")
 }
