@@ -256,13 +256,19 @@ func (c *AMQPSource) Check(d pipelines.Deps) error {
 // Topic implements pipelines.SourceConfig: the queue.
 func (c *AMQPSource) Topic() string { return c.Queue }
 
+// amqpConfig returns the adapter's connection config of the connection called
+// name.
+func amqpConfig(d pipelines.Deps, name string) (wmamqp.ConnectionConfig, error) {
+	conn, err := connectionOf[*AMQPConnection](d, name, "amqp")
+	if err != nil {
+		return wmamqp.ConnectionConfig{}, err
+	}
+	return conn.config()
+}
+
 // NewSubscriber implements pipelines.SourceConfig.
 func (c *AMQPSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
-	conn, err := connectionOf[*AMQPConnection](d, c.Connection, "amqp")
-	if err != nil {
-		return nil, err
-	}
-	cc, err := conn.config()
+	cc, err := amqpConfig(d, c.Connection)
 	if err != nil {
 		return nil, err
 	}
@@ -365,11 +371,7 @@ func (c *AMQPSink) Topic() string {
 
 // NewPublisher implements pipelines.SinkConfig.
 func (c *AMQPSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Publisher, error) {
-	conn, err := connectionOf[*AMQPConnection](d, c.Connection, "amqp")
-	if err != nil {
-		return nil, err
-	}
-	cc, err := conn.config()
+	cc, err := amqpConfig(d, c.Connection)
 	if err != nil {
 		return nil, err
 	}

@@ -182,13 +182,20 @@ func (c *KafkaSource) Check(d pipelines.Deps) error {
 // Topic implements pipelines.SourceConfig.
 func (c *KafkaSource) Topic() string { return c.TopicName }
 
-// NewSubscriber implements pipelines.SourceConfig.
-func (c *KafkaSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
-	conn, err := connectionOf[*KafkaConnection](d, c.Connection, "kafka")
+// kafkaConfig returns the connection called name and a sarama config for it,
+// which the source or sink then completes.
+func kafkaConfig(d pipelines.Deps, name string) (*KafkaConnection, *sarama.Config, error) {
+	conn, err := connectionOf[*KafkaConnection](d, name, "kafka")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sc, err := conn.sarama()
+	return conn, sc, err
+}
+
+// NewSubscriber implements pipelines.SourceConfig.
+func (c *KafkaSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
+	conn, sc, err := kafkaConfig(d, c.Connection)
 	if err != nil {
 		return nil, err
 	}
@@ -228,11 +235,7 @@ func (c *KafkaSink) Topic() string { return c.TopicName }
 // NewPublisher implements pipelines.SinkConfig. sarama dials the brokers
 // here; a cluster that does not answer fails within about two dial_timeouts.
 func (c *KafkaSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Publisher, error) {
-	conn, err := connectionOf[*KafkaConnection](d, c.Connection, "kafka")
-	if err != nil {
-		return nil, err
-	}
-	sc, err := conn.sarama()
+	conn, sc, err := kafkaConfig(d, c.Connection)
 	if err != nil {
 		return nil, err
 	}

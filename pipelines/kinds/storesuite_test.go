@@ -63,20 +63,13 @@ pipelines:
 	logger := watermill.NopLogger{}
 	prefix := suitePrefix()
 	t.Cleanup(func() { dropRedisStreams(t, conn, prefix) })
-	withGroup := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
-		pub, err := sink.NewPublisherWith(conn, logger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := src
-		s.ConsumerGroup, s.Consumer = group, watermill.NewShortUUID()
-		sub, err := s.NewSubscriberWith(conn, logger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		closeAtEnd(t, pub, sub)
-		return pub, sub
-	}
+	withGroup := pubSubWithGroup(
+		func() (message.Publisher, error) { return sink.NewPublisherWith(conn, logger) },
+		func(group string) (message.Subscriber, error) {
+			s := src
+			s.ConsumerGroup, s.Consumer = group, watermill.NewShortUUID()
+			return s.NewSubscriberWith(conn, logger)
+		})
 	tests.TestPubSub(t, suiteFeatures(prefix, tests.Features{
 		ConsumerGroups:                      true,
 		GuaranteedOrderWithSingleSubscriber: true,
@@ -96,6 +89,24 @@ func dropRedisStreams(t *testing.T, conn *kinds.RedisConnection, prefix string) 
 	defer cl.Close()
 	if err := brokertest.DropKeys(cl, prefix+"_"); err != nil {
 		t.Errorf("clean-up: %v", err)
+	}
+}
+
+// pubSubWithGroup is the universal suite's constructor of a publisher and a
+// subscriber in a consumer group, from the kind's two constructors; both are
+// closed at the test's end.
+func pubSubWithGroup(newPub func() (message.Publisher, error), newSub func(group string) (message.Subscriber, error)) func(*testing.T, string) (message.Publisher, message.Subscriber) {
+	return func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+		pub, err := newPub()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := newSub(group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeAtEnd(t, pub, sub)
+		return pub, sub
 	}
 }
 
@@ -131,20 +142,13 @@ pipelines:
 	logger := watermill.NopLogger{}
 	prefix := suitePrefix()
 	t.Cleanup(func() { dropSQLTables(t, conn, prefix) })
-	withGroup := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
-		pub, err := sink.NewPublisherWith(context.Background(), conn, logger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := src
-		s.ConsumerGroup = group
-		sub, err := s.NewSubscriberWith(conn, logger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		closeAtEnd(t, pub, sub)
-		return pub, sub
-	}
+	withGroup := pubSubWithGroup(
+		func() (message.Publisher, error) { return sink.NewPublisherWith(context.Background(), conn, logger) },
+		func(group string) (message.Subscriber, error) {
+			s := src
+			s.ConsumerGroup = group
+			return s.NewSubscriberWith(conn, logger)
+		})
 	tests.TestPubSub(t, suiteFeatures(prefix, tests.Features{
 		ConsumerGroups:      true,
 		ExactlyOnceDelivery: true,
