@@ -265,30 +265,23 @@ func (c *Client) open(ctx context.Context, role wire.Role, room string) (stream,
 }
 
 // goLive starts f as one of the client's goroutines, which Close waits for; false,
-// and f not started, once Close has begun. Checked under smu, where Close marks
-// the client closed, so no goroutine is added while Close waits (a WaitGroup must
-// not grow once its Wait may have returned).
-func (c *Client) goLive(f func()) bool {
-	c.smu.Lock()
-	defer c.smu.Unlock()
-	select {
-	case <-c.closed:
-		return false
-	default:
-		c.wg.Go(f)
-		return true
-	}
-}
+// and f not started, once Close has begun: no goroutine is added while Close waits
+// (a WaitGroup must not grow once its Wait may have returned).
+func (c *Client) goLive(f func()) bool { return c.whileOpen(func() { c.wg.Go(f) }) }
 
 // track registers an open session; false once the client is closed.
-func (c *Client) track(s stream) bool {
+func (c *Client) track(s stream) bool { return c.whileOpen(func() { c.streams[s] = struct{}{} }) }
+
+// whileOpen runs f under smu, where Close marks the client closed, unless it is
+// closed already; it reports whether f ran.
+func (c *Client) whileOpen(f func()) bool {
 	c.smu.Lock()
 	defer c.smu.Unlock()
 	select {
 	case <-c.closed:
 		return false
 	default:
-		c.streams[s] = struct{}{}
+		f()
 		return true
 	}
 }
