@@ -44,6 +44,7 @@ type runner struct {
 	tr      *tracer // nil: tracing off (tracing.go)
 	// spanName is the receive span's, made once rather than per message.
 	spanName string
+	anyWhen  bool // some sink has a when: without one, every message goes to every sink
 }
 
 // sink is one of a pipeline's sinks with its retry policy.
@@ -52,12 +53,12 @@ type sink struct {
 	ep    *Endpoint
 	pub   message.Publisher
 	topic string
-	retry middleware.Retry
 	stats *sinkStats
 	h     message.HandlerFunc // one attempt, wrapped in the retries; built once
 	tr    *tracer
 	// spanName is the publish span's, made once rather than per message.
 	spanName string
+	whenKey  string // "to.<name>.when", for the log of a when that fails
 }
 
 // job is one message handed to a worker, and where its result goes.
@@ -112,7 +113,9 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		s := &sink{name: sname, ep: ep, pub: pub, topic: ep.Sink.Topic(), stats: r.stats.sinks[sname], tr: d.tracer}
 		s.topic = cmp.Or(s.topic, r.topic)
 		s.spanName = ep.Type + " publish " + s.topic
-		s.retry = middleware.Retry{
+		s.whenKey = "to." + sname + ".when"
+		r.anyWhen = r.anyWhen || ep.when != nil
+		retry := middleware.Retry{
 			MaxRetries:          pl.Retry.MaxRetries,
 			InitialInterval:     pl.Retry.InitialInterval,
 			MaxInterval:         pl.Retry.MaxInterval,
@@ -121,7 +124,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 			RandomizationFactor: pl.Retry.Jitter,
 			OnRetryHook:         func(int, time.Duration) { s.stats.retried.Add(1) },
 		}
-		s.h = s.retry.Middleware(s.attempt)
+		s.h = retry.Middleware(s.attempt)
 		r.sinks = append(r.sinks, s)
 	}
 	r.source, err = pl.From.Source.NewSubscriber(ctx, d)
@@ -200,10 +203,13 @@ func (r *runner) process(msg *message.Message) (err error) {
 		r.stats.filtered.Add(1)
 		return nil
 	}
-	var targets []*sink
-	for _, s := range r.sinks {
-		if s.ep.when == nil || r.matches(s.ep.when, msg, "to."+s.name+".when") {
-			targets = append(targets, s)
+	targets := r.sinks
+	if r.anyWhen {
+		targets = nil
+		for _, s := range r.sinks {
+			if s.ep.when == nil || r.matches(s.ep.when, msg, s.whenKey) {
+				targets = append(targets, s)
+			}
 		}
 	}
 	if len(targets) == 0 {
@@ -230,11 +236,12 @@ func (r *runner) process(msg *message.Message) (err error) {
 	}
 	r.stats.observe(time.Since(start))
 	if len(failed) > 0 {
+		names, joined := strings.Join(failed, ","), errors.Join(errs...)
 		r.stats.failed.Add(1)
-		r.stats.setErr(fmt.Errorf("sinks %s: %w", strings.Join(failed, ","), errors.Join(errs...)))
+		r.stats.setErr(fmt.Errorf("sinks %s: %w", names, joined))
 		msg.Metadata.Set(MetadataDeadPipeline, r.name)
-		msg.Metadata.Set(MetadataDeadSinks, strings.Join(failed, ","))
-		return fmt.Errorf("%w: %s: %w", ErrSinksFailed, strings.Join(failed, ","), errors.Join(errs...))
+		msg.Metadata.Set(MetadataDeadSinks, names)
+		return fmt.Errorf("%w: %s: %w", ErrSinksFailed, names, joined)
 	}
 	r.stats.done.Add(1)
 	return nil

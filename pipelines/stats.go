@@ -87,8 +87,7 @@ func (s *stats) snapshot() PipelineStats {
 		ExprErrors: s.exprErrors.Load(), MaxLatency: lat, Sinks: map[string]SinkStats{},
 		LastError: lastErr, LastErrorAt: lastErrAt,
 	}
-	for _, n := range sortedNames(s.sinks) {
-		ss := s.sinks[n]
+	for n, ss := range s.sinks {
 		out.Sinks[n] = SinkStats{Published: ss.published.Load(), Failed: ss.failed.Load(), Retried: ss.retried.Load()}
 	}
 	return out

@@ -389,7 +389,14 @@ func (c *AMQPSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Pu
 		_ = pub.Close()
 		return nil, err
 	}
-	return &amqpPublisher{Publisher: pub, max: c.MaxMessageBytes}, nil
+	// Refused before sending: what the broker would refuse.
+	return sizeLimited{Publisher: pub, limit: func(m *message.Message) error {
+		if len(m.Payload) > c.MaxMessageBytes {
+			return &TooLargeError{Backend: "amqp", UUID: m.UUID, Size: len(m.Payload), Limit: c.MaxMessageBytes,
+				Setting: "the sink's max_message_bytes; RabbitMQ's max_message_size is 128 MiB by default in 3.x, 16 MiB in 4.x, at most 512 MiB"}
+		}
+		return nil
+	}}, nil
 }
 
 // declare declares, at start, the exchange and the queue with its binding,
@@ -413,22 +420,6 @@ func (c *AMQPSink) declare(conn *amqp.Connection, cfg wmamqp.Config) error {
 	return nil
 }
 
-// amqpPublisher refuses, before sending, what the broker would refuse.
-type amqpPublisher struct {
-	*wmamqp.Publisher
-	max int
-}
-
-func (p *amqpPublisher) Publish(topic string, msgs ...*message.Message) error {
-	for _, m := range msgs {
-		if len(m.Payload) > p.max {
-			return &TooLargeError{Backend: "amqp", UUID: m.UUID, Size: len(m.Payload), Limit: p.max,
-				Setting: "the sink's max_message_bytes; RabbitMQ's max_message_size is 128 MiB by default in 3.x, 16 MiB in 4.x, at most 512 MiB"}
-		}
-	}
-	return p.Publisher.Publish(topic, msgs...)
-}
-
 // amqpMarshaler is the adapter's DefaultMarshaler, with the UUID also set as
 // the AMQP message id (and read from it when the header is missing, as from
 // producers that are not Watermill), and a delivery of a closed channel
@@ -441,13 +432,9 @@ func (m amqpMarshaler) Marshal(msg *message.Message) (amqp.Publishing, error) {
 			return amqp.Publishing{}, fmt.Errorf("amqp: metadata key %.40q... of message %s is over 255 bytes, the AMQP limit", k, msg.UUID)
 		}
 	}
-	return wmamqp.DefaultMarshaler{
-		NotPersistentDeliveryMode: m.notPersistent,
-		PostprocessPublishing: func(p amqp.Publishing) amqp.Publishing {
-			p.MessageId = msg.UUID
-			return p
-		},
-	}.Marshal(msg)
+	p, err := wmamqp.DefaultMarshaler{NotPersistentDeliveryMode: m.notPersistent}.Marshal(msg)
+	p.MessageId = msg.UUID
+	return p, err
 }
 
 func (m amqpMarshaler) Unmarshal(d amqp.Delivery) (*message.Message, error) {

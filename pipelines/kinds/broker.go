@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/pipelines"
 )
@@ -89,8 +90,6 @@ func (e *TooLargeError) Error() string {
 		e.Backend, e.UUID, e.Size, e.Limit, e.Setting)
 }
 
-// checkConnection reports the problems of a source's or sink's connection:
-// unset, unknown, of another type or invalid.
 // connectionOf returns the connection called name, which must be of the given
 // kind (its type under connections).
 func connectionOf[C pipelines.ConnectionConfig](d pipelines.Deps, name, kind string) (C, error) {
@@ -113,4 +112,20 @@ func redactURI(s string) string {
 		return "(a URL that does not parse)"
 	}
 	return u.Redacted()
+}
+
+// sizeLimited refuses a whole Publish call when one of its messages is over
+// the backend's limit, before any of them is sent.
+type sizeLimited struct {
+	message.Publisher
+	limit func(*message.Message) error
+}
+
+func (p sizeLimited) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		if err := p.limit(m); err != nil {
+			return err
+		}
+	}
+	return p.Publisher.Publish(topic, msgs...)
 }

@@ -251,25 +251,16 @@ func (c *KafkaSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.P
 	if err != nil {
 		return nil, fmt.Errorf("kafka: brokers %s did not answer: %w", strings.Join(conn.Brokers, ","), err)
 	}
-	return &kafkaPublisher{Publisher: pub, max: c.MaxMessageBytes}, nil
-}
-
-// kafkaPublisher refuses, before sending, a record over max_message_bytes.
-type kafkaPublisher struct {
-	*wmkafka.Publisher
-	max int
-}
-
-func (p *kafkaPublisher) Publish(topic string, msgs ...*message.Message) error {
-	for _, m := range msgs {
+	// Refused before sending: a record over max_message_bytes.
+	return sizeLimited{Publisher: pub, limit: func(m *message.Message) error {
 		size := len(m.Payload) + len(m.UUID) + len(wmkafka.UUIDHeaderKey) + len(m.Metadata.Get("loom_key")) + 64
 		for k, v := range m.Metadata {
 			size += len(k) + len(v) + 8
 		}
-		if size > p.max {
-			return &TooLargeError{Backend: "kafka", UUID: m.UUID, Size: size, Limit: p.max,
+		if size > c.MaxMessageBytes {
+			return &TooLargeError{Backend: "kafka", UUID: m.UUID, Size: size, Limit: c.MaxMessageBytes,
 				Setting: "the sink's max_message_bytes; the broker's message.max.bytes (about 1 MiB by default) must allow it too"}
 		}
-	}
-	return p.Publisher.Publish(topic, msgs...)
+		return nil
+	}}, nil
 }

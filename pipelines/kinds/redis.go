@@ -274,19 +274,3 @@ func (c *RedisSink) NewPublisherWith(conn *RedisConnection, logger watermill.Log
 		return nil
 	}}, nil
 }
-
-// sizeLimited refuses a whole Publish call when one of its messages is over
-// the backend's limit, before any of them is sent.
-type sizeLimited struct {
-	message.Publisher
-	limit func(*message.Message) error
-}
-
-func (p sizeLimited) Publish(topic string, msgs ...*message.Message) error {
-	for _, m := range msgs {
-		if err := p.limit(m); err != nil {
-			return err
-		}
-	}
-	return p.Publisher.Publish(topic, msgs...)
-}

@@ -73,6 +73,9 @@ const (
 	sqlPacketReserve = 1 << 10
 )
 
+// sqlColumnType is what payload_type may be: a column type, not SQL to inject.
+var sqlColumnType = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9 ()]*$`)
+
 var sqlIdent = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // SQLConnection is a database: driver postgres (pgx) or mysql (MariaDB too),
@@ -216,13 +219,10 @@ func (c *SQLTable) check(d pipelines.Deps) (*SQLConnection, []error) {
 			c.PayloadType = "LONGBLOB"
 		}
 	}
-	if c.PayloadType != "" && !regexp.MustCompile(`^[A-Za-z][A-Za-z0-9 ()]*$`).MatchString(c.PayloadType) {
+	if c.PayloadType != "" && !sqlColumnType.MatchString(c.PayloadType) {
 		errs = append(errs, fmt.Errorf("payload_type: must be a column type such as BYTEA or LONGBLOB, got %q", c.PayloadType))
 	}
-	if c.InitializeSchema == nil {
-		yes := true
-		c.InitializeSchema = &yes
-	}
+	c.InitializeSchema = boolOr(c.InitializeSchema, true)
 	return conn, errs
 }
 
