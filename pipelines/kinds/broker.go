@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/loombridge/loombridge/adapter/loom/client"
@@ -128,4 +129,22 @@ func (p sizeLimited) Publish(topic string, msgs ...*message.Message) error {
 		}
 	}
 	return p.Publisher.Publish(topic, msgs...)
+}
+
+// duration is a config key and its value, for negativeDurations.
+type duration struct {
+	key string
+	d   time.Duration
+}
+
+// negativeDurations reports each of ds that is negative, in the order given
+// (the order of the keys in the reference), one error a key.
+func negativeDurations(ds ...duration) []error {
+	var errs []error
+	for _, v := range ds {
+		if v.d < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", v.key, v.d))
+		}
+	}
+	return errs
 }

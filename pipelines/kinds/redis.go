@@ -79,11 +79,7 @@ func (c *RedisConnection) Check() error {
 	if c.PoolSize < 0 {
 		errs = append(errs, fmt.Errorf("pool_size: must not be negative, got %d", c.PoolSize))
 	}
-	for k, d := range map[string]time.Duration{"dial_timeout": c.DialTimeout, "read_timeout": c.ReadTimeout, "write_timeout": c.WriteTimeout} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", k, d))
-		}
-	}
+	errs = append(errs, negativeDurations(duration{"dial_timeout", c.DialTimeout}, duration{"read_timeout", c.ReadTimeout}, duration{"write_timeout", c.WriteTimeout})...)
 	return errors.Join(errs...)
 }
 
@@ -167,12 +163,9 @@ func (c *RedisSource) Check(d pipelines.Deps) error {
 		}
 	}
 	c.BlockTime = cmp.Or(c.BlockTime, DefaultRedisBlockTime)
-	for k, v := range map[string]time.Duration{"block_time": c.BlockTime, "claim_interval": c.ClaimInterval, "max_idle_time": c.MaxIdleTime,
-		"check_consumers_interval": c.CheckConsumersInterval, "consumer_timeout": c.ConsumerTimeout} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", k, v))
-		}
-	}
+	errs = append(errs, negativeDurations(duration{"block_time", c.BlockTime}, duration{"claim_interval", c.ClaimInterval},
+		duration{"max_idle_time", c.MaxIdleTime}, duration{"check_consumers_interval", c.CheckConsumersInterval},
+		duration{"consumer_timeout", c.ConsumerTimeout})...)
 	if c.NackResendSleep < 0 && c.NackResendSleep != redisstream.NoSleep {
 		errs = append(errs, fmt.Errorf("nack_resend_sleep: must not be negative, got %s", c.NackResendSleep))
 	}

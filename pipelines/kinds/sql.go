@@ -261,11 +261,8 @@ func (c *SQLSource) Check(d pipelines.Deps) error {
 	if c.AckDeadline != nil && *c.AckDeadline < 0 {
 		errs = append(errs, fmt.Errorf("ack_deadline: must not be negative (0 turns it off), got %s", *c.AckDeadline))
 	}
-	for k, v := range map[string]time.Duration{"poll_interval": c.PollInterval, "resend_interval": c.ResendInterval, "retry_interval": c.RetryInterval} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", k, v))
-		}
-	}
+	errs = append(errs, negativeDurations(duration{"poll_interval", c.PollInterval}, duration{"resend_interval", c.ResendInterval},
+		duration{"retry_interval", c.RetryInterval})...)
 	if c.SubscribeBatchSize < 0 {
 		errs = append(errs, fmt.Errorf("subscribe_batch_size: must not be negative, got %d", c.SubscribeBatchSize))
 	}
