@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime/pprof"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -48,7 +49,15 @@ func runAgainstRaw(b *testing.B, payload []byte, chunk int) {
 	srv := startRouter(b, loomtest.Config{})
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	rigs := [2]throughputRig{rawRig(b, ctx, cancel, srv, payload), adapterRig(b, ctx, srv, payload)}
+	// Each rig's goroutines, and those they start, carry the pprof label rig=raw or
+	// rig=adapter, so a CPU profile splits the client side by rig (-tagfocus).
+	labelled := func(rig string, f func()) {
+		pprof.Do(context.Background(), pprof.Labels("rig", rig), func(context.Context) { f() })
+	}
+	var rigs [2]throughputRig
+	labelled("raw", func() { rigs[0] = rawRig(b, ctx, cancel, srv, payload) })
+	labelled("adapter", func() { rigs[1] = adapterRig(b, ctx, srv, payload) })
+	names := [2]string{"raw", "adapter"}
 	// A turn each first, untimed: first messages cost more (stacks, windows).
 	for _, r := range rigs {
 		r(chunk)
@@ -63,7 +72,7 @@ func runAgainstRaw(b *testing.B, payload []byte, chunk int) {
 		for k := range 2 {
 			v := k ^ i%2 // raw first, then adapter first, ...
 			t0, c0 := time.Now(), processCPU(b)
-			rigs[v](n)
+			labelled(names[v], func() { rigs[v](n) })
 			pair[v] = time.Since(t0)
 			wall[v] += pair[v]
 			cpu[v] += processCPU(b) - c0

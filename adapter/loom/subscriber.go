@@ -347,16 +347,23 @@ func readUnknown(r io.Reader, limit int64) ([]byte, error) {
 // Below it, the garbage collector's slack is small next to the fixed costs.
 const collectFirstBytes = 8 << 20
 
-// makeBody allocates n bytes for a body. A large body's buffer is usually allocated
-// while the previous message's, now garbage, is still uncollected: the allocation
-// then pushes the heap past the point where the collector starts, and the process
-// holds both buffers at once (and, until they are swept, the pages of a third). When
-// this allocation would start a collection anyway, makeBody runs it first
-// (runtime.GC, which also sweeps), so the new buffer reuses the freed pages: a
-// collection that was due, moved before the allocation instead of after it.
+// makeBody allocates n bytes for a body, which the caller overwrites whole. A body
+// above 32 KiB and below collectFirstBytes comes from the recycled buffers of
+// pooledBody. A larger body's buffer is usually allocated while the previous
+// message's, now garbage, is still uncollected: the allocation then pushes the heap
+// past the point where the collector starts, and the process holds both buffers at
+// once (and, until they are swept, the pages of a third). When this allocation would
+// start a collection anyway, makeBody runs it first (runtime.GC, which also sweeps),
+// so the new buffer reuses the freed pages: a collection that was due, moved before
+// the allocation instead of after it.
 func makeBody(n int) []byte {
-	if n >= collectFirstBytes && collectionDue(uint64(n)) {
-		runtime.GC()
+	switch {
+	case n >= collectFirstBytes:
+		if collectionDue(uint64(n)) {
+			runtime.GC()
+		}
+	case n >= minPooledBody:
+		return pooledBody(n)
 	}
 	return make([]byte, n)
 }

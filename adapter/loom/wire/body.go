@@ -117,16 +117,10 @@ func (b *BodyReader) Discard() error {
 		b.err, b.overMax = nil, false
 	}
 	b.skipping = true
-	var scratch [4096]byte
-	for {
-		_, err := b.Read(scratch[:])
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
+	// io.Discard reads through a buffer it pools; a buffer of ours would escape to the
+	// heap on every call, and Discard is called once per message.
+	_, err := io.Copy(io.Discard, b)
+	return err
 }
 
 // WriteBody writes body as chunks of at most chunkSize bytes followed by the end chunk,
