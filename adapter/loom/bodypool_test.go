@@ -9,17 +9,17 @@ import (
 )
 
 func TestBodyClassIsTheSmallestThatFits(t *testing.T) {
-	for n := minPooledBody; n < collectFirstBytes; n++ {
+	for n := minPooledBody; n <= maxPooledBody; n++ {
 		c := bodyClass(n)
-		if c < 0 || c >= len(bodyClasses) {
-			t.Fatalf("bodyClass(%d) = %d, out of [0, %d)", n, c, len(bodyClasses))
+		if c < 0 || c >= len(bodies.idle) {
+			t.Fatalf("bodyClass(%d) = %d, out of [0, %d)", n, c, len(bodies.idle))
 		}
-		size := bodyClasses[c].size
+		size := classSize(c)
 		if size < n || size > n+n/4 {
 			t.Fatalf("a %d-byte body gets a %d-byte buffer: want between n and 1.25n", n, size)
 		}
-		if c > 0 && bodyClasses[c-1].size >= n {
-			t.Fatalf("a %d-byte body gets class %d (%d bytes), but class %d (%d bytes) holds it", n, c, size, c-1, bodyClasses[c-1].size)
+		if c > 0 && classSize(c-1) >= n {
+			t.Fatalf("a %d-byte body gets class %d (%d bytes), but class %d (%d bytes) holds it", n, c, size, c-1, classSize(c-1))
 		}
 	}
 }
@@ -27,7 +27,7 @@ func TestBodyClassIsTheSmallestThatFits(t *testing.T) {
 // The safety of the pool: a body is recycled only once nothing reaches it, whether
 // its owner kept the whole slice or only a part of it; and recycled it is.
 func TestPooledBodyIsRecycledOnlyWhenUnreachable(t *testing.T) {
-	const n = 3<<20 + 12345 // a class no other test of this package uses
+	const n = 1<<19 + 12345 // a class no other test of this package uses; three fit in the pool
 	base := func(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
 
 	whole := pooledBody(n)

@@ -37,6 +37,10 @@ type Received struct {
 	Key  string
 	ID   uint64
 	Body []byte
+
+	// sums, when the Subscriber took them while reading Body, spare DecodeReceived
+	// another pass over it.
+	sums *bodySums
 }
 
 // NewMarshaler returns the marshaler for a format name: "raw" (default) or
@@ -153,6 +157,11 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // no defence against a peer crafting a body to match another one's UUID, which needs
 // the same room, key and server id anyway.
 func rawUUID(in Received) string {
+	sums := in.sums
+	if sums == nil || sums.n != len(in.Body) {
+		sums = new(bodySums)
+		sums.add(in.Body)
+	}
 	var b []byte
 	b = binary.AppendUvarint(b, uint64(len(in.Room)))
 	b = append(b, in.Room...)
@@ -160,10 +169,36 @@ func rawUUID(in Received) string {
 	b = append(b, in.Key...)
 	b = binary.AppendUvarint(b, in.ID)
 	b = binary.AppendUvarint(b, uint64(len(in.Body)))
-	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(in.Body))
-	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(in.Body, castagnoli))
+	b = binary.BigEndian.AppendUint32(b, sums.ieee)
+	b = binary.BigEndian.AppendUint32(b, sums.castagnoli)
 	sum := sha256.Sum256(b)
 	return uuid.NewSHA1(rawUUIDSpace, sum[:]).String()
+}
+
+// bodySums are the checksums rawUUID takes of a body, added up piece by piece.
+type bodySums struct {
+	ieee, castagnoli uint32
+	n                int // bytes added
+}
+
+func (s *bodySums) add(p []byte) {
+	s.ieee = crc32.Update(s.ieee, crc32.IEEETable, p)
+	s.castagnoli = crc32.Update(s.castagnoli, castagnoli, p)
+	s.n += len(p)
+}
+
+// summingReader takes a body's bodySums as it reads it, each piece while it is still
+// in the cache. Taken after the whole body arrived, they cost two more passes over
+// it from memory, and the ack, and so the server's next message, waited for them.
+type summingReader struct {
+	bodyReader
+	sums bodySums
+}
+
+func (r *summingReader) Read(p []byte) (int, error) {
+	n, err := r.bodyReader.Read(p)
+	r.sums.add(p[:n])
+	return n, err
 }
 
 func decodeEnvelope(b []byte) (*message.Message, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -119,3 +120,54 @@ func TestRawUUIDTellsBodiesApart(t *testing.T) {
 	add("shorter", Received{Room: "r", Key: "k", ID: 1, Body: base[:len(base)-1]})
 	add("room/key boundary", Received{Room: "rk", Key: "", ID: 1, Body: base})
 }
+
+// The subscriber takes the raw UUID's checksums while it reads, in whatever pieces
+// the stream gives: the UUID must be the one the whole body gives.
+func TestChecksumsTakenWhileReadingGiveTheSameUUID(t *testing.T) {
+	body := make([]byte, 300<<10+7)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	want := rawUUID(Received{Room: "r", Key: "k", ID: 5, Body: body})
+	var whole bodySums
+	whole.add(body)
+	for _, piece := range []int{1, 1000, 64 << 10, len(body)} {
+		r := &summingReader{bodyReader: &piecewise{b: body, piece: piece}}
+		got, err := readBody(r, uint64(len(body)), int64(len(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.sums != whole {
+			t.Fatalf("read in pieces of %d bytes: sums %+v, the whole body gives %+v", piece, r.sums, whole)
+		}
+		if u := rawUUID(Received{Room: "r", Key: "k", ID: 5, Body: got, sums: &r.sums}); u != want {
+			t.Fatalf("read in pieces of %d bytes: UUID %s, the whole body gives %s", piece, u, want)
+		}
+	}
+	// Sums that do not cover the body (a Marshaler passed on another one) are not used.
+	r := &summingReader{bodyReader: &piecewise{b: body, piece: 1000}}
+	if _, err := readBody(r, uint64(len(body)), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	short := body[:len(body)-1]
+	if got, want := rawUUID(Received{Room: "r", Key: "k", ID: 5, Body: short, sums: &r.sums}), rawUUID(Received{Room: "r", Key: "k", ID: 5, Body: short}); got != want {
+		t.Fatalf("sums of another body were used: UUID %s, want %s", got, want)
+	}
+}
+
+// piecewise is a bodyReader that returns at most piece bytes per Read.
+type piecewise struct {
+	b     []byte
+	piece int
+}
+
+func (p *piecewise) Read(b []byte) (int, error) {
+	if len(p.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b[:min(len(b), p.piece)], p.b)
+	p.b = p.b[n:]
+	return n, nil
+}
+
+func (p *piecewise) Discard() error { p.b = nil; return nil }

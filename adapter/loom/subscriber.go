@@ -240,7 +240,8 @@ func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Sk
 		err := m.Body.Discard()
 		return nil, skipped(SkipTooLarge, errors.Join(fmt.Errorf("declared %d bytes, max_message_bytes is %d", m.Size, limit), err))
 	}
-	body, err := readBody(m.Body, m.Size, limit)
+	r := &summingReader{bodyReader: m.Body}
+	body, err := readBody(r, m.Size, limit)
 	switch {
 	case errors.Is(err, errTooLarge):
 		derr := m.Body.Discard()
@@ -250,7 +251,7 @@ func (s *Subscriber) read(room string, m *client.Message) (*message.Message, *Sk
 	case err != nil:
 		return nil, skipped(SkipUnreadable, err)
 	}
-	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: body})
+	msg, err := s.cfg.Marshaler.Unmarshal(Received{Room: room, Key: m.Key, ID: m.ID, Body: body, sums: &r.sums})
 	if err != nil {
 		return nil, skipped(SkipUndecodable, err)
 	}
@@ -348,8 +349,8 @@ func readUnknown(r io.Reader, limit int64) ([]byte, error) {
 const collectFirstBytes = 8 << 20
 
 // makeBody allocates n bytes for a body, which the caller overwrites whole. A body
-// above 32 KiB and below collectFirstBytes comes from the recycled buffers of
-// pooledBody. A larger body's buffer is usually allocated while the previous
+// above 32 KiB and up to 1 MiB comes from the recycled buffers of pooledBody. A
+// body of collectFirstBytes or more is usually allocated while the previous
 // message's, now garbage, is still uncollected: the allocation then pushes the heap
 // past the point where the collector starts, and the process holds both buffers at
 // once (and, until they are swept, the pages of a third). When this allocation would
@@ -362,7 +363,7 @@ func makeBody(n int) []byte {
 		if collectionDue(uint64(n)) {
 			runtime.GC()
 		}
-	case n >= minPooledBody:
+	case n >= minPooledBody && n <= maxPooledBody:
 		return pooledBody(n)
 	}
 	return make([]byte, n)
