@@ -95,6 +95,11 @@
 // on, counted in SubscriberStats, and reported to SubscriberConfig.OnSkip with its
 // SkipReason; it is never delivered.
 //
+// Payloads. A received message owns its payload and may be kept after Ack. Bodies
+// above 32 KiB and up to 1 MiB reuse buffers the garbage collector found unreachable
+// (a finalizer hands each back to a pool that owns at most 4 MiB), so do not set a
+// finalizer of your own on a payload.
+//
 // # Configuration
 //
 // PublisherConfig and SubscriberConfig embed client.Config; their koanf tags are the
