@@ -20,8 +20,8 @@ import (
 // The pool owns at most maxPooledBytes of buffers, idle or in use, and every buffer
 // it owns comes back to it; beyond that, bodies are plain allocations without a
 // finalizer. That bound keeps the memory the pool adds within the fixed 32 MiB of
-// the subscriber's memory promise. About half of the bodies come from the pool
-// whatever its size, since it is refilled only when a collection finds bodies dead;
+// the subscriber's memory promise. At most about half of the bodies come from the
+// pool whatever its size, since it is refilled only when a collection finds bodies dead;
 // a larger pool only makes the heap, and the time between collections, larger.
 // Tried and dropped: a finalizer on every body, the surplus dropped (a finalizer
 // keeps a dead object one more collection, so the heap doubled), and a pool without
@@ -62,14 +62,12 @@ func (bp *bodyPool) get(c int) ([]byte, bool) {
 	size := classSize(c)
 	bp.mu.Lock()
 	defer bp.mu.Unlock()
-	if f := bp.idle[c]; len(f) > 0 {
-		bp.idle[c] = f[:len(f)-1]
-		return unsafe.Slice(f[len(f)-1], size), true
+	if p := bp.pop(c); p != nil {
+		return unsafe.Slice(p, size), true
 	}
 	for other := len(bp.idle) - 1; other >= 0 && bp.owned+size > maxPooledBytes; other-- {
-		for len(bp.idle[other]) > 0 && bp.owned+size > maxPooledBytes {
-			bp.idle[other] = bp.idle[other][:len(bp.idle[other])-1] // garbage, no finalizer
-			bp.owned -= classSize(other)
+		for bp.owned+size > maxPooledBytes && bp.pop(other) != nil {
+			bp.owned -= classSize(other) // the buffer is garbage now, with no finalizer
 		}
 	}
 	owned := bp.owned+size <= maxPooledBytes
@@ -77,6 +75,20 @@ func (bp *bodyPool) get(c int) ([]byte, bool) {
 		bp.owned += size
 	}
 	return make([]byte, size), owned
+}
+
+// pop takes an idle buffer of class c off its list, or returns nil. The list's
+// backing array keeps no pointer to it, or the buffer would stay reachable and never
+// come back.
+func (bp *bodyPool) pop(c int) *byte {
+	f := bp.idle[c]
+	if len(f) == 0 {
+		return nil
+	}
+	p := f[len(f)-1]
+	f[len(f)-1] = nil
+	bp.idle[c] = f[:len(f)-1]
+	return p
 }
 
 // put takes back a buffer of class c that nothing reaches any more.

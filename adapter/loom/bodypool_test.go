@@ -3,6 +3,7 @@ package loom
 import (
 	"bytes"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -67,4 +68,54 @@ func TestPooledBodyIsRecycledOnlyWhenUnreachable(t *testing.T) {
 	}
 	runtime.KeepAlive(whole)
 	runtime.KeepAlive(part)
+}
+
+// A buffer taken from the idle list must not stay referenced by the list's backing
+// array: it would then never be found unreachable, and never come back.
+func TestTakenBufferLeavesNoReferenceInThePool(t *testing.T) {
+	bp := newBodyPool()
+	c := bodyClass(100 << 10)
+	for range 3 {
+		buf, owned := bp.get(c)
+		if !owned {
+			t.Fatal("an empty pool did not take a buffer")
+		}
+		bp.put(c, &buf[0])
+	}
+	for range 3 {
+		bp.get(c)
+	}
+	if rest := bp.idle[c][:cap(bp.idle[c])]; slices.ContainsFunc(rest, func(p *byte) bool { return p != nil }) {
+		t.Fatalf("the idle list still points at buffers it handed out: %v", rest)
+	}
+}
+
+// The pool owns at most maxPooledBytes; when the body sizes change, idle buffers of
+// other classes make room for the new ones.
+func TestPoolOwnsAtMostItsBoundAndFollowsTheSizes(t *testing.T) {
+	bp := newBodyPool()
+	big, small := bodyClass(maxPooledBody), bodyClass(300<<10)
+	var held []*byte
+	for {
+		buf, owned := bp.get(big)
+		if !owned {
+			break
+		}
+		held = append(held, &buf[0])
+	}
+	if got := len(held) * classSize(big); got != maxPooledBytes || bp.owned != maxPooledBytes {
+		t.Fatalf("the pool took %d bytes of buffers and counts %d, want %d", got, bp.owned, maxPooledBytes)
+	}
+	if _, owned := bp.get(small); owned {
+		t.Fatal("a full pool, every buffer in use, took one more")
+	}
+	for _, p := range held {
+		bp.put(big, p)
+	}
+	if _, owned := bp.get(small); !owned {
+		t.Fatal("idle buffers of another class did not make room for a new size")
+	}
+	if bp.owned > maxPooledBytes {
+		t.Fatalf("the pool owns %d bytes, more than %d", bp.owned, maxPooledBytes)
+	}
 }
