@@ -617,25 +617,18 @@ func (c *NATSSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Pu
 		nc.Close()
 		return nil, fmt.Errorf("nats: %w", err)
 	}
-	return &natsPublisher{pub: pub, nc: nc, closed: closed, track: *c.TrackMsgId}, nil
+	p := &natsPublisher{nc: nc, closed: closed, track: *c.TrackMsgId}
+	p.sizeLimited = sizeLimited{Publisher: pub, limit: p.fits}
+	return p, nil
 }
 
 // natsPublisher refuses, before sending, what NATS headers or max_payload
 // cannot carry whole.
 type natsPublisher struct {
-	pub    *wmnats.Publisher
-	nc     *nats.Conn
-	closed chan struct{}
-	track  bool
-}
-
-func (p *natsPublisher) Publish(topic string, msgs ...*message.Message) error {
-	for _, m := range msgs {
-		if err := p.fits(m); err != nil {
-			return err
-		}
-	}
-	return p.pub.Publish(topic, msgs...)
+	sizeLimited // limit is fits
+	nc          *nats.Conn
+	closed      chan struct{}
+	track       bool
 }
 
 // fits checks the headers the marshaler will write and the message's size as
@@ -660,8 +653,10 @@ func (p *natsPublisher) fits(m *message.Message) error {
 	return nil
 }
 
+// Close waits until the connection is closed too: the adapter closes it,
+// and no goroutine outlives Close.
 func (p *natsPublisher) Close() error {
-	err := p.pub.Close()
+	err := p.Publisher.Close()
 	<-p.closed
 	return err
 }
