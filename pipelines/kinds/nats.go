@@ -400,10 +400,9 @@ type natsSubscriber struct {
 	closed chan struct{} // closed with the connection
 	logger watermill.LoggerAdapter
 
-	mu       sync.Mutex
-	isClosed bool
-	closing  chan struct{}  // closed by Close
-	running  sync.WaitGroup // one per Subscribe, until its channel is closed
+	mu      sync.Mutex     // orders running.Add before Close's Wait
+	closing chan struct{}  // closed by Close
+	running sync.WaitGroup // one per Subscribe, until its channel is closed
 }
 
 // Subscribe implements message.Subscriber: topic is the source's subject.
@@ -412,9 +411,11 @@ func (s *natsSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *m
 		return nil, fmt.Errorf("nats: this source reads subject %q, not %q", s.c.Subject, topic)
 	}
 	s.mu.Lock()
-	if s.isClosed {
+	select {
+	case <-s.closing:
 		s.mu.Unlock()
 		return nil, errors.New("nats: subscriber closed")
+	default:
 	}
 	s.running.Add(1)
 	s.mu.Unlock()
@@ -562,11 +563,12 @@ func (r *natsRun) end() {
 // goroutine outlives it.
 func (s *natsSubscriber) Close() error {
 	s.mu.Lock()
-	if s.isClosed {
+	select {
+	case <-s.closing:
 		s.mu.Unlock()
 		return nil
+	default:
 	}
-	s.isClosed = true
 	close(s.closing)
 	s.mu.Unlock()
 	s.running.Wait()

@@ -313,8 +313,7 @@ func (c *SQLSource) NewSubscriberWith(conn *SQLConnection, logger watermill.Logg
 type sqlSubscriber struct {
 	*wsql.Subscriber
 	db      *stdsql.DB
-	mu      sync.Mutex
-	closed  bool
+	mu      sync.Mutex // orders wg.Add before Close's Wait
 	closing chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -328,8 +327,10 @@ func newSQLSubscriber(s *wsql.Subscriber, db *stdsql.DB) *sqlSubscriber {
 func (s *sqlSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	select {
+	case <-s.closing:
 		return nil, wsql.ErrSubscriberClosed
+	default:
 	}
 	in, err := s.Subscriber.Subscribe(ctx, topic)
 	if err != nil {
@@ -353,7 +354,6 @@ func (s *sqlSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 func (s *sqlSubscriber) Close() error {
 	s.once.Do(func() {
 		s.mu.Lock()
-		s.closed = true
 		close(s.closing)
 		s.mu.Unlock()
 		err := s.Subscriber.Close()
