@@ -75,6 +75,11 @@ func (t BrokerTLS) config() (*tls.Config, error) {
 	return cfg, nil
 }
 
+// errTooLarge is the error of every message a sink refuses for its size (it
+// goes to the dead letters whole, never truncated): the redis and sql sinks
+// wrap it, and a TooLargeError is it too, so one errors.Is finds both.
+var errTooLarge = errors.New("message too large")
+
 // TooLargeError is a message a broker cannot take whole: it is refused before
 // it is sent (never truncated), the sink fails, and the pipeline's
 // dead_letter gets it.
@@ -90,6 +95,9 @@ func (e *TooLargeError) Error() string {
 	return fmt.Sprintf("%s: message %s is %d bytes, over the limit of %d bytes (%s); refused whole, not truncated",
 		e.Backend, e.UUID, e.Size, e.Limit, e.Setting)
 }
+
+// Is reports errTooLarge as a match.
+func (e *TooLargeError) Is(target error) bool { return target == errTooLarge }
 
 // connectionOf returns the connection called name, which must be of the given
 // kind (its type under connections).

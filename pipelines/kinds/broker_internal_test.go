@@ -2,6 +2,7 @@ package kinds
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -15,5 +16,25 @@ func TestNegativeDurationsInOrder(t *testing.T) {
 		if got == nil || got.Error() != want {
 			t.Fatalf("got %v, want %q", got, want)
 		}
+	}
+}
+
+// Both forms of the too-large error (the brokers' TooLargeError, the redis
+// and sql sinks' wrapped errTooLarge) are found by errors.Is(err, errTooLarge);
+// the struct stays reachable through errors.As.
+func TestTooLargeErrorsAreOne(t *testing.T) {
+	broker := fmt.Errorf("to.out: %w", &TooLargeError{Backend: "nats", UUID: "u", Size: 2, Limit: 1, Setting: "s"})
+	wrapped := fmt.Errorf("%w: message u has a 2-byte payload", errTooLarge)
+	for _, err := range []error{broker, wrapped} {
+		if !errors.Is(err, errTooLarge) {
+			t.Errorf("%v: not errTooLarge", err)
+		}
+	}
+	var tl *TooLargeError
+	if !errors.As(broker, &tl) || tl.Backend != "nats" {
+		t.Errorf("%v: errors.As found no TooLargeError", broker)
+	}
+	if errors.Is(errors.New("other"), errTooLarge) || errors.Is(broker, errors.New("message too large")) {
+		t.Error("an unrelated error matched")
 	}
 }

@@ -103,7 +103,7 @@ func (c *EchoSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message
 		}
 		secrets = append(append([]string(nil), secrets...), more...)
 	}
-	r := &ingress{name: "echo", path: c.Path, maxBodyBytes: c.MaxBodyBytes, idHeaders: []string{"webhook-id"},
+	r := &ingress{name: "echo", path: c.Path, maxBodyBytes: c.MaxBodyBytes, idHeader: "webhook-id",
 		metadataHeaders: c.MetadataHeaders, okStatus: http.StatusNoContent, logger: d.Logger}
 	if len(secrets) > 0 {
 		r.verify = func(body []byte, h http.Header) error { return webhook.Verify(body, h, 5*time.Minute, secrets...) }

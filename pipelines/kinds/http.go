@@ -65,7 +65,7 @@ func (c *HTTPSource) Topic() string { return c.TopicName }
 
 // NewSubscriber listens at once, so a taken port fails the pipeline's start.
 func (c *HTTPSource) NewSubscriber(_ context.Context, d pipelines.Deps) (message.Subscriber, error) {
-	r := &ingress{name: "http", path: c.Path, maxBodyBytes: c.MaxBodyBytes, idHeaders: []string{c.UUIDHeader},
+	r := &ingress{name: "http", path: c.Path, maxBodyBytes: c.MaxBodyBytes, idHeader: c.UUIDHeader,
 		metadataHeaders: c.MetadataHeaders, okStatus: http.StatusNoContent, logger: d.Logger}
 	if c.AuthTokenFile != "" {
 		tok, err := readSecretFile(c.AuthTokenFile)

@@ -23,9 +23,9 @@ import (
 type ingress struct {
 	path         string
 	maxBodyBytes int64
-	// idHeaders name the headers whose first non-empty value is the UUID;
-	// with none, a new UUID is made.
-	idHeaders []string
+	// idHeader names the header holding the UUID; a request without it
+	// gets a new one.
+	idHeader string
 	// metadataHeaders maps header names to metadata keys.
 	metadataHeaders map[string]string
 	// authorize, when set, checks the headers before the body is read.
@@ -141,12 +141,7 @@ func (r *ingress) serve(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	id := ""
-	for _, h := range r.idHeaders {
-		if id = req.Header.Get(h); id != "" {
-			break
-		}
-	}
+	id := req.Header.Get(r.idHeader)
 	if id == "" {
 		id = watermill.NewUUID() // not cmp.Or: that would make a UUID for every request
 	}

@@ -400,10 +400,9 @@ type natsSubscriber struct {
 	closed chan struct{} // closed with the connection
 	logger watermill.LoggerAdapter
 
-	mu       sync.Mutex
-	isClosed bool
-	closing  chan struct{}  // closed by Close
-	running  sync.WaitGroup // one per Subscribe, until its channel is closed
+	mu      sync.Mutex     // orders running.Add before Close's Wait
+	closing chan struct{}  // closed by Close
+	running sync.WaitGroup // one per Subscribe, until its channel is closed
 }
 
 // Subscribe implements message.Subscriber: topic is the source's subject.
@@ -412,9 +411,11 @@ func (s *natsSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *m
 		return nil, fmt.Errorf("nats: this source reads subject %q, not %q", s.c.Subject, topic)
 	}
 	s.mu.Lock()
-	if s.isClosed {
+	select {
+	case <-s.closing:
 		s.mu.Unlock()
 		return nil, errors.New("nats: subscriber closed")
+	default:
 	}
 	s.running.Add(1)
 	s.mu.Unlock()
@@ -562,11 +563,12 @@ func (r *natsRun) end() {
 // goroutine outlives it.
 func (s *natsSubscriber) Close() error {
 	s.mu.Lock()
-	if s.isClosed {
+	select {
+	case <-s.closing:
 		s.mu.Unlock()
 		return nil
+	default:
 	}
-	s.isClosed = true
 	close(s.closing)
 	s.mu.Unlock()
 	s.running.Wait()
@@ -617,25 +619,18 @@ func (c *NATSSink) NewPublisher(_ context.Context, d pipelines.Deps) (message.Pu
 		nc.Close()
 		return nil, fmt.Errorf("nats: %w", err)
 	}
-	return &natsPublisher{pub: pub, nc: nc, closed: closed, track: *c.TrackMsgId}, nil
+	p := &natsPublisher{nc: nc, closed: closed, track: *c.TrackMsgId}
+	p.sizeLimited = sizeLimited{Publisher: pub, limit: p.fits}
+	return p, nil
 }
 
 // natsPublisher refuses, before sending, what NATS headers or max_payload
 // cannot carry whole.
 type natsPublisher struct {
-	pub    *wmnats.Publisher
-	nc     *nats.Conn
-	closed chan struct{}
-	track  bool
-}
-
-func (p *natsPublisher) Publish(topic string, msgs ...*message.Message) error {
-	for _, m := range msgs {
-		if err := p.fits(m); err != nil {
-			return err
-		}
-	}
-	return p.pub.Publish(topic, msgs...)
+	sizeLimited // limit is fits
+	nc          *nats.Conn
+	closed      chan struct{}
+	track       bool
 }
 
 // fits checks the headers the marshaler will write and the message's size as
@@ -660,8 +655,10 @@ func (p *natsPublisher) fits(m *message.Message) error {
 	return nil
 }
 
+// Close waits until the connection is closed too: the adapter closes it,
+// and no goroutine outlives Close.
 func (p *natsPublisher) Close() error {
-	err := p.pub.Close()
+	err := p.Publisher.Close()
 	<-p.closed
 	return err
 }

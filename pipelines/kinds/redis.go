@@ -178,8 +178,8 @@ func (c *RedisSource) Check(d pipelines.Deps) error {
 // Topic implements pipelines.SourceConfig.
 func (c *RedisSource) Topic() string { return c.Stream }
 
-// SubscriberConfig is the adapter's config these keys make, without its client.
-func (c *RedisSource) SubscriberConfig() redisstream.SubscriberConfig {
+// subscriberConfig is the adapter's config these keys make, without its client.
+func (c *RedisSource) subscriberConfig() redisstream.SubscriberConfig {
 	return redisstream.SubscriberConfig{
 		Consumer:                      c.Consumer,
 		ConsumerGroup:                 c.ConsumerGroup,
@@ -212,7 +212,7 @@ func (c *RedisSource) NewSubscriberWith(conn *RedisConnection, logger watermill.
 	if err != nil {
 		return nil, err
 	}
-	cfg := c.SubscriberConfig()
+	cfg := c.subscriberConfig()
 	cfg.Client = cl
 	s, err := redisstream.NewSubscriber(cfg, logger)
 	if err != nil {

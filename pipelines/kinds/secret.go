@@ -1,7 +1,6 @@
 package kinds
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -51,7 +50,3 @@ func secretOrFile(key string, value client.Secret, file string) (client.Secret, 
 	}
 	return value, nil
 }
-
-// errTooLarge is wrapped by the error of a message a sink refuses for its
-// size: it goes to the dead letters whole, never truncated.
-var errTooLarge = errors.New("message too large")

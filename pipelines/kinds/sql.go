@@ -313,8 +313,7 @@ func (c *SQLSource) NewSubscriberWith(conn *SQLConnection, logger watermill.Logg
 type sqlSubscriber struct {
 	*wsql.Subscriber
 	db      *stdsql.DB
-	mu      sync.Mutex
-	closed  bool
+	mu      sync.Mutex // orders wg.Add before Close's Wait
 	closing chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -328,8 +327,10 @@ func newSQLSubscriber(s *wsql.Subscriber, db *stdsql.DB) *sqlSubscriber {
 func (s *sqlSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	select {
+	case <-s.closing:
 		return nil, wsql.ErrSubscriberClosed
+	default:
 	}
 	in, err := s.Subscriber.Subscribe(ctx, topic)
 	if err != nil {
@@ -353,7 +354,6 @@ func (s *sqlSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 func (s *sqlSubscriber) Close() error {
 	s.once.Do(func() {
 		s.mu.Lock()
-		s.closed = true
 		close(s.closing)
 		s.mu.Unlock()
 		err := s.Subscriber.Close()
@@ -427,26 +427,21 @@ func (c *SQLSink) NewPublisherWith(ctx context.Context, conn *SQLConnection, log
 	if err != nil {
 		return fail(err)
 	}
-	var inserts message.Publisher = p
-	if conn.Driver == "mysql" {
-		inserts = newInsertCombiner(p, min(packet-sqlPacketReserve, sqlCombineMaxBytes))
-	}
-	return &sqlPublisher{sizeLimited: sizeLimited{Publisher: inserts, limit: func(m *message.Message) error {
+	fits := func(m *message.Message) error {
 		if len(m.UUID) > SQLMaxUUIDLength {
 			return fmt.Errorf("%w: message UUID %q is %d characters, over the sql uuid column's %d", errTooLarge, m.UUID, len(m.UUID), SQLMaxUUIDLength)
 		}
-		n := int64(len(m.Payload))
-		if n > limit {
+		if n := int64(len(m.Payload)); n > limit {
 			return fmt.Errorf("%w: message %s has a %d-byte payload, over the sql sink's max_message_bytes of %d", errTooLarge, m.UUID, n, limit)
 		}
-		if packet > 0 {
-			md, _ := json.Marshal(m.Metadata)
-			if total := n + int64(len(md)) + sqlPacketReserve; total > packet {
-				return fmt.Errorf("%w: message %s needs a %d-byte INSERT (payload %d, metadata %d), over the MySQL server's max_allowed_packet of %d", errTooLarge, m.UUID, total, n, len(md), packet)
-			}
-		}
 		return nil
-	}}, db: db}, nil
+	}
+	if conn.Driver == "mysql" {
+		// The combiner checks max_allowed_packet too, with the metadata it
+		// encodes anyway to size its INSERTs.
+		return &sqlPublisher{Publisher: newInsertCombiner(p, packet, fits), db: db}, nil
+	}
+	return &sqlPublisher{Publisher: sizeLimited{Publisher: p, limit: fits}, db: db}, nil
 }
 
 func (c *SQLSink) createTable(ctx context.Context, db *stdsql.DB, schema wsql.SchemaAdapter) error {
@@ -474,7 +469,7 @@ func (c *SQLSink) createTable(ctx context.Context, db *stdsql.DB, schema wsql.Sc
 
 // sqlPublisher closes its own pool after the adapter, which does not.
 type sqlPublisher struct {
-	sizeLimited
+	message.Publisher
 	db   *stdsql.DB
 	once sync.Once
 	err  error
@@ -599,9 +594,12 @@ const (
 // single statement of many rows (the adapter keeps the order of the rows of
 // one call), so one commit serves them all. When a combined INSERT fails,
 // each call is tried again on its own, so that one bad message fails only
-// its own Publish.
+// its own Publish. Like sizeLimited, it refuses a whole call when one of its
+// messages does not fit (fits, or max_allowed_packet), before any is sent.
 type insertCombiner struct {
 	pub      message.Publisher
+	fits     func(*message.Message) error
+	packet   int64 // max_allowed_packet
 	maxBytes int64
 	requests chan *combinedPublish
 	mu       sync.RWMutex // held for sending on requests; Close closes it
@@ -619,8 +617,9 @@ type combinedPublish struct {
 	done  chan struct{}
 }
 
-func newInsertCombiner(pub message.Publisher, maxBytes int64) *insertCombiner {
-	c := &insertCombiner{pub: pub, maxBytes: maxBytes, requests: make(chan *combinedPublish), stopped: make(chan struct{})}
+func newInsertCombiner(pub message.Publisher, packet int64, fits func(*message.Message) error) *insertCombiner {
+	c := &insertCombiner{pub: pub, fits: fits, packet: packet, maxBytes: min(packet-sqlPacketReserve, sqlCombineMaxBytes),
+		requests: make(chan *combinedPublish), stopped: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -628,8 +627,15 @@ func newInsertCombiner(pub message.Publisher, maxBytes int64) *insertCombiner {
 func (c *insertCombiner) Publish(topic string, msgs ...*message.Message) error {
 	p := &combinedPublish{topic: topic, msgs: msgs, done: make(chan struct{})}
 	for _, m := range msgs {
+		if err := c.fits(m); err != nil {
+			return err
+		}
 		md, _ := json.Marshal(m.Metadata)
-		p.bytes += int64(len(m.Payload)+len(md)+len(m.UUID)) + 64
+		n := int64(len(m.Payload))
+		if total := n + int64(len(md)) + sqlPacketReserve; total > c.packet {
+			return fmt.Errorf("%w: message %s needs a %d-byte INSERT (payload %d, metadata %d), over the MySQL server's max_allowed_packet of %d", errTooLarge, m.UUID, total, n, len(md), c.packet)
+		}
+		p.bytes += n + int64(len(md)+len(m.UUID)) + 64
 	}
 	c.mu.RLock()
 	if c.closed {

@@ -2,7 +2,9 @@ package kinds_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,5 +147,73 @@ pipelines:
 	}
 	if missing > 0 {
 		t.Errorf("%d of %d rows never read by the consumer group", missing, n)
+	}
+}
+
+// The MySQL sink refuses, before anything is sent, a message whose INSERT
+// (payload, metadata as JSON, and a reserve) would be over the server's
+// max_allowed_packet, and checks the messages of one call in order: the
+// first one refused, for whichever limit, names the error. A message that
+// fits is then inserted as usual.
+func TestMySQLSinkRefusesOverMaxAllowedPacket(t *testing.T) {
+	cfg := parseConfig(t, `
+connections:
+  db: {type: sql, driver: mysql, dsn: "`+brokertest.MySQLDSN+`"}
+pipelines:
+  out:
+    from: {type: generate}
+    to: {r: {type: sql, connection: db, table: t, max_message_bytes: 16777216}}
+`)
+	conn := cfg.Connections["db"].Broker.(*kinds.SQLConnection)
+	sink := *cfg.Pipelines["out"].To["r"].Sink.(*kinds.SQLSink)
+	prefix := suitePrefix()
+	t.Cleanup(func() { dropSQLTables(t, conn, prefix) })
+	sink.Table = prefix + "_packet"
+	db, err := conn.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var packet int64
+	if err := db.QueryRow("SELECT @@max_allowed_packet").Scan(&packet); err != nil {
+		t.Fatal(err)
+	}
+	if packet > sink.MaxMessageBytes {
+		t.Skipf("max_allowed_packet %d is over max_message_bytes %d", packet, sink.MaxMessageBytes)
+	}
+	pub, err := sink.NewPublisherWith(context.Background(), conn, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+
+	// Its payload fits max_allowed_packet, not with its metadata.
+	overPacket := message.NewMessage("over-packet", make([]byte, packet-1024-100))
+	overPacket.Metadata.Set("k", strings.Repeat("v", 200))
+	md, _ := json.Marshal(overPacket.Metadata)
+	n := int64(len(overPacket.Payload))
+	wantPacket := fmt.Sprintf("message too large: message over-packet needs a %d-byte INSERT (payload %d, metadata %d), over the MySQL server's max_allowed_packet of %d",
+		n+int64(len(md))+1024, n, len(md), packet)
+	overBytes := message.NewMessage("over-bytes", make([]byte, sink.MaxMessageBytes+1))
+	wantBytes := fmt.Sprintf("message too large: message over-bytes has a %d-byte payload, over the sql sink's max_message_bytes of %d",
+		len(overBytes.Payload), sink.MaxMessageBytes)
+	for _, c := range []struct {
+		msgs []*message.Message
+		want string
+	}{
+		{[]*message.Message{overPacket}, wantPacket},
+		{[]*message.Message{message.NewMessage("ok", []byte("x")), overPacket, overBytes}, wantPacket},
+		{[]*message.Message{overBytes, overPacket}, wantBytes},
+	} {
+		if err := pub.Publish(sink.Table, c.msgs...); err == nil || err.Error() != c.want {
+			t.Errorf("got %v, want %s", err, c.want)
+		}
+	}
+	var rows int
+	if err := db.QueryRow("SELECT COUNT(*) FROM `" + sink.Table + "`").Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("after refused calls: %d rows, %v; want none", rows, err)
+	}
+	if err := pub.Publish(sink.Table, message.NewMessage("fits", []byte("x"))); err != nil {
+		t.Errorf("a message that fits: %v", err)
 	}
 }
