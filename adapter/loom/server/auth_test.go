@@ -5,31 +5,12 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net/http"
-	"sync"
 	"testing"
 
 	"github.com/loombridge/loombridge/internal/testkit"
 
 	"github.com/loombridge/loombridge/adapter/loom/wire"
 )
-
-// syncBuf collects log output from several goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func tokenAuth() Auth {
 	return Auth{Mode: ModeToken, Tokens: []TokenRule{
@@ -39,7 +20,7 @@ func tokenAuth() Auth {
 }
 
 func TestTokenAuthQUIC(t *testing.T) {
-	logs := &syncBuf{}
+	logs := &testkit.Buffer{}
 	s := start(t, Config{Auth: tokenAuth(), Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	conn := dialQUIC(t, s, nil, nil)
 	for _, tc := range []struct {
