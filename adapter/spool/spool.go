@@ -1,0 +1,478 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"golang.org/x/sync/semaphore"
+)
+
+// Policy is what Publish does when the spool is full.
+type Policy string
+
+// The policies for a full spool.
+const (
+	// Block waits until there is room: the source waits, and with it its
+	// producers (backpressure).
+	Block Policy = "block"
+	// Reject fails the Publish with ErrFull: the source nacks the message.
+	Reject Policy = "reject"
+	// DropOldest deletes the oldest stored message, for every sink, and
+	// counts it (Stats.Dropped).
+	DropOldest Policy = "drop_oldest"
+)
+
+// Defaults of Config.
+const (
+	DefaultLargePayload = 256 << 10
+	DefaultLargeMemory  = 256 << 20
+	DefaultMaxBytes     = 1 << 30
+	DefaultPolicy       = Block
+)
+
+// Headers of a stored message.
+const (
+	hdrUUID   = "Lb-Uuid"
+	hdrMeta   = "Lb-Meta"
+	hdrObject = "Lb-Object"
+	hdrSize   = "Lb-Size"
+)
+
+// ErrFull is returned by Publish under the Reject policy when a limit is reached.
+var ErrFull = errors.New("spool full")
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// Config is one spool: its stream and limits.
+type Config struct {
+	// Name is the stream's name (letters, digits, _ and -); the spool's
+	// subject and Object Store bucket are named after it.
+	Name string
+	// MaxMessages bounds the messages stored; 0 is no bound.
+	MaxMessages int64
+	// MaxBytes bounds the bytes stored, in the stream and, apart, in the
+	// Object Store; default DefaultMaxBytes, -1 is no bound.
+	MaxBytes int64
+	// MaxAge is an expiry: a message stored longer than this is acked without
+	// being delivered, per sink, and counted as expired; 0 is none.
+	MaxAge time.Duration
+	// WhenFull is what Publish does when MaxMessages or MaxBytes is reached.
+	WhenFull Policy
+	// LargePayload is the size above which a payload goes to the Object Store.
+	LargePayload int
+	// LargeMemory bounds the bytes of large payloads the subscribers of this
+	// spool hold in memory at once (a single larger payload is let through
+	// alone); default DefaultLargeMemory.
+	LargeMemory int64
+}
+
+// SetDefaults fills what is unset.
+func (c *Config) SetDefaults() {
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.WhenFull == "" {
+		c.WhenFull = DefaultPolicy
+	}
+	if c.LargePayload == 0 {
+		c.LargePayload = DefaultLargePayload
+	}
+	if c.LargeMemory == 0 {
+		c.LargeMemory = DefaultLargeMemory
+	}
+}
+
+// Validate reports every problem, each starting with its key.
+func (c Config) Validate() error {
+	var errs []error
+	if !validName.MatchString(c.Name) {
+		errs = append(errs, fmt.Errorf("name: must be letters, digits, _ and -, got %q", c.Name))
+	}
+	if c.MaxMessages < 0 {
+		errs = append(errs, fmt.Errorf("max_messages: must not be negative, got %d", c.MaxMessages))
+	}
+	if c.MaxBytes < -1 || c.MaxBytes == 0 {
+		errs = append(errs, fmt.Errorf("max_bytes: must be positive (or -1 for no bound), got %d", c.MaxBytes))
+	}
+	if c.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("max_age: must not be negative, got %s", c.MaxAge))
+	}
+	switch c.WhenFull {
+	case Block, Reject, DropOldest:
+	default:
+		errs = append(errs, fmt.Errorf("when_full: must be block, reject or drop_oldest, got %q", c.WhenFull))
+	}
+	if c.LargePayload < 1 {
+		errs = append(errs, fmt.Errorf("large_payload: must be positive, got %d", c.LargePayload))
+	}
+	if c.LargeMemory < 1 {
+		errs = append(errs, fmt.Errorf("large_memory: must be positive, got %d", c.LargeMemory))
+	}
+	return errors.Join(errs...)
+}
+
+// Spool is an open spool. Its Publish stores, its subscribers deliver.
+type Spool struct {
+	cfg        Config
+	logger     watermill.LoggerAdapter
+	js         jetstream.JetStream
+	stream     jetstream.Stream
+	objects    jetstream.ObjectStore
+	subject    string
+	maxPayload int64
+	large      *semaphore.Weighted
+
+	stored, dropped, rejected, blocked atomic.Uint64
+	lastStoreErr                       atomic.Pointer[storeErr]
+
+	closing   chan struct{}
+	closeOnce sync.Once
+}
+
+type storeErr struct {
+	err error
+	at  time.Time
+}
+
+// Open creates the spool's stream and bucket on the server of nc, or updates
+// their limits when they exist. The caller closes nc after the spool.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config, logger watermill.LoggerAdapter) (*Spool, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", cfg.Name, err)
+	}
+	s := &Spool{
+		cfg: cfg, logger: logger.With(watermill.LogFields{"spool": cfg.Name}), js: js,
+		subject: "loombridge.spool." + cfg.Name, maxPayload: nc.MaxPayload(),
+		large: semaphore.NewWeighted(cfg.LargeMemory), closing: make(chan struct{}),
+	}
+	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Name,
+		Description: "loombridge spool: one message per source message, kept until every sink acked it",
+		Subjects:    []string{s.subject},
+		Retention:   jetstream.InterestPolicy,
+		Storage:     jetstream.FileStorage,
+		// The server never drops on its own: full is refused, and the policy
+		// (drop_oldest included) is applied here, where it is counted.
+		Discard:  jetstream.DiscardNew,
+		MaxMsgs:  orNoLimit(cfg.MaxMessages),
+		MaxBytes: cfg.MaxBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: create stream: %w", cfg.Name, err)
+	}
+	s.objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      cfg.Name + "_large",
+		Description: "loombridge spool: payloads above large_payload",
+		Storage:     jetstream.FileStorage,
+		MaxBytes:    cfg.MaxBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: create object store: %w", cfg.Name, err)
+	}
+	return s, nil
+}
+
+func orNoLimit(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// Close stops waits in Publish (they fail); it can be called more than once.
+// Subscribers are closed on their own.
+func (s *Spool) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	return nil
+}
+
+// KeepConsumers deletes the durable consumers of sinks not in names: a sink
+// removed from the configuration would otherwise keep every message stored
+// for ever.
+func (s *Spool) KeepConsumers(ctx context.Context, names []string) error {
+	keep := map[string]bool{}
+	for _, n := range names {
+		keep[n] = true
+	}
+	lister := s.stream.ConsumerNames(ctx)
+	var stale []string
+	for n := range lister.Name() {
+		if !keep[n] {
+			stale = append(stale, n)
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return fmt.Errorf("spool %s: list consumers: %w", s.cfg.Name, err)
+	}
+	for _, n := range stale {
+		if err := s.stream.DeleteConsumer(ctx, n); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("spool %s: delete the queue of removed sink %s: %w", s.cfg.Name, n, err)
+		}
+		s.logger.Info("Deleted the queue of a sink no longer configured", watermill.LogFields{"sink": n})
+	}
+	return nil
+}
+
+// Publish stores each message (the topic is not used: a spool has one) and
+// returns once the server has it on disk, or fails under the Reject policy
+// with ErrFull. It honours each message's context.
+func (s *Spool) Publish(_ string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		if err := s.Store(m.Context(), m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Store stores one message.
+func (s *Spool) Store(ctx context.Context, m *message.Message) error {
+	rec, err := s.record(m)
+	if err != nil {
+		return err
+	}
+	large := len(m.Payload) > s.cfg.LargePayload || int64(len(m.Payload))+headerSize(rec.Header) > s.maxPayload-1024
+	var waited bool
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval = 20*time.Millisecond, time.Second
+	for {
+		err := s.put(ctx, rec, m, large)
+		if err == nil {
+			s.stored.Add(1)
+			if waited {
+				s.logger.Info("Spool has room again", nil)
+			}
+			return nil
+		}
+		if !isFull(err) {
+			s.lastStoreErr.Store(&storeErr{err: err, at: time.Now()})
+			return fmt.Errorf("spool %s: store message %s: %w", s.cfg.Name, m.UUID, err)
+		}
+		switch s.cfg.WhenFull {
+		case Reject:
+			s.rejected.Add(1)
+			return fmt.Errorf("spool %s: message %s: %w (when_full: reject)", s.cfg.Name, m.UUID, ErrFull)
+		case DropOldest:
+			if err := s.dropOldest(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if !waited {
+			waited = true
+			s.blocked.Add(1)
+			s.logger.Error("Spool full: the source waits until a sink makes room (when_full: block)", err, nil)
+		}
+		t := time.NewTimer(bo.NextBackOff())
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("spool %s: waiting for room: %w", s.cfg.Name, ctx.Err())
+		case <-s.closing:
+			t.Stop()
+			return fmt.Errorf("spool %s: closed while waiting for room: %w", s.cfg.Name, ErrFull)
+		}
+	}
+}
+
+// put writes the message's payload to the Object Store when large, then its
+// record to the stream. An object whose record could not be written is
+// deleted again.
+func (s *Spool) put(ctx context.Context, rec *nats.Msg, m *message.Message, large bool) error {
+	if !large {
+		rec.Data = m.Payload
+		_, err := s.js.PublishMsg(ctx, rec)
+		return err
+	}
+	name := nuid.Next()
+	if _, err := s.objects.Put(ctx, jetstream.ObjectMeta{Name: name}, bytes.NewReader(m.Payload)); err != nil {
+		return fmt.Errorf("object store: %w", err)
+	}
+	rec.Header.Set(hdrObject, name)
+	rec.Header.Set(hdrSize, strconv.Itoa(len(m.Payload)))
+	rec.Data = nil
+	if _, err := s.js.PublishMsg(ctx, rec); err != nil {
+		// Not ctx: the object must go even when the publish failed for ctx.
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.objects.Delete(dctx, name)
+		rec.Header.Del(hdrObject)
+		rec.Header.Del(hdrSize)
+		return err
+	}
+	return nil
+}
+
+// record is the stream message of m without its data.
+func (s *Spool) record(m *message.Message) (*nats.Msg, error) {
+	rec := nats.NewMsg(s.subject)
+	rec.Header.Set(hdrUUID, m.UUID)
+	if len(m.Metadata) > 0 {
+		b, err := json.Marshal(m.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("spool %s: message %s: encode metadata: %w", s.cfg.Name, m.UUID, err)
+		}
+		rec.Header.Set(hdrMeta, string(b))
+	}
+	if headerSize(rec.Header) > s.maxPayload/2 {
+		return nil, fmt.Errorf("spool %s: message %s: metadata of %d bytes is over half the server's max_payload (%d)", s.cfg.Name, m.UUID, headerSize(rec.Header), s.maxPayload)
+	}
+	return rec, nil
+}
+
+func headerSize(h nats.Header) int64 {
+	var n int64
+	for k, vs := range h {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n + 16
+}
+
+// isFull tells a refusal for a limit (discard new) from other failures.
+func isFull(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return strings.Contains(api.Description, "maximum messages exceeded") || strings.Contains(api.Description, "maximum bytes exceeded")
+	}
+	// The object store's chunks are published asynchronously: their refusal
+	// comes back as an error text.
+	return strings.Contains(err.Error(), "maximum bytes exceeded") || strings.Contains(err.Error(), "maximum messages exceeded")
+}
+
+// dropOldest deletes the oldest stored message, and its object.
+func (s *Spool) dropOldest(ctx context.Context) error {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("spool %s: drop oldest: %w", s.cfg.Name, err)
+	}
+	first := info.State.FirstSeq
+	if info.State.Msgs == 0 {
+		// Only the object store is full: of objects whose records are gone.
+		return fmt.Errorf("spool %s: the object store is full with no message stored: %w", s.cfg.Name, ErrFull)
+	}
+	raw, err := s.stream.GetMsg(ctx, first)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("spool %s: drop oldest: %w", s.cfg.Name, err)
+	}
+	if err := s.stream.DeleteMsg(ctx, first); err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil // a sink acked it meanwhile, or another process dropped it
+		}
+		return fmt.Errorf("spool %s: drop oldest: %w", s.cfg.Name, err)
+	}
+	s.dropped.Add(1)
+	var uuid string
+	if raw != nil {
+		uuid = raw.Header.Get(hdrUUID)
+		if obj := raw.Header.Get(hdrObject); obj != "" {
+			_ = s.objects.Delete(ctx, obj)
+		}
+	}
+	s.logger.Error("Spool full: dropped the oldest message (when_full: drop_oldest)", ErrFull, watermill.LogFields{"message_uuid": uuid, "seq": first})
+	return nil
+}
+
+// Stats are a spool's counts since it was opened, in this process.
+type Stats struct {
+	Stored   uint64 // messages stored
+	Dropped  uint64 // oldest messages deleted to make room (drop_oldest)
+	Rejected uint64 // messages refused for want of room (reject)
+	Blocked  uint64 // times Publish waited for room (block)
+	// LastError is the last failure to store, other than full, and its time.
+	LastError   string
+	LastErrorAt time.Time
+}
+
+// Stats returns the spool's counts.
+func (s *Spool) Stats() Stats {
+	st := Stats{Stored: s.stored.Load(), Dropped: s.dropped.Load(), Rejected: s.rejected.Load(), Blocked: s.blocked.Load()}
+	if e := s.lastStoreErr.Load(); e != nil {
+		st.LastError, st.LastErrorAt = e.err.Error(), e.at
+	}
+	return st
+}
+
+// Check reports whether the server takes writes: nil when the spool's
+// stream answers and the last store did not fail in the last minute.
+func (s *Spool) Check(ctx context.Context) error {
+	if _, err := s.stream.Info(ctx); err != nil {
+		return fmt.Errorf("spool %s: %w", s.cfg.Name, err)
+	}
+	if e := s.lastStoreErr.Load(); e != nil && time.Since(e.at) < time.Minute {
+		return fmt.Errorf("spool %s: last store failed %s ago: %w", s.cfg.Name, time.Since(e.at).Round(time.Second), e.err)
+	}
+	return nil
+}
+
+// SinkState is one sink's queue, as the server reports it.
+type SinkState struct {
+	// Messages are stored and not yet acked by the sink: waiting, or in work.
+	Messages uint64
+	// Bytes is an estimate: the spool's bytes (stream and objects) times the
+	// sink's share of the stored messages.
+	Bytes uint64
+	// OldestAge is how long the sink's oldest unacked message has been stored.
+	OldestAge time.Duration
+	// Redelivered counts the sink's messages delivered more than once that
+	// are still unacked (the server's count).
+	Redelivered uint64
+}
+
+// SinkState returns the queue of the sink whose consumer is durable.
+func (s *Spool) SinkState(ctx context.Context, durable string) (SinkState, error) {
+	c, err := s.stream.Consumer(ctx, durable)
+	if err != nil {
+		return SinkState{}, fmt.Errorf("spool %s: sink %s: %w", s.cfg.Name, durable, err)
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return SinkState{}, fmt.Errorf("spool %s: sink %s: %w", s.cfg.Name, durable, err)
+	}
+	si, err := s.stream.Info(ctx)
+	if err != nil {
+		return SinkState{}, fmt.Errorf("spool %s: %w", s.cfg.Name, err)
+	}
+	st := SinkState{Messages: ci.NumPending + uint64(ci.NumAckPending), Redelivered: uint64(ci.NumRedelivered)}
+	if st.Messages == 0 {
+		return st, nil
+	}
+	total := si.State.Bytes
+	if ost, err := s.objects.Status(ctx); err == nil {
+		total += ost.Size()
+	}
+	if si.State.Msgs > 0 {
+		st.Bytes = uint64(float64(total) * min(1, float64(st.Messages)/float64(si.State.Msgs)))
+	}
+	// The first message after the ack floor on the spool's subject is the
+	// oldest the sink has not acked (or one it acked out of order: close).
+	if raw, err := s.stream.GetMsg(ctx, ci.AckFloor.Stream+1, jetstream.WithGetMsgSubject(s.subject)); err == nil {
+		st.OldestAge = max(0, time.Since(raw.Time))
+	}
+	return st, nil
+}

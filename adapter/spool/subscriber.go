@@ -1,0 +1,354 @@
+package spool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of SubscriberConfig.
+const (
+	DefaultAckWait     = 30 * time.Second
+	DefaultNakDelay    = time.Second
+	DefaultMaxNakDelay = time.Minute
+)
+
+// SubscriberConfig is one sink's reading of a spool.
+type SubscriberConfig struct {
+	// Durable names the sink's consumer; processes using the same name share
+	// its messages.
+	Durable string
+	// Concurrency is how many messages are handed out unacked at once.
+	Concurrency int
+	// AckWait is how long the server waits for an ack, or a sign of progress,
+	// before it delivers a message again; progress is sent every third of it
+	// while a handler works on the message.
+	AckWait time.Duration
+	// NakDelay and MaxNakDelay: a nacked message comes again after NakDelay,
+	// doubled for each delivery, at most MaxNakDelay.
+	NakDelay, MaxNakDelay time.Duration
+}
+
+func (c *SubscriberConfig) setDefaults() {
+	c.Concurrency = max(c.Concurrency, 1)
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.NakDelay == 0 {
+		c.NakDelay = DefaultNakDelay
+	}
+	if c.MaxNakDelay == 0 {
+		c.MaxNakDelay = DefaultMaxNakDelay
+	}
+}
+
+// Validate reports what is wrong with the config.
+func (c SubscriberConfig) Validate() error {
+	var errs []error
+	if !validName.MatchString(c.Durable) {
+		errs = append(errs, fmt.Errorf("durable: must be letters, digits, _ and -, got %q", c.Durable))
+	}
+	if c.AckWait < 3*time.Millisecond {
+		errs = append(errs, fmt.Errorf("ack_wait: must be at least 3ms, got %s", c.AckWait))
+	}
+	if c.NakDelay < 0 || c.MaxNakDelay < c.NakDelay {
+		errs = append(errs, fmt.Errorf("nak delays: want 0 <= nak_delay <= max_nak_delay, got %s and %s", c.NakDelay, c.MaxNakDelay))
+	}
+	return errors.Join(errs...)
+}
+
+// Subscriber delivers one sink's messages of a spool. Subscribe may be
+// called once.
+type Subscriber struct {
+	sp       *Spool
+	cfg      SubscriberConfig
+	consumer jetstream.Consumer
+	logger   watermill.LoggerAdapter
+
+	redelivered, expired, lost atomic.Uint64
+
+	mu        sync.Mutex
+	iter      jetstream.MessagesContext
+	closing   chan struct{}
+	closed    bool
+	wg        sync.WaitGroup
+	subscribe sync.Once
+}
+
+// NewSubscriber creates (or updates) the sink's durable consumer.
+func (s *Spool) NewSubscriber(ctx context.Context, cfg SubscriberConfig) (*Subscriber, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("spool %s: %w", s.cfg.Name, err)
+	}
+	c, err := s.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       cfg.Durable,
+		Description:   "loombridge sink " + cfg.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: cfg.Concurrency,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: consumer for sink %s: %w", s.cfg.Name, cfg.Durable, err)
+	}
+	return &Subscriber{sp: s, cfg: cfg, consumer: c, closing: make(chan struct{}),
+		logger: s.logger.With(watermill.LogFields{"sink": cfg.Durable})}, nil
+}
+
+// Subscribe starts delivering; the topic is not used. The channel is closed
+// when ctx ends or the subscriber is closed.
+func (sub *Subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.Message, error) {
+	var (
+		out = make(chan *message.Message)
+		err = errors.New("spool: Subscribe called twice")
+	)
+	sub.subscribe.Do(func() {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		if sub.closed {
+			err = errors.New("spool: subscriber closed")
+			return
+		}
+		var it jetstream.MessagesContext
+		it, err = sub.consumer.Messages(jetstream.PullMaxMessages(sub.cfg.Concurrency))
+		if err != nil {
+			err = fmt.Errorf("spool %s: sink %s: %w", sub.sp.cfg.Name, sub.cfg.Durable, err)
+			return
+		}
+		sub.iter = it
+		ctx, cancel := context.WithCancel(ctx)
+		sub.wg.Add(2)
+		go func() { // ends the iteration when ctx ends or at Close
+			defer sub.wg.Done()
+			select {
+			case <-ctx.Done():
+			case <-sub.closing:
+			}
+			it.Stop()
+		}()
+		go func() {
+			defer sub.wg.Done()
+			defer cancel()
+			sub.run(ctx, it, out)
+		}()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// run takes messages off the iterator and hands each to a goroutine of its
+// own, at most Concurrency at once.
+func (sub *Subscriber) run(ctx context.Context, it jetstream.MessagesContext, out chan<- *message.Message) {
+	var handlers sync.WaitGroup
+	defer func() { handlers.Wait(); close(out) }()
+	slots := make(chan struct{}, sub.cfg.Concurrency)
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			// Missing heartbeats and the like: the iterator recovers by itself.
+			sub.logger.Debug("Spool consumer: pull failed; retrying", watermill.LogFields{"error": err.Error()})
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			_ = m.Nak()
+			return
+		case <-sub.closing:
+			_ = m.Nak()
+			return
+		}
+		handlers.Go(func() {
+			defer func() { <-slots }()
+			sub.handle(ctx, m, out)
+		})
+	}
+}
+
+// handle delivers one stored message and settles it with the server.
+func (sub *Subscriber) handle(ctx context.Context, m jetstream.Msg, out chan<- *message.Message) {
+	md, err := m.Metadata()
+	if err != nil {
+		sub.logger.Error("Spool consumer: message without metadata; terminated", err, nil)
+		_ = m.Term()
+		return
+	}
+	if md.NumDelivered > 1 {
+		sub.redelivered.Add(1)
+	}
+	obj := m.Headers().Get(hdrObject)
+	if sub.sp.cfg.MaxAge > 0 && time.Since(md.Timestamp) > sub.sp.cfg.MaxAge {
+		sub.expired.Add(1)
+		sub.logger.Info("Spool: message older than max_age acked without delivery", watermill.LogFields{"message_uuid": m.Headers().Get(hdrUUID), "stored": md.Timestamp})
+		sub.settled(ctx, m, md.Sequence.Stream, obj)
+		return
+	}
+	msg, release, err := sub.decode(ctx, m, obj)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			// Its payload is gone for good: delivering it again cannot help.
+			sub.lost.Add(1)
+			sub.logger.Error("Spool: the payload of a stored message is missing; message terminated", err, watermill.LogFields{"seq": md.Sequence.Stream})
+			_ = m.Term()
+			return
+		}
+		sub.logger.Error("Spool: cannot read a stored message; it comes again", err, watermill.LogFields{"seq": md.Sequence.Stream})
+		_ = m.NakWithDelay(sub.nakDelay(md.NumDelivered))
+		return
+	}
+	defer release()
+	msgCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msg.SetContext(msgCtx)
+	select {
+	case out <- msg:
+	case <-ctx.Done():
+		_ = m.Nak()
+		return
+	case <-sub.closing:
+		_ = m.Nak()
+		return
+	}
+	progress := time.NewTicker(sub.cfg.AckWait / 3)
+	defer progress.Stop()
+	for {
+		select {
+		case <-msg.Acked():
+			sub.settled(ctx, m, md.Sequence.Stream, obj)
+			return
+		case <-msg.Nacked():
+			_ = m.NakWithDelay(sub.nakDelay(md.NumDelivered))
+			return
+		case <-progress.C:
+			_ = m.InProgress()
+		case <-sub.closing:
+			// The handler did not finish in the router's close timeout: the
+			// message comes again, here after a restart or at another process.
+			_ = m.Nak()
+			return
+		}
+	}
+}
+
+// settled acks m, waiting for the server's confirmation, then deletes the
+// message's object once no sink needs its record any more.
+func (sub *Subscriber) settled(ctx context.Context, m jetstream.Msg, seq uint64, obj string) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := m.DoubleAck(actx); err != nil {
+		// The server delivers it again after the ack wait: a duplicate, not a loss.
+		sub.logger.Error("Spool: ack not confirmed; the message may come again", err, watermill.LogFields{"seq": seq})
+		return
+	}
+	if obj == "" {
+		return
+	}
+	if _, err := sub.sp.stream.GetMsg(actx, seq); errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err := sub.sp.objects.Delete(actx, obj); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			sub.logger.Error("Spool: delete a delivered payload", err, watermill.LogFields{"object": obj})
+		}
+	}
+}
+
+func (sub *Subscriber) nakDelay(deliveries uint64) time.Duration {
+	d := sub.cfg.NakDelay
+	for i := uint64(1); i < deliveries && d < sub.cfg.MaxNakDelay; i++ {
+		d *= 2
+	}
+	return min(d, sub.cfg.MaxNakDelay)
+}
+
+// decode turns a stored message back into a Watermill message, reading its
+// payload from the Object Store when it is there. release gives back the
+// memory budget a large payload took.
+func (sub *Subscriber) decode(ctx context.Context, m jetstream.Msg, obj string) (_ *message.Message, release func(), err error) {
+	h := m.Headers()
+	msg := message.NewMessage(h.Get(hdrUUID), nil)
+	if meta := h.Get(hdrMeta); meta != "" {
+		if err := json.Unmarshal([]byte(meta), &msg.Metadata); err != nil {
+			return nil, nil, fmt.Errorf("header %s: %w", hdrMeta, err)
+		}
+	}
+	if obj == "" {
+		msg.Payload = m.Data()
+		return msg, func() {}, nil
+	}
+	size, err := strconv.ParseInt(h.Get(hdrSize), 10, 64)
+	if err != nil || size < 0 {
+		return nil, nil, fmt.Errorf("header %s: not a size: %q", hdrSize, h.Get(hdrSize))
+	}
+	// A payload larger than the whole budget is let through alone.
+	weight := min(size, sub.sp.cfg.LargeMemory)
+	if err := sub.sp.large.Acquire(ctx, weight); err != nil {
+		return nil, nil, err
+	}
+	release = func() { sub.sp.large.Release(weight) }
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+	r, err := sub.sp.objects.Get(ctx, obj)
+	if err != nil {
+		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
+	}
+	defer r.Close()
+	info, err := r.Info()
+	if err != nil {
+		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
+	}
+	if int64(info.Size) != size {
+		return nil, nil, fmt.Errorf("object %s: %d bytes, its record says %d", obj, info.Size, size)
+	}
+	msg.Payload = make([]byte, size)
+	if _, err := io.ReadFull(r, msg.Payload); err != nil {
+		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
+	}
+	// The digest is checked at the end of the object: read up to it.
+	if n, err := r.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		return nil, nil, fmt.Errorf("object %s: does not end where its size says, or its digest differs: %v", obj, err)
+	}
+	return msg, release, nil
+}
+
+// SubscriberStats are a sink's counts in this process.
+type SubscriberStats struct {
+	Redelivered uint64 // messages delivered more than once
+	Expired     uint64 // older than max_age: acked, not delivered
+	Lost        uint64 // payload missing from the Object Store: terminated
+}
+
+// Stats returns the subscriber's counts.
+func (sub *Subscriber) Stats() SubscriberStats {
+	return SubscriberStats{Redelivered: sub.redelivered.Load(), Expired: sub.expired.Load(), Lost: sub.lost.Load()}
+}
+
+// Close stops delivering and waits for the handlers; a message still being
+// handled is nacked so that it comes again. It can be called more than once.
+func (sub *Subscriber) Close() error {
+	sub.mu.Lock()
+	if !sub.closed {
+		sub.closed = true
+		close(sub.closing)
+	}
+	sub.mu.Unlock()
+	sub.wg.Wait()
+	return nil
+}
