@@ -49,8 +49,10 @@ type Config struct {
 	// ShutdownTimeout bounds a graceful stop: messages in flight are finished and
 	// sinks flushed within it.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
-	// Connections are the named Loom servers.
+	// Connections are the named servers: Loom's, and those of broker kinds.
 	Connections map[string]*Connection `koanf:"connections"`
+	// Buffers is where the queues of buffered pipelines are kept.
+	Buffers BuffersConfig `koanf:"buffers"`
 	// Pipelines are the named bridges, each from one source to its sinks.
 	Pipelines map[string]*Pipeline `koanf:"pipelines"`
 
@@ -112,8 +114,13 @@ type Pipeline struct {
 	// DeadLetter, when set, takes messages a sink failed after the retries;
 	// without it such a message is nacked and the source delivers it again.
 	DeadLetter *Endpoint `koanf:"-"`
-	// Concurrency is the most messages handled at once.
+	// Concurrency is the most messages handled at once (per sink, with a
+	// buffer).
 	Concurrency int `koanf:"concurrency"`
+	// Buffer, when set, puts a durable queue between the source and each
+	// sink (buffer.go); nil: each message goes from the source to every sink
+	// before the source is acked.
+	Buffer *BufferConfig `koanf:"-"`
 
 	filter predicate
 }

@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/adapter/loom/server"
+	"github.com/loombridge/loombridge/adapter/spool"
 )
 
 // Engine runs the pipelines of a configuration, each on a Watermill Router of
@@ -32,6 +34,7 @@ type Engine struct {
 	cfg       *Config
 	pipelines map[string]*runner
 	servers   map[string]*embedded     // embedded Loom routers by connection name
+	store     *bufferStore             // where buffered pipelines keep their queues; nil until one starts
 	final     map[string]PipelineStats // counts of pipelines stopped and not restarted
 	latency   *prometheus.HistogramVec
 	probes    map[string]*probe // reachability of the Loom servers in use, by connection
@@ -99,6 +102,7 @@ func (e *Engine) Start(ctx context.Context, cfg *Config) error {
 	if err := e.startPipelines(ctx, cfg, orderForStart(cfg, changed)); err != nil {
 		e.stopPipelines(ctx, sortedNames(e.pipelines))
 		e.closeServers(nil)
+		e.closeStore(nil)
 		e.cfg = nil
 		return err
 	}
@@ -129,6 +133,7 @@ func (e *Engine) Apply(ctx context.Context, cfg *Config) error {
 	e.stopPipelines(ctx, append(removed, restart...))
 	e.cfg = cfg
 	e.closeServers(cfg) // those no running config uses any more
+	e.closeStore(cfg)
 	var errs []error
 	for _, name := range orderForStart(cfg, changed) {
 		if err := e.startPipelines(ctx, cfg, []string{name}); err != nil {
@@ -152,6 +157,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	}
 	err := e.stopPipelines(ctx, sortedNames(e.pipelines))
 	e.closeServers(nil)
+	e.closeStore(nil)
 	for name, p := range e.probes {
 		p.stop()
 		delete(e.probes, name)
@@ -199,7 +205,14 @@ func (e *Engine) EmbeddedServer(connection string) (*server.Server, bool) {
 
 func (e *Engine) startPipelines(ctx context.Context, cfg *Config, names []string) error {
 	for _, name := range names {
-		r, err := startRunner(ctx, name, cfg.Pipelines[name], e.deps(cfg, name), cfg.ShutdownTimeout, e.logger, e.latency.WithLabelValues(name))
+		var store *nats.Conn
+		if cfg.Pipelines[name].Buffer != nil {
+			var err error
+			if store, err = e.bufferStore(cfg); err != nil {
+				return fmt.Errorf("pipeline %s: buffer: %w", name, err)
+			}
+		}
+		r, err := startRunner(ctx, name, cfg.Pipelines[name], e.deps(cfg, name), cfg.ShutdownTimeout, e.logger, e.latency.WithLabelValues(name), store)
 		if err != nil {
 			return fmt.Errorf("pipeline %s: %w", name, err)
 		}
@@ -426,4 +439,87 @@ func (e *Engine) awaitConsumer(ctx context.Context, cfg *Config, name string) {
 	if err := s.srv.WaitConsumers(ctx, room, 1); err != nil {
 		e.logger.Warn("no consumer on the embedded router yet; messages sent meanwhile are discarded", "pipeline", name, "room", room, "error", err)
 	}
+}
+
+// bufferStore is the connection to the server holding the buffers' queues,
+// and that server when it runs in this process.
+type bufferStore struct {
+	srv *spool.Server // nil: an external server (buffers.connection)
+	nc  *nats.Conn
+	fp  string // the buffers: keys (and connection) it was opened with
+}
+
+func (b *bufferStore) close() {
+	b.nc.Close()
+	if b.srv != nil {
+		_ = b.srv.Close()
+	}
+}
+
+// storeFingerprint is what, changed, makes the store restart.
+func storeFingerprint(cfg *Config) string {
+	fp := fmt.Sprintf("%+v", cfg.Buffers)
+	if c, ok := cfg.Connections[cfg.Buffers.Connection]; ok {
+		fp += fmt.Sprintf("%+v", c.Broker)
+	}
+	return fp
+}
+
+// bufferStore returns the store's connection, starting the embedded server
+// or dialling buffers.connection on first use. Called with e.mu held.
+func (e *Engine) bufferStore(cfg *Config) (*nats.Conn, error) {
+	fp := storeFingerprint(cfg)
+	if e.store != nil {
+		if e.store.fp != fp {
+			return nil, errors.New("the buffers: keys changed while buffered pipelines run; restart loombridge to move the store")
+		}
+		return e.store.nc, nil
+	}
+	b := &bufferStore{fp: fp}
+	if name := cfg.Buffers.Connection; name != "" {
+		dial, ok := cfg.Connections[name].Broker.(NATSConnector)
+		if !ok {
+			return nil, fmt.Errorf("connection %s cannot hold buffers (want type nats)", name)
+		}
+		nc, err := dial.ConnectNATS()
+		if err != nil {
+			return nil, fmt.Errorf("connection %s: %w", name, err)
+		}
+		b.nc = nc
+	} else {
+		srv, err := spool.StartServer(spool.ServerConfig{
+			Dir: cfg.Buffers.Dir, SyncAlways: cfg.Buffers.syncAlways, SyncInterval: cfg.Buffers.syncInterval,
+			Logger: e.logger.With("buffers", "embedded"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		nc, err := srv.Connect()
+		if err != nil {
+			_ = srv.Close()
+			return nil, err
+		}
+		b.srv, b.nc = srv, nc
+	}
+	e.store = b
+	e.logger.Info("buffer store open", "store", cfg.Buffers.describe())
+	return b.nc, nil
+}
+
+// closeStore closes the store when keep is nil or has no buffered pipeline
+// with the same buffers: keys. Called with e.mu held, after the pipelines
+// using it stopped.
+func (e *Engine) closeStore(keep *Config) {
+	if e.store == nil {
+		return
+	}
+	if keep != nil && storeFingerprint(keep) == e.store.fp {
+		for _, pl := range keep.Pipelines {
+			if pl.Buffer != nil {
+				return
+			}
+		}
+	}
+	e.store.close()
+	e.store = nil
 }

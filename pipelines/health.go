@@ -113,6 +113,10 @@ func loomConnections(pl *Pipeline) []string {
 	return out
 }
 
+// storeTimeout bounds a question to the buffers' store from /status,
+// /readyz or /metrics.
+const storeTimeout = 2 * time.Second
+
 // Ready lists what keeps the engine from being ready: a pipeline of the
 // configuration that does not run, a Loom server that does not answer. None:
 // ready.
@@ -130,6 +134,20 @@ func (e *Engine) Ready() []string {
 			problems = append(problems, fmt.Sprintf("pipeline %s: not running", name))
 		case r.router.IsClosed():
 			problems = append(problems, fmt.Sprintf("pipeline %s: stopped (its source ended or failed)", name))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if e.store != nil && e.store.srv != nil {
+		if err := e.store.srv.Writable(); err != nil {
+			problems = append(problems, "buffers: "+err.Error())
+		}
+	}
+	for _, name := range sortedNames(e.pipelines) {
+		if r := e.pipelines[name]; r.spool != nil {
+			if err := r.spool.Check(ctx); err != nil {
+				problems = append(problems, fmt.Sprintf("pipeline %s: buffer: %v", name, err))
+			}
 		}
 	}
 	for _, name := range sortedNames(e.probes) {
@@ -156,6 +174,8 @@ type PipelineStatus struct {
 	// (Loom: buffer depth and bytes, reconnects, unconfirmed; webhook: breaker
 	// states), by "from" or "to.<sink>".
 	Adapters map[string]any `json:"adapters,omitempty"`
+	// Buffer is the store's counts and the sinks' queues, with buffer: set.
+	Buffer *BufferStats `json:"buffer,omitempty"`
 }
 
 // ConnectionStatus is a Loom server's reachability.
@@ -170,6 +190,8 @@ func (e *Engine) Status() any {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{Ready: len(problems) == 0, Problems: problems, Pipelines: map[string]PipelineStatus{}, Connections: map[string]ConnectionStatus{}}
+	storeCtx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
 	for n, s := range e.final {
 		st.Pipelines[n] = PipelineStatus{State: "stopped", Stats: s}
 	}
@@ -183,6 +205,7 @@ func (e *Engine) Status() any {
 				ps.Adapters[where] = s
 			}
 		})
+		ps.Buffer = r.bufferStats(storeCtx)
 		st.Pipelines[n] = ps
 	}
 	for n, p := range e.probes {

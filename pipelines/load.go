@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -275,6 +276,7 @@ type topKeys struct {
 	Tracing         any `koanf:"tracing"`
 	ShutdownTimeout any `koanf:"shutdown_timeout"`
 	Connections     any `koanf:"connections"`
+	Buffers         any `koanf:"buffers"`
 	Pipelines       any `koanf:"pipelines"`
 }
 
@@ -285,6 +287,7 @@ type pipelineKeys struct {
 	Retry       any `koanf:"retry"`
 	DeadLetter  any `koanf:"dead_letter"`
 	Concurrency any `koanf:"concurrency"`
+	Buffer      any `koanf:"buffer"`
 }
 
 // pipelineScalars are the pipeline's own values.
@@ -384,6 +387,12 @@ func decodeConfig(tree map[string]any, kinds *Registry, allowNone bool, p *probl
 		c.invalid = len(p.list) > before
 	}
 
+	if _, ok := mapping(tree["buffers"], "buffers", "(dir, sync, connection)", p); ok {
+		decode(tree["buffers"], &cfg.Buffers, "buffers", p)
+	}
+	cfg.Buffers.setDefaults()
+	cfg.Buffers.validate(cfg.Connections, p)
+
 	pls, _ := mapping(tree["pipelines"], "pipelines", "of pipeline names to pipelines", p)
 	for _, name := range sortedNames(pls) {
 		path := "pipelines." + name
@@ -394,6 +403,11 @@ func decodeConfig(tree map[string]any, kinds *Registry, allowNone bool, p *probl
 		}
 		pl := decodePipeline(name, raw, cfg.Connections, kinds, p)
 		cfg.Pipelines[name] = pl
+		if pl.Buffer != nil {
+			// Where its queue is kept is part of a buffered pipeline's config.
+			raw = maps.Clone(raw)
+			raw["buffers"] = tree["buffers"]
+		}
 		cfg.fingerprint[name] = fingerprint(raw, conns)
 	}
 	// pipelines that are not a mapping, or hold only broken pipelines, were
@@ -469,6 +483,14 @@ func decodePipeline(name string, raw map[string]any, conns map[string]*Connectio
 					p.addf(path+".to."+sink+".room", "%q on connection %s is the room this pipeline reads: every message would go round forever", rm, c)
 				}
 			}
+		}
+	}
+	if _, given := raw["buffer"]; given { // buffer: alone is the defaults
+		if _, ok := mapping(raw["buffer"], path+".buffer", "of buffer keys (max_bytes, max_messages, max_age, when_full, large_payload, ack_wait); {} for the defaults", p); ok {
+			pl.Buffer = &BufferConfig{}
+			decode(raw["buffer"], pl.Buffer, path+".buffer", p)
+			pl.Buffer.setDefaults()
+			pl.Buffer.validate(path+".buffer", p)
 		}
 	}
 	if raw["dead_letter"] != nil {

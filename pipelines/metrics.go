@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"context"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,17 @@ var (
 	dHookBreaker   = desc("webhook_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.", "pipeline", "sink", "endpoint")
 
 	dLoomReachable = desc("loom_connection_up", "1 while the Loom server of a connection answers.", "connection")
+
+	dBufStored      = desc("buffer_stored_total", "Messages the pipeline's buffer stored (the source was acked).", "pipeline")
+	dBufDropped     = desc("buffer_dropped_total", "Oldest messages deleted from a full buffer (when_full: drop_oldest).", "pipeline")
+	dBufRejected    = desc("buffer_rejected_total", "Messages a full buffer refused (when_full: reject; nacked to the source).", "pipeline")
+	dBufBlocked     = desc("buffer_blocked_total", "Times the source waited for room in a full buffer (when_full: block).", "pipeline")
+	dQueueMessages  = desc("buffer_queue_messages", "Messages stored that the sink has not acked.", "pipeline", "sink")
+	dQueueBytes     = desc("buffer_queue_bytes", "Estimated bytes of the messages the sink has not acked.", "pipeline", "sink")
+	dQueueOldest    = desc("buffer_queue_oldest_age_seconds", "Age of the oldest message the sink has not acked.", "pipeline", "sink")
+	dQueueRedeliver = desc("buffer_redelivered_total", "Deliveries of a buffered message after its first, to the sink.", "pipeline", "sink")
+	dQueueExpired   = desc("buffer_expired_total", "Buffered messages older than max_age, not delivered to the sink.", "pipeline", "sink")
+	dQueueLost      = desc("buffer_lost_total", "Buffered messages whose payload was missing from the store.", "pipeline", "sink")
 )
 
 // Describe implements prometheus.Collector.
@@ -56,7 +68,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dUp, dReceived, dDone, dFiltered, dUnmatched, dFailed, dDeadLettered, dExprErrors,
 		dPublished, dSinkFailed, dRetried, dLoomBuffered, dLoomBufferedBytes, dLoomSent, dLoomResent, dLoomUnconfirmed,
 		dLoomDropped, dLoomReconnects, dLoomReceived, dLoomSkipped, dHookAttempts, dHookDelivered, dHookDead, dHookBreaker,
-		dLoomReachable} {
+		dLoomReachable, dBufStored, dBufDropped, dBufRejected, dBufBlocked, dQueueMessages, dQueueBytes, dQueueOldest,
+		dQueueRedeliver, dQueueExpired, dQueueLost} {
 		ch <- d
 	}
 	c.latency.Describe(ch)
@@ -94,8 +107,24 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			emit(name, s, false)
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
 	for name, r := range e.pipelines {
 		emit(name, r.stats.snapshot(), !r.router.IsClosed())
+		if b := r.bufferStats(ctx); b != nil {
+			counter(dBufStored, b.Stored, name)
+			counter(dBufDropped, b.Dropped, name)
+			counter(dBufRejected, b.Rejected, name)
+			counter(dBufBlocked, b.Blocked, name)
+			for sink, q := range b.Queues {
+				gauge(dQueueMessages, float64(q.Messages), name, sink)
+				gauge(dQueueBytes, float64(q.Bytes), name, sink)
+				gauge(dQueueOldest, q.OldestAgeSeconds, name, sink)
+				counter(dQueueRedeliver, q.Redelivered, name, sink)
+				counter(dQueueExpired, q.Expired, name, sink)
+				counter(dQueueLost, q.Lost, name, sink)
+			}
+		}
 		r.eachAdapter(func(where string, a any) {
 			sink := strings.TrimPrefix(where, "to.")
 			switch a := a.(type) {

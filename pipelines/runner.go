@@ -12,8 +12,12 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/loombridge/loombridge/adapter/spool"
+	"github.com/loombridge/loombridge/internal/tracing"
 )
 
 // Metadata set on a message sent to a pipeline's dead letters, next to
@@ -45,6 +49,9 @@ type runner struct {
 	// spanName is the receive span's, made once rather than per message.
 	spanName string
 	anyWhen  bool // some sink has a when: without one, every message goes to every sink
+	// spool is the pipeline's buffer: the source's messages are stored in it,
+	// and each sink reads its own queue of it; nil without a buffer.
+	spool *spool.Spool
 }
 
 // sink is one of a pipeline's sinks with its retry policy.
@@ -59,6 +66,7 @@ type sink struct {
 	// spanName is the publish span's, made once rather than per message.
 	spanName string
 	whenKey  string // "to.<name>.when", for the log of a when that fails
+	queue    *spool.Subscriber // the sink's queue of the buffer; nil without one
 }
 
 // job is one message handed to a worker, and where its result goes.
@@ -71,7 +79,7 @@ type job struct {
 // did not take after their retries.
 var ErrSinksFailed = errors.New("sinks failed")
 
-func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTimeout time.Duration, logger *slog.Logger, latency prometheus.Observer) (_ *runner, err error) {
+func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTimeout time.Duration, logger *slog.Logger, latency prometheus.Observer, store *nats.Conn) (_ *runner, err error) {
 	r := &runner{
 		name:    name,
 		pl:      pl,
@@ -127,6 +135,13 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		s.h = retry.Middleware(s.attempt)
 		r.sinks = append(r.sinks, s)
 	}
+	// The sinks' queues exist before the source takes a first message: a
+	// message is kept only for the queues there are when it is stored.
+	if pl.Buffer != nil {
+		if err := r.openBuffer(ctx, d, store); err != nil {
+			return nil, fmt.Errorf("buffer: %w", err)
+		}
+	}
 	r.source, err = pl.From.Source.NewSubscriber(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("from: %w", err)
@@ -138,6 +153,11 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 	}
 	if r.dead != nil {
 		pq, err := middleware.PoisonQueue(d.DeadLetter, "dead_letters")
+		if r.spool != nil {
+			// Only a sink's failure is a dead letter: a message the buffer
+			// could not store is nacked to the source.
+			pq, err = middleware.PoisonQueueWithFilter(d.DeadLetter, "dead_letters", func(err error) bool { return errors.Is(err, ErrSinksFailed) })
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -147,6 +167,11 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 	// A consumer handler: the fan-out publishes itself, since Watermill closes a
 	// handler's publisher when the handler stops.
 	r.router.AddConsumerHandler(name, r.topic, r.source, r.handle)
+	for _, s := range r.sinks {
+		if s.queue != nil {
+			r.router.AddConsumerHandler(name+".to."+s.name, r.topic, s.queue, r.deliver(s))
+		}
+	}
 	// concurrency long-lived workers do the work: their stacks stay grown,
 	// where Watermill's goroutine per message grows a new one through the
 	// deep sink call chain each time (measured at 8% of a pipeline's CPU).
@@ -215,6 +240,9 @@ func (r *runner) process(msg *message.Message) (err error) {
 	if len(targets) == 0 {
 		r.stats.unmatched.Add(1)
 		return nil
+	}
+	if r.spool != nil {
+		return r.store(msg, start)
 	}
 	errs := make([]error, len(targets))
 	if len(targets) == 1 {
@@ -287,6 +315,9 @@ func (s *sink) publish(msg *message.Message) error {
 func (r *runner) stop(ctx context.Context) error {
 	r.stopped.Do(func() {
 		var errs []error
+		if r.spool != nil {
+			r.spool.Close() // a source waiting for room gives up: its message is nacked
+		}
 		if err := r.router.Close(); err != nil {
 			errs = append(errs, err)
 		}
@@ -324,6 +355,11 @@ func (r *runner) closeAll() error {
 			errs = append(errs, fmt.Errorf("from: %w", err))
 		}
 	}
+	for _, s := range r.sinks {
+		if s.queue != nil {
+			_ = s.queue.Close() // never fails; nacks what a handler still held
+		}
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, s := range r.sinks {
@@ -359,3 +395,72 @@ func (f *fixedTopic) Publish(_ string, msgs ...*message.Message) error {
 }
 
 func (f *fixedTopic) Close() error { return nil }
+
+// openBuffer opens the pipeline's spool on the store's server, drops the
+// queues of sinks no longer configured and opens one queue per sink.
+func (r *runner) openBuffer(ctx context.Context, d Deps, store *nats.Conn) error {
+	if store == nil {
+		return errors.New("no store connection")
+	}
+	sp, err := spool.Open(ctx, store, r.pl.Buffer.spoolConfig(r.name), d.Logger)
+	if err != nil {
+		return err
+	}
+	r.spool = sp
+	if err := sp.KeepConsumers(ctx, sortedNames(r.pl.To)); err != nil {
+		return err
+	}
+	for _, s := range r.sinks {
+		s.queue, err = sp.NewSubscriber(ctx, spool.SubscriberConfig{
+			Durable:     s.name,
+			Concurrency: r.pl.Concurrency,
+			AckWait:     r.pl.Buffer.AckWait,
+			NakDelay:    r.pl.Retry.InitialInterval,
+			MaxNakDelay: r.pl.Retry.MaxInterval,
+		})
+		if err != nil {
+			return fmt.Errorf("to.%s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+// store puts a source message into the buffer; the source is acked once it
+// is on disk, nacked when it could not be stored (never dead-lettered:
+// nothing is wrong with the message).
+func (r *runner) store(msg *message.Message, start time.Time) error {
+	if r.tr != nil {
+		tracing.Inject(msg.Context(), msg.Metadata) // the sinks' spans continue the trace
+	}
+	if err := r.spool.Store(msg.Context(), msg); err != nil {
+		r.stats.failed.Add(1)
+		r.stats.setErr(err)
+		r.logger.Warn("buffer did not store a message; the source gets a nack", "message_uuid", msg.UUID, "error", err)
+		return err
+	}
+	r.stats.observe(time.Since(start))
+	r.stats.done.Add(1)
+	return nil
+}
+
+// deliver is the handler of a sink's queue: its when, then its publish with
+// the pipeline's retries. A failure goes to the dead letters, or, without
+// them, back to the queue, which delivers it again after a delay.
+func (r *runner) deliver(s *sink) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) (err error) {
+		span := r.traceProcess(msg)
+		defer func() { endSpan(span, err, true) }()
+		if s.ep.when != nil && !r.matches(s.ep.when, msg, s.whenKey) {
+			return nil
+		}
+		if err := s.publish(msg); err != nil {
+			r.logger.Warn("sink failed after retries", "sink", s.name, "message_uuid", msg.UUID, "error", err)
+			r.stats.failed.Add(1)
+			r.stats.setErr(fmt.Errorf("sinks %s: %w", s.name, err))
+			msg.Metadata.Set(MetadataDeadPipeline, r.name)
+			msg.Metadata.Set(MetadataDeadSinks, s.name)
+			return fmt.Errorf("%w: %s: %w", ErrSinksFailed, s.name, err)
+		}
+		return nil
+	}
+}

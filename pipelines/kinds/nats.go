@@ -679,3 +679,10 @@ func ensureStream(nc *nats.Conn, stream, subject string) error {
 	}
 	return nil
 }
+
+// ConnectNATS implements pipelines.NATSConnector: a buffers.connection naming
+// this connection keeps the queues of buffered pipelines on its server.
+func (c *NATSConnection) ConnectNATS() (*nats.Conn, error) {
+	nc, _, err := c.connect()
+	return nc, err
+}
