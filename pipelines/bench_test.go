@@ -106,25 +106,41 @@ type loomToFile struct {
 	pub     *loom.Publisher
 	sent    uint64 // messages published, the warm-up's included
 	closed  bool
+	// buffered: the pipeline has a buffer; a message is done once the file
+	// took it, not once it was stored.
+	buffered bool
 }
 
 func startLoomToFile(b *testing.B, payload []byte, fsync string, tp trace.TracerProvider) *loomToFile {
+	return startLoomToFileBuffered(b, payload, fsync, tp, "")
+}
+
+// startLoomToFileBuffered starts loom -> file with buffer: {} when sync (the
+// buffers' fsync policy) is set, without a buffer when it is "".
+func startLoomToFileBuffered(b *testing.B, payload []byte, fsync string, tp trace.TracerProvider, sync string) *loomToFile {
 	dir := b.TempDir()
+	buffer := ""
+	if sync != "" {
+		buffer = "buffers: {dir: " + filepath.Join(dir, "buffer") + ", sync: " + sync + "}"
+	}
 	cfg := parse(b, fill(`
 log: {stats_interval: 0}
+@BUFFERS@
 connections:
   local: {embedded: true}
 pipelines:
   bridge:
     from: {type: loom, connection: local, room: @ROOM@, consumers: @C@}
+    @BUFFER@
     to:
       archive: {type: file, dir: @DIR@, topic: @ROOM@, fsync: @FSYNC@}
-`, "@ROOM@", benchRoom, "@C@", fmt.Sprint(benchConsumers), "@DIR@", dir, "@FSYNC@", fsync))
+`, "@ROOM@", benchRoom, "@C@", fmt.Sprint(benchConsumers), "@DIR@", dir, "@FSYNC@", fsync,
+		"@BUFFERS@", buffer, "@BUFFER@", map[bool]string{true: "buffer: {}"}[sync != ""]))
 	e := pipelines.NewEngine(pipelines.EngineOptions{Logger: benchLogger(b), TracerProvider: tp})
 	if err := e.Start(context.Background(), cfg); err != nil {
 		b.Fatal(err)
 	}
-	r := &loomToFile{b: b, dir: dir, payload: payload, e: e}
+	r := &loomToFile{b: b, dir: dir, payload: payload, e: e, buffered: sync != ""}
 	srv, ok := e.EmbeddedServer("local")
 	if !ok {
 		r.close()
@@ -140,7 +156,13 @@ pipelines:
 	return r
 }
 
-func (r *loomToFile) done() uint64 { return r.e.Stats()["bridge"].Done }
+func (r *loomToFile) done() uint64 {
+	st := r.e.Stats()["bridge"]
+	if r.buffered {
+		return st.Sinks["archive"].Published
+	}
+	return st.Done
+}
 
 // run publishes msgs and waits until the pipeline has done them.
 func (r *loomToFile) run(msgs []*message.Message) {
@@ -483,4 +505,57 @@ func cpuTime(b *testing.B) time.Duration {
 // benchWait bounds how long the messages may take after the timer started.
 func benchWait(n, size int) time.Duration {
 	return time.Minute + time.Duration(n)*time.Duration(size)*time.Second/(10<<20) // 10 MB/s floor
+}
+
+// BenchmarkLoomToFileBuffered pairs loom -> file with and without buffer: {}
+// (the embedded store, fsync every second or always) in one process, in
+// alternating chunks, so the machine's load falls on both alike. One op is
+// one message through each rig: published, routed, consumed, (stored,
+// delivered from the sink's queue,) written to the file. ratio is the
+// buffered rig's msgs/s over the unbuffered one's.
+func BenchmarkLoomToFileBuffered(b *testing.B) {
+	for _, c := range []struct{ size, sync string }{{"1KiB", "1s"}, {"1KiB", "always"}, {"1MiB", "1s"}} {
+		b.Run(c.size+"/sync="+c.sync, func(b *testing.B) {
+			size := 1 << 10
+			if c.size == "1MiB" {
+				size = 1 << 20
+			}
+			runBufferedPaired(b, benchPayload(size), c.sync)
+		})
+	}
+}
+
+func runBufferedPaired(b *testing.B, payload []byte, sync string) {
+	plain := startLoomToFileBuffered(b, payload, "never", nil, "")
+	defer plain.close()
+	buffered := startLoomToFileBuffered(b, payload, "never", nil, sync)
+	defer buffered.close()
+	rigs := [2]*loomToFile{plain, buffered}
+	chunk := max(1, min(tracingChunk, (64<<20)/len(payload)))
+	for _, r := range rigs {
+		r.run(benchMessages(chunk, payload))
+	}
+	msgs := [2][]*message.Message{benchMessages(b.N, payload), benchMessages(b.N, payload)}
+	var cpu, wall [2]time.Duration
+	b.SetBytes(2 * int64(len(payload)))
+	b.ResetTimer()
+	for i, from := 0, 0; from < b.N; i, from = i+1, from+chunk {
+		to := min(from+chunk, b.N)
+		for k := range 2 {
+			v := k ^ i%2 // plain first, then buffered first, ...
+			c0, t0 := cpuTime(b), time.Now()
+			rigs[v].run(msgs[v][from:to])
+			cpu[v] += cpuTime(b) - c0
+			wall[v] += time.Since(t0)
+		}
+	}
+	b.StopTimer()
+	plain.check()
+	buffered.check()
+	perMsg := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(b.N) }
+	b.ReportMetric(float64(b.N)/wall[0].Seconds(), "plain-msgs/s")
+	b.ReportMetric(float64(b.N)/wall[1].Seconds(), "buffered-msgs/s")
+	b.ReportMetric(perMsg(cpu[0]), "plain-cpu-ns/msg")
+	b.ReportMetric(perMsg(cpu[1]), "buffered-cpu-ns/msg")
+	b.ReportMetric(float64(wall[0])/float64(wall[1]), "ratio")
 }

@@ -5,9 +5,14 @@
 //
 // # Mapping
 //
-//   - A spool is one JetStream stream (file storage, interest retention) with
-//     one subject. A message stays stored until every sink's consumer acked
-//     it, or a limit removes it.
+//   - A spool is one JetStream stream (file storage) with one subject (and a
+//     second for records of large payloads). A message stays stored until
+//     every sink's consumer acked it: every second, and when the stream is
+//     full, the spool purges what lies at or below the lowest ack floor of
+//     the stream's consumers. (Interest retention would remove each message
+//     at its last ack, but the file store then replaces its write block
+//     whenever the stream empties: a new file per message when the sinks
+//     keep up.)
 //   - Each sink is a durable pull consumer of the stream, named after the sink.
 //     Several processes that open the same spool on one server share a sink's
 //     work through that consumer: each message goes to one of them.
@@ -16,13 +21,13 @@
 //     JSON object). A payload above Config.LargePayload, or one that would not
 //     fit the server's max_payload, goes to the spool's Object Store bucket
 //     (chunked, SHA-256 checked on read) and the stream message names it
-//     (Lb-Object, Lb-Size); the object is deleted once the stream message is
-//     gone.
-//   - Ack is a confirmed ack of the consumer (the server confirms it before
-//     Ack returns to the sink's handler); Nack is a NAK with a delay growing
-//     with the number of deliveries. While a handler works on a message, the
-//     subscriber tells the server so (in-progress) every third of the ack wait,
-//     so a sink that takes hours (webhook retries) is not sent it again.
+//     (Lb-Object, Lb-Size); the purge deletes the object with its record.
+//   - Ack is an ack of the sink's consumer (not waited for: a lost ack brings
+//     the message again after the ack wait); Nack is a NAK with a delay
+//     growing with the number of deliveries. While a handler works on a
+//     message, the subscriber tells the server so (in-progress) every third
+//     of the ack wait, so a sink that takes hours (webhook retries) is not
+//     sent it again.
 //   - Limits: MaxMessages and MaxBytes bound the stream; when it is full,
 //     WhenFull decides: Block waits for room, Reject fails the Publish
 //     (ErrFull), DropOldest deletes the oldest stored message and counts it.

@@ -140,6 +140,9 @@ type Spool struct {
 	stored, dropped, rejected, blocked atomic.Uint64
 	lastStoreErr                       atomic.Pointer[storeErr]
 
+	purgeMu sync.Mutex    // one purge at a time
+	purged  chan struct{} // closed when the purge loop ended
+
 	closing   chan struct{}
 	closeOnce sync.Once
 }
@@ -171,9 +174,13 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, logger watermill.Logge
 	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Name,
 		Description: "loombridge spool: one message per source message, kept until every sink acked it",
-		Subjects:    []string{s.subject},
-		Retention:   jetstream.InterestPolicy,
-		Storage:     jetstream.FileStorage,
+		Subjects:    []string{s.subject, s.largeSubject()},
+		// Not interest retention: it removes each message on its last ack,
+		// and the file store then replaces its write block whenever the
+		// stream empties (a new file per message when the sinks keep up: a
+		// third of the CPU). The acked prefix is purged instead (purge).
+		Retention: jetstream.LimitsPolicy,
+		Storage:   jetstream.FileStorage,
 		// The server never drops on its own: full is refused, and the policy
 		// (drop_oldest included) is applied here, where it is counted.
 		Discard:  jetstream.DiscardNew,
@@ -182,6 +189,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, logger watermill.Logge
 	})
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: create stream: %w", cfg.Name, err)
+	}
+	if info, err := s.stream.Info(ctx); err == nil && info.Config.Retention != jetstream.LimitsPolicy {
+		return nil, fmt.Errorf("spool %s: stream exists with another retention (%s): delete it or rename the pipeline", cfg.Name, info.Config.Retention)
 	}
 	s.objects, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      cfg.Name + "_large",
@@ -192,7 +202,80 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, logger watermill.Logge
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: create object store: %w", cfg.Name, err)
 	}
+	s.purged = make(chan struct{})
+	go s.purgeLoop()
 	return s, nil
+}
+
+// largeSubject is the subject of records whose payload is an object: the
+// purge finds them without reading the others.
+func (s *Spool) largeSubject() string { return s.subject + ".large" }
+
+// purgeEvery is how often the acked prefix of the stream is purged.
+const purgeEvery = time.Second
+
+func (s *Spool) purgeLoop() {
+	defer close(s.purged)
+	t := time.NewTicker(purgeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if _, err := s.purge(ctx); err != nil {
+			s.logger.Debug("Spool: purge of acked messages failed; tried again", watermill.LogFields{"error": err.Error()})
+		}
+		cancel()
+	}
+}
+
+// purge removes the messages every sink acked (those up to the lowest ack
+// floor of the stream's consumers), and their objects; it returns how many
+// it removed. Several processes sharing the spool may purge at once: each
+// removes what all sinks acked, so that is harmless.
+func (s *Spool) purge(ctx context.Context) (uint64, error) {
+	s.purgeMu.Lock()
+	defer s.purgeMu.Unlock()
+	floor, seen := uint64(0), false
+	lister := s.stream.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		if !seen || ci.AckFloor.Stream < floor {
+			floor, seen = ci.AckFloor.Stream, true
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return 0, fmt.Errorf("list consumers: %w", err)
+	}
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if !seen || floor < info.State.FirstSeq || info.State.Msgs == 0 {
+		return 0, nil
+	}
+	for seq := info.State.FirstSeq; seq <= floor; {
+		raw, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.largeSubject()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		if raw.Sequence > floor {
+			break
+		}
+		if err := s.objects.Delete(ctx, raw.Header.Get(hdrObject)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return 0, fmt.Errorf("delete object of message %d: %w", raw.Sequence, err)
+		}
+		seq = raw.Sequence + 1
+	}
+	if err := s.stream.Purge(ctx, jetstream.WithPurgeSequence(floor+1)); err != nil {
+		return 0, err
+	}
+	return min(info.State.Msgs, floor-info.State.FirstSeq+1), nil
 }
 
 func orNoLimit(n int64) int64 {
@@ -202,10 +285,13 @@ func orNoLimit(n int64) int64 {
 	return n
 }
 
-// Close stops waits in Publish (they fail); it can be called more than once.
-// Subscribers are closed on their own.
+// Close stops waits in Publish (they fail) and the purge; it can be called
+// more than once. Subscribers are closed on their own.
 func (s *Spool) Close() error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		<-s.purged
+	})
 	return nil
 }
 
@@ -271,6 +357,10 @@ func (s *Spool) Store(ctx context.Context, m *message.Message) error {
 			s.lastStoreErr.Store(&storeErr{err: err, at: time.Now()})
 			return fmt.Errorf("spool %s: store message %s: %w", s.cfg.Name, m.UUID, err)
 		}
+		// Full of what the sinks acked since the last purge, maybe.
+		if n, err := s.purge(ctx); err == nil && n > 0 {
+			continue
+		}
 		switch s.cfg.WhenFull {
 		case Reject:
 			s.rejected.Add(1)
@@ -315,7 +405,9 @@ func (s *Spool) put(ctx context.Context, rec *nats.Msg, m *message.Message, larg
 	rec.Header.Set(hdrObject, name)
 	rec.Header.Set(hdrSize, strconv.Itoa(len(m.Payload)))
 	rec.Data = nil
+	rec.Subject = s.largeSubject()
 	if _, err := s.js.PublishMsg(ctx, rec); err != nil {
+		rec.Subject = s.subject
 		// Not ctx: the object must go even when the publish failed for ctx.
 		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

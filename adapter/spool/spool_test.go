@@ -25,7 +25,7 @@ type rig struct {
 	nc  *nats.Conn
 }
 
-func startRig(t *testing.T, dir string) *rig {
+func startRig(t testing.TB, dir string) *rig {
 	t.Helper()
 	srv, err := spool.StartServer(spool.ServerConfig{Dir: dir})
 	if err != nil {

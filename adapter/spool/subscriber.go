@@ -77,6 +77,9 @@ type Subscriber struct {
 
 	redelivered, expired, lost atomic.Uint64
 
+	workMu sync.Mutex
+	work   map[jetstream.Msg]struct{} // handed out, not yet settled
+
 	mu        sync.Mutex
 	iter      jetstream.MessagesContext
 	closing   chan struct{}
@@ -103,7 +106,7 @@ func (s *Spool) NewSubscriber(ctx context.Context, cfg SubscriberConfig) (*Subsc
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: consumer for sink %s: %w", s.cfg.Name, cfg.Durable, err)
 	}
-	return &Subscriber{sp: s, cfg: cfg, consumer: c, closing: make(chan struct{}),
+	return &Subscriber{sp: s, cfg: cfg, consumer: c, closing: make(chan struct{}), work: map[jetstream.Msg]struct{}{},
 		logger: s.logger.With(watermill.LogFields{"sink": cfg.Durable})}, nil
 }
 
@@ -129,7 +132,8 @@ func (sub *Subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message
 		}
 		sub.iter = it
 		ctx, cancel := context.WithCancel(ctx)
-		sub.wg.Add(2)
+		sub.wg.Add(3)
+		go func() { defer sub.wg.Done(); sub.progress() }()
 		go func() { // ends the iteration when ctx ends or at Close
 			defer sub.wg.Done()
 			select {
@@ -197,7 +201,7 @@ func (sub *Subscriber) handle(ctx context.Context, m jetstream.Msg, out chan<- *
 	if sub.sp.cfg.MaxAge > 0 && time.Since(md.Timestamp) > sub.sp.cfg.MaxAge {
 		sub.expired.Add(1)
 		sub.logger.Info("Spool: message older than max_age acked without delivery", watermill.LogFields{"message_uuid": m.Headers().Get(hdrUUID), "stored": md.Timestamp})
-		sub.settled(ctx, m, md.Sequence.Stream, obj)
+		sub.settled(m, md.Sequence.Stream)
 		return
 	}
 	msg, release, err := sub.decode(ctx, m, obj)
@@ -214,9 +218,7 @@ func (sub *Subscriber) handle(ctx context.Context, m jetstream.Msg, out chan<- *
 		return
 	}
 	defer release()
-	msgCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	msg.SetContext(msgCtx)
+	msg.SetContext(ctx)
 	select {
 	case out <- msg:
 	case <-ctx.Done():
@@ -226,44 +228,59 @@ func (sub *Subscriber) handle(ctx context.Context, m jetstream.Msg, out chan<- *
 		_ = m.Nak()
 		return
 	}
-	progress := time.NewTicker(sub.cfg.AckWait / 3)
-	defer progress.Stop()
-	for {
-		select {
-		case <-msg.Acked():
-			sub.settled(ctx, m, md.Sequence.Stream, obj)
-			return
-		case <-msg.Nacked():
-			_ = m.NakWithDelay(sub.nakDelay(md.NumDelivered))
-			return
-		case <-progress.C:
-			_ = m.InProgress()
-		case <-sub.closing:
-			// The handler did not finish in the router's close timeout: the
-			// message comes again, here after a restart or at another process.
-			_ = m.Nak()
-			return
-		}
+	sub.working(m, true)
+	defer sub.working(m, false)
+	select {
+	case <-msg.Acked():
+		sub.settled(m, md.Sequence.Stream)
+	case <-msg.Nacked():
+		_ = m.NakWithDelay(sub.nakDelay(md.NumDelivered))
+	case <-sub.closing:
+		// The handler did not finish in the router's close timeout: the
+		// message comes again, here after a restart or at another process.
+		_ = m.Nak()
 	}
 }
 
-// settled acks m, waiting for the server's confirmation, then deletes the
-// message's object once no sink needs its record any more.
-func (sub *Subscriber) settled(ctx context.Context, m jetstream.Msg, seq uint64, obj string) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := m.DoubleAck(actx); err != nil {
-		// The server delivers it again after the ack wait: a duplicate, not a loss.
-		sub.logger.Error("Spool: ack not confirmed; the message may come again", err, watermill.LogFields{"seq": seq})
-		return
+// working adds m to, or takes it off, the messages a handler works on.
+func (sub *Subscriber) working(m jetstream.Msg, on bool) {
+	sub.workMu.Lock()
+	if on {
+		sub.work[m] = struct{}{}
+	} else {
+		delete(sub.work, m)
 	}
-	if obj == "" {
-		return
-	}
-	if _, err := sub.sp.stream.GetMsg(actx, seq); errors.Is(err, jetstream.ErrMsgNotFound) {
-		if err := sub.sp.objects.Delete(actx, obj); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			sub.logger.Error("Spool: delete a delivered payload", err, watermill.LogFields{"object": obj})
+	sub.workMu.Unlock()
+}
+
+// progress tells the server, every third of the ack wait, that each message
+// a handler works on is still in work, so that a sink taking long (a webhook
+// retrying for hours) does not get it again. One ticker for all: one per
+// message cost a timer per message.
+func (sub *Subscriber) progress() {
+	t := time.NewTicker(sub.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-sub.closing:
+			return
+		case <-t.C:
 		}
+		sub.workMu.Lock()
+		for m := range sub.work {
+			_ = m.InProgress()
+		}
+		sub.workMu.Unlock()
+	}
+}
+
+// settled acks m. The ack is not confirmed: a lost one only brings the
+// message again after the ack wait, and waiting for each confirmation halved
+// the rate. The spool's purge removes the message (and its object) once
+// every sink acked it.
+func (sub *Subscriber) settled(m jetstream.Msg, seq uint64) {
+	if err := m.Ack(); err != nil {
+		sub.logger.Error("Spool: ack not sent; the message may come again", err, watermill.LogFields{"seq": seq})
 	}
 }
 
