@@ -46,8 +46,9 @@ type runner struct {
 	stopped sync.Once
 	stopErr error
 	tr      *tracer // nil: tracing off (tracing.go)
-	// spanName is the receive span's, made once rather than per message.
-	spanName string
+	// spanName is the receive span's, made once rather than per message;
+	// bufferSpanName that of a delivery from a sink's queue of the buffer.
+	spanName, bufferSpanName string
 	anyWhen  bool // some sink has a when: without one, every message goes to every sink
 	// spool is the pipeline's buffer: the source's messages are stored in it,
 	// and each sink reads its own queue of it; nil without a buffer.
@@ -92,6 +93,7 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 		tr:      d.tracer,
 	}
 	r.spanName = pl.From.Type + " receive " + r.topic
+	r.bufferSpanName = "buffer receive " + r.topic
 	r.stats.latency = latency
 	defer func() {
 		if err != nil {
@@ -448,7 +450,7 @@ func (r *runner) store(msg *message.Message, start time.Time) error {
 // them, back to the queue, which delivers it again after a delay.
 func (r *runner) deliver(s *sink) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) (err error) {
-		span := r.traceProcess(msg)
+		span := r.traceDeliver(msg)
 		defer func() { endSpan(span, err, true) }()
 		if s.ep.when != nil && !r.matches(s.ep.when, msg, s.whenKey) {
 			return nil

@@ -74,15 +74,25 @@ func (d Deps) TracerProvider() trace.TracerProvider {
 // message's context, for the sinks; nil when tracing is off. The caller ends
 // it with endSpan.
 func (r *runner) traceProcess(msg *message.Message) trace.Span {
+	return r.traceReceive(msg, r.spanName, r.pl.From.Type)
+}
+
+// traceDeliver is traceProcess for a message a sink's queue of the buffer
+// delivers: its span continues the trace stored with the message.
+func (r *runner) traceDeliver(msg *message.Message) trace.Span {
+	return r.traceReceive(msg, r.bufferSpanName, "buffer")
+}
+
+func (r *runner) traceReceive(msg *message.Message, name, kind string) trace.Span {
 	if r.tr == nil {
 		return nil
 	}
 	ctx := tracing.Extract(msg.Context(), msg.Metadata)
 	// Attributes are set once a span is known to record: given to Start they
 	// would be copied twice.
-	ctx, span := r.tr.t.Start(ctx, r.spanName, consumerKind)
+	ctx, span := r.tr.t.Start(ctx, name, consumerKind)
 	if span.IsRecording() {
-		setMessageAttrs(span, msg, r.pl.From.Type, r.topic, true, attrPipeline.String(r.name))
+		setMessageAttrs(span, msg, kind, r.topic, true, attrPipeline.String(r.name))
 	}
 	msg.SetContext(ctx)
 	return span

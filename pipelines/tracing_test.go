@@ -324,3 +324,52 @@ pipelines:
 		t.Errorf("published baggage %q", md["baggage"])
 	}
 }
+
+// The trace crosses a buffer: the store keeps the receive span's context
+// with the message, and the delivery from the sink's queue continues it,
+// so the sink's span is in the source's trace, under the buffer's span.
+func TestTraceContextSurvivesTheBuffer(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer tp.Shutdown(context.Background())
+	dir := t.TempDir()
+	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	in := `{"uuid":"m1","key":"k","metadata":{"traceparent":"00-` + traceID + `-` + spanID + `-01","baggage":"tenant=acme"},"payload":"x"}` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "in.jsonl"), []byte(in), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := parse(t, fill(`
+log: {stats_interval: 0}
+buffers: {dir: @DIR@/buffer}
+pipelines:
+  p:
+    from: {type: file, dir: @DIR@, topic: in}
+    buffer: {}
+    to:
+      out: {type: file, dir: @DIR@, topic: out, fsync: never}
+`, "@DIR@", dir))
+	e := pipelines.NewEngine(pipelines.EngineOptions{Logger: testLogger(t), TracerProvider: tp})
+	if err := e.Start(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the message in the sink", func() bool { return e.Stats()["p"].Sinks["out"].Published == 1 })
+	closeEngine(t, e)
+	spans := spansByName(t, exp)
+	recv, deliver, pub := spans["file receive in"], spans["buffer receive in"], spans["file publish out"]
+	if recv.Parent.TraceID().String() != traceID || recv.Parent.SpanID().String() != spanID {
+		t.Errorf("file receive in: parent %v, want the metadata's", recv.Parent)
+	}
+	if deliver.Parent.SpanID() != recv.SpanContext.SpanID() || deliver.SpanContext.TraceID().String() != traceID {
+		t.Errorf("buffer receive in: parent %v, want the source's receive span %v (spans: %s)", deliver.Parent, recv.SpanContext, spanNames(spans))
+	}
+	if pub.Parent.SpanID() != deliver.SpanContext.SpanID() || pub.SpanContext.TraceID().String() != traceID {
+		t.Errorf("file publish out: parent %v, want the buffer's span", pub.Parent)
+	}
+	lines := readLines(t, filepath.Join(dir, "out.jsonl"))
+	if len(lines) != 1 || lines[0].UUID != "m1" || lines[0].Metadata["baggage"] != "tenant=acme" {
+		t.Fatalf("sink got %+v: UUID and metadata must cross the buffer", lines)
+	}
+	if want := "00-" + traceID + "-" + pub.SpanContext.SpanID().String() + "-01"; lines[0].Metadata["traceparent"] != want {
+		t.Errorf("published traceparent %q, want %q (the sink's span)", lines[0].Metadata["traceparent"], want)
+	}
+}
