@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/internal/health"
 	"github.com/loombridge/loombridge/pipelines"
 )
@@ -17,17 +18,41 @@ import (
 type healthcheckFlags struct {
 	addr    string
 	timeout time.Duration
+	// a Loom server instead
+	loom       string
+	caFile     string
+	serverName string
 }
 
-// runHealthcheck asks a running instance's /readyz: exit 0 when ready, 1 when
-// not or unreachable. For container health checks, where curl may be absent.
+const healthcheckUsage = `healthcheck [--addr HOST:PORT] [--timeout D]
+       loombridge healthcheck --loom HOST:PORT [--ca-file F] [--server-name N] [--timeout D]
+
+Asks a running loombridge's /readyz (--addr, its http.addr; http://HOST:PORT
+works too), or, with --loom, checks that a Loom server completes a QUIC
+handshake (loom/1) with a certificate the CA of --ca-file (or the system
+roots) verifies: the compose file's health check of its Loom server. Exit
+codes: 0 ready, 1 not ready or unreachable, 2 bad flags.`
+
+// runHealthcheck asks a running instance's /readyz, or a Loom server for a
+// handshake: exit 0 when ready, 1 when not or unreachable. For container
+// health checks, where curl may be absent.
 func runHealthcheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var f healthcheckFlags
-	fs := newFlags("healthcheck", "healthcheck [--addr HOST:PORT] [--timeout D]", stderr)
+	fs := newFlags("healthcheck", healthcheckUsage, stderr)
 	fs.StringVar(&f.addr, "addr", pipelines.DefaultHTTPAddr, "the instance's http.addr")
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up after this long")
+	fs.StringVar(&f.loom, "loom", "", "check the Loom server at `host:port` (UDP) instead")
+	fs.StringVar(&f.caFile, "ca-file", "", "with --loom: PEM `file` of the CA to trust instead of the system roots")
+	fs.StringVar(&f.serverName, "server-name", "", "with --loom: the `name` the server's certificate must hold (default: the host of --loom)")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
+	}
+	if f.loom != "" {
+		return healthcheckLoom(ctx, f, stdout, stderr)
+	}
+	if f.caFile != "" || f.serverName != "" {
+		fmt.Fprintln(stderr, "loombridge healthcheck: --ca-file and --server-name go with --loom")
+		return exitUsage
 	}
 	addr, err := healthcheckAddr(f.addr)
 	if err != nil {
@@ -66,4 +91,24 @@ func healthcheckAddr(s string) (string, error) {
 		return "", fmt.Errorf("want HOST:PORT or http://HOST:PORT: %v", err)
 	}
 	return s, nil
+}
+
+// healthcheckLoom dials the Loom server of --loom once, within --timeout.
+func healthcheckLoom(ctx context.Context, f healthcheckFlags, stdout, stderr io.Writer) int {
+	if _, _, err := net.SplitHostPort(f.loom); err != nil {
+		fmt.Fprintf(stderr, "loombridge healthcheck: --loom: want HOST:PORT: %v\n", err)
+		return exitUsage
+	}
+	c := client.Config{Addr: f.loom}
+	c.TLS.CAFile, c.TLS.ServerName = f.caFile, f.serverName
+	dctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	cl, err := client.Dial(dctx, c, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "loombridge healthcheck: %v\n", dialProblem(f.loom, f.timeout, err))
+		return exitFailure
+	}
+	_ = cl.Close()
+	fmt.Fprintf(stdout, "%s: Loom server answers\n", f.loom)
+	return exitOK
 }

@@ -37,3 +37,25 @@ func TestHealthcheckAddrForms(t *testing.T) {
 		}
 	}
 }
+
+// --loom checks a Loom server by a QUIC handshake: 0 for a server whose
+// certificate the CA verifies, 1 for an untrusted one or none at all.
+func TestHealthcheckLoom(t *testing.T) {
+	r := startRouter(t)
+	ok := runCmd(t, context.Background(), "", "healthcheck", "--loom", r.srv.Addr(), "--ca-file", r.ca)
+	if ok.code != exitOK || !strings.Contains(ok.stdout, "Loom server answers") {
+		t.Errorf("a running router: code %d, stdout %q, stderr %q", ok.code, ok.stdout, ok.stderr)
+	}
+	untrusted := runCmd(t, context.Background(), "", "healthcheck", "--loom", r.srv.Addr())
+	if untrusted.code != exitFailure || !strings.Contains(untrusted.stderr, "not signed by a CA") {
+		t.Errorf("without its CA: code %d, stderr %q", untrusted.code, untrusted.stderr)
+	}
+	none := runCmd(t, context.Background(), "", "healthcheck", "--loom", silentUDP(t), "--ca-file", r.ca, "--timeout", "1s")
+	if none.code != exitFailure || !strings.Contains(none.stderr, "no Loom server answered within 1s") {
+		t.Errorf("nothing answering: code %d, stderr %q", none.code, none.stderr)
+	}
+	bad := runCmd(t, context.Background(), "", "healthcheck", "--ca-file", r.ca)
+	if bad.code != exitUsage {
+		t.Errorf("--ca-file without --loom: code %d, stderr %q", bad.code, bad.stderr)
+	}
+}
