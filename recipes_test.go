@@ -228,6 +228,7 @@ func runRecipe(t *testing.T, r recipe, c recipeCheck) {
 	}
 	if c.clear != nil {
 		c.clear(t)
+		t.Cleanup(func() { c.clear(t) }) // after the engine closed: leave nothing behind
 	}
 	cfg, err := pipelines.Parse([]byte(r.text), pipelines.LoadOptions{Kinds: kinds.Builtin(), Environ: readmeEnviron})
 	if err != nil {

@@ -158,11 +158,12 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return exitFailure
 	}
 	fmt.Fprintf(stderr, "published %d messages (%d bytes) in %s\n", b.msgs, b.bytes, elapsed)
-	if f.target.loom() && b.msgs > 0 {
+	if le, ok := sink.(loomEndpoint); ok && b.msgs > 0 {
 		// Loom tells a producer nothing about consumers: a message for a room
 		// nobody consumes is read and thrown away, and confirm mode counts it as
 		// confirmed all the same. Say so rather than let "published" mislead.
-		fmt.Fprintf(stderr, "warning: Loom discards messages for a room no consumer is connected to, and does not tell the producer; if nothing consumed room %q at the time, these are gone (start the consumer first)\n", f.target.room)
+		_, room := le.LoomRoom()
+		fmt.Fprintf(stderr, "warning: Loom discards messages for a room no consumer is connected to, and does not tell the producer; if nothing consumed room %q at the time, these are gone (start the consumer first)\n", room)
 	}
 	return exitOK
 }
