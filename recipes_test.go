@@ -311,3 +311,54 @@ func hasFirst(got []int, n int) bool {
 	}
 	return true
 }
+
+// The quick start's config.example.yaml delivers too: the generator's messages
+// reach data/demo.jsonl through the embedded room, and the refunds among them
+// reach data/received.jsonl through the signed webhook and the echo receiver.
+func TestQuickStartDelivers(t *testing.T) {
+	abs, err := filepath.Abs("config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pipelines.Load(abs, pipelines.LoadOptions{Kinds: kinds.Builtin(), Environ: func() []string { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	var logs testkit.Buffer
+	engine := pipelines.NewEngine(pipelines.EngineOptions{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	ctx, cancel := context.WithTimeout(context.Background(), recipeWait)
+	defer cancel()
+	if err := engine.Start(ctx, cfg); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	defer func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), recipeWait)
+		defer ccancel()
+		if err := engine.Close(cctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("warnings and errors of the run:\n%s", logs.String())
+		}
+	}()
+	// The generator's payloads are {"n": N, "kind": "order"|"refund", ...}, a
+	// refund every fifth.
+	deadline := time.Now().Add(recipeWait)
+	for {
+		demo, received := payloadNs(t, "data/demo.jsonl"), payloadNs(t, "data/received.jsonl")
+		if hasFirst(demo, 5) && len(received) > 0 {
+			for _, n := range received {
+				if n%5 != 0 {
+					t.Errorf("data/received.jsonl holds n=%d, which is no refund", n)
+				}
+			}
+			t.Logf("data/demo.jsonl: %d messages, data/received.jsonl: refunds %v", len(demo), received)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: data/demo.jsonl holds n=%v, data/received.jsonl n=%v", recipeWait, demo, received)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
