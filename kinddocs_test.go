@@ -243,6 +243,13 @@ func keyRows(t *testing.T, typ reflect.Type, checked reflect.Value, prefix strin
 				}
 			}
 		}
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct && strings.HasPrefix(ft.Elem().PkgPath(), modulePath) {
+			// A list of mappings (a webhook's endpoints): each item's keys, as
+			// key[].item_key, with the row of the list itself first.
+			out = append(out, keyRow{key, "list of mappings", "", c.describe(t, typ, f)})
+			out = append(out, keyRows(t, ft.Elem(), reflect.Value{}, key+"[].", skipClient, c)...)
+			continue
+		}
 		if ft.Kind() == reflect.Struct && ft != durationType && ft.PkgPath() != "" && ft.NumField() > 0 && !strings.HasPrefix(ft.PkgPath(), "crypto/") {
 			sub := keyRows(t, ft, fv, key+".", skipClient, c)
 			if len(sub) > 0 {
