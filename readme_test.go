@@ -1,7 +1,8 @@
 // The README's code blocks are tested here, next to README.md, so that what a
 // reader copies works.
 //
-// Conventions for README.md:
+// Conventions for README.md and every Markdown file under docs/ (the
+// reference moved there; what a reader copies from it works too):
 //
 //   - Every ```go block is a whole Go file that a reader can copy: it starts with
 //     its package clause (comments before it are fine), imports what it uses and is
@@ -13,7 +14,12 @@
 //   - Every ```yaml block is a whole configuration and must load as
 //     `loombridge validate` loads it (pipelines.Parse with kinds.Builtin()), with
 //     the environment readmeEnviron below and nothing else. A block whose first line
-//     is `# fragment` is only a part of one: it is checked to be valid YAML.
+//     starts with `# fragment` is only a part of one: it is checked to be valid YAML.
+//   - In README.md every whole configuration is a recipe, run end to end by
+//     recipes_test.go; whole configurations that only illustrate keys belong in
+//     docs/.
+//   - The README's first 30 lines hold the two commands: the run on the embedded
+//     default and the test command, which .ci/run calls verbatim.
 package loombridge_test
 
 import (
@@ -24,8 +30,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -89,23 +97,42 @@ func fencedBlocks(t *testing.T, path, lang string) []block {
 	return out
 }
 
-func TestReadmeGoBlocksCompile(t *testing.T) {
-	blocks := fencedBlocks(t, "README.md", "go")
-	if len(blocks) == 0 {
-		t.Fatal("README.md has no ```go block; this test finds none to check")
+// markdownFiles are the files whose blocks are checked: README.md and the
+// reference under docs/.
+func markdownFiles(t *testing.T) []string {
+	files := []string{"README.md"}
+	for _, pattern := range []string{"docs/*.md", "docs/*/*.md"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
 	}
-	readme, err := filepath.Abs("README.md")
-	if err != nil {
-		t.Fatal(err)
+	return files
+}
+
+func TestReadmeGoBlocksCompile(t *testing.T) {
+	type goBlock struct {
+		path string
+		block
+	}
+	var blocks []goBlock
+	for _, path := range markdownFiles(t) {
+		for _, b := range fencedBlocks(t, path, "go") {
+			blocks = append(blocks, goBlock{path, b})
+		}
+	}
+	if len(blocks) == 0 {
+		t.Fatal("README.md and docs/ have no ```go block; this test finds none to check")
 	}
 	for _, b := range blocks {
 		if !startsWithPackage(b.text) {
-			t.Errorf("README.md:%d: a ```go block must be a whole file starting with its package clause", b.line)
+			t.Errorf("%s:%d: a ```go block must be a whole file starting with its package clause", b.path, b.line)
 		}
 		if formatted, err := format.Source([]byte(b.text)); err != nil {
-			t.Errorf("README.md:%d: gofmt: %v", b.line, err)
+			t.Errorf("%s:%d: gofmt: %v", b.path, b.line, err)
 		} else if string(formatted) != b.text {
-			t.Errorf("README.md:%d: the block is not gofmt-formatted; gofmt makes it:\n%s", b.line, formatted)
+			t.Errorf("%s:%d: the block is not gofmt-formatted; gofmt makes it:\n%s", b.path, b.line, formatted)
 		}
 	}
 	if t.Failed() {
@@ -127,13 +154,17 @@ func TestReadmeGoBlocksCompile(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(tmp) })
 	args := []string{"vet"}
-	for _, b := range blocks {
-		dir := filepath.Join(tmp, fmt.Sprintf("line%d", b.line))
+	for i, b := range blocks {
+		dir := filepath.Join(tmp, fmt.Sprintf("block%d_line%d", i, b.line))
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		// The line directive makes every message point into README.md.
-		src := fmt.Sprintf("//line %s:%d\n%s", readme, b.line, b.text)
+		abs, err := filepath.Abs(b.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The line directive makes every message point into the Markdown file.
+		src := fmt.Sprintf("//line %s:%d\n%s", abs, b.line, b.text)
 		if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -170,22 +201,120 @@ func startsWithPackage(src string) bool {
 }
 
 func TestReadmeYAMLBlocksValidate(t *testing.T) {
-	blocks := fencedBlocks(t, "README.md", "yaml")
-	if len(blocks) == 0 {
-		t.Fatal("README.md has no ```yaml block; this test finds none to check")
-	}
-	for _, b := range blocks {
-		first, _, _ := strings.Cut(b.text, "\n")
-		if strings.TrimSpace(first) == "# fragment" {
-			var v any
-			if err := yaml.Unmarshal([]byte(b.text), &v); err != nil {
-				t.Errorf("README.md:%d: not valid YAML: %v", b.line, err)
+	n := 0
+	for _, path := range markdownFiles(t) {
+		for _, b := range fencedBlocks(t, path, "yaml") {
+			n++
+			first, _, _ := strings.Cut(b.text, "\n")
+			if strings.HasPrefix(strings.TrimSpace(first), "# fragment") {
+				var v any
+				if err := yaml.Unmarshal([]byte(b.text), &v); err != nil {
+					t.Errorf("%s:%d: not valid YAML: %v", path, b.line, err)
+				}
+				continue
 			}
-			continue
-		}
-		_, err := pipelines.Parse([]byte(b.text), pipelines.LoadOptions{Kinds: kinds.Builtin(), Environ: readmeEnviron})
-		if err != nil {
-			t.Errorf("README.md:%d: the configuration does not validate (mark a partial one with a first line \"# fragment\"):\n%v", b.line, err)
+			_, err := pipelines.Parse([]byte(b.text), pipelines.LoadOptions{Kinds: kinds.Builtin(), Environ: readmeEnviron})
+			if err != nil {
+				t.Errorf("%s:%d: the configuration does not validate (mark a partial one with a first line \"# fragment\"):\n%v", path, b.line, err)
+			}
 		}
 	}
+	if n == 0 {
+		t.Fatal("README.md and docs/ have no ```yaml block; this test finds none to check")
+	}
+}
+
+// The README opens with the two commands, within its first 30 lines: the run on
+// the embedded default and the test command, which .ci/run calls verbatim.
+func TestReadmeOpensWithTheTwoCommands(t *testing.T) {
+	const (
+		runCmd  = "go run ./cmd/loombridge run -c config.example.yaml"
+		testCmd = "go test -race -count=1 -timeout 20m ./..."
+	)
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	head := strings.Join(lines[:min(30, len(lines))], "\n")
+	for _, c := range []string{runCmd, testCmd} {
+		if !strings.Contains(head, "\n"+c+"\n") {
+			t.Errorf("README.md: the first 30 lines lack the command line %q", c)
+		}
+	}
+	ci, err := os.ReadFile(".ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ci), "\n"+testCmd+"\n") {
+		t.Errorf(".ci/run does not call the README's test command %q verbatim", testCmd)
+	}
+}
+
+// Every relative link of README.md and docs/ leads to a file that exists and,
+// with a #fragment, to a heading of that file (GitHub's anchors).
+func TestMarkdownLinksResolve(t *testing.T) {
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	anchors := map[string]map[string]bool{}
+	anchorsOf := func(path string) map[string]bool {
+		if a, ok := anchors[path]; ok {
+			return a
+		}
+		a := map[string]bool{}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inside := false
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "```") {
+				inside = !inside
+			}
+			if inside || !strings.HasPrefix(line, "#") {
+				continue
+			}
+			a[githubAnchor(strings.TrimLeft(line, "# "))] = true
+		}
+		anchors[path] = a
+		return a
+	}
+	for _, path := range markdownFiles(t) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			file, frag, _ := strings.Cut(target, "#")
+			dest := path
+			if file != "" {
+				dest = filepath.Join(filepath.Dir(path), file)
+				if _, err := os.Stat(dest); err != nil {
+					t.Errorf("%s: link %s: %v", path, target, err)
+					continue
+				}
+			}
+			if frag != "" && strings.HasSuffix(dest, ".md") && !anchorsOf(dest)[frag] {
+				t.Errorf("%s: link %s: %s has no heading with the anchor #%s", path, target, dest, frag)
+			}
+		}
+	}
+}
+
+// githubAnchor is the anchor GitHub gives a heading: lower case, spaces made
+// hyphens, punctuation other than hyphens and underscores dropped.
+func githubAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteByte('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

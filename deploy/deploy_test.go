@@ -32,15 +32,21 @@ import (
 
 const root = ".."
 
-func loadCompose(t *testing.T) *types.Project {
+// loadCompose loads docker-compose.yml, and the override files given after it
+// (paths from the repository root), as `docker compose -f ... -f ...` does.
+func loadCompose(t *testing.T, overrides ...string) *types.Project {
 	t.Helper()
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		t.Fatal(err)
 	}
+	files := []types.ConfigFile{{Filename: filepath.Join(abs, "docker-compose.yml")}}
+	for _, o := range overrides {
+		files = append(files, types.ConfigFile{Filename: filepath.Join(abs, o)})
+	}
 	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
 		WorkingDir:  abs,
-		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(abs, "docker-compose.yml")}},
+		ConfigFiles: files,
 		Environment: types.Mapping{},
 	}, func(o *loader.Options) {
 		o.SetProjectName("loombridge", true)
@@ -134,8 +140,17 @@ func TestComposeServicesAgree(t *testing.T) {
 	if _, ok := ports("loombridge")[9464]; !ok {
 		t.Errorf("loombridge must publish 9464, got %v", ports("loombridge"))
 	}
-	if _, ok := ports("nats")[4222]; !ok {
-		t.Errorf("nats must publish 4222, got %v", ports("nats"))
+	// A NATS on the user's machine would hold 4222: published only when asked.
+	if _, ok := ports("nats")[4222]; ok {
+		t.Errorf("nats must not publish 4222 unless asked (deploy/compose.nats-ports.yml), got %v", ports("nats"))
+	}
+	asked := loadCompose(t, "deploy/compose.nats-ports.yml")
+	published := false
+	for _, pt := range asked.Services["nats"].Ports {
+		published = published || pt.Target == 4222 && pt.Published == "4222"
+	}
+	if !published {
+		t.Errorf("deploy/compose.nats-ports.yml must publish nats's 4222, got %v", asked.Services["nats"].Ports)
 	}
 	if _, ok := ports("jaeger")[16686]; !ok {
 		t.Errorf("jaeger must publish its UI on 16686, got %v", ports("jaeger"))
@@ -308,5 +323,105 @@ func TestDockerfile(t *testing.T) {
 	}
 	if b, _ := exec.Command("go", "version", "-m", out).CombinedOutput(); !strings.Contains(string(b), "CGO_ENABLED=0") {
 		t.Errorf("binary not built with CGO off:\n%s", b)
+	}
+}
+
+// The Loom server has a health check, a QUIC handshake by the loombridge binary
+// its image carries, against the port and certificate of its configuration;
+// loombridge waits for it.
+func TestComposeLoomHealthCheck(t *testing.T) {
+	p := loadCompose(t)
+	loom := p.Services["loom"]
+	want := "CMD /usr/local/bin/loombridge healthcheck --loom 127.0.0.1:4242 --ca-file /certs/loom.crt"
+	if loom.HealthCheck == nil || strings.Join(loom.HealthCheck.Test, " ") != want {
+		t.Errorf("loom: health check %v, want %q", loom.HealthCheck, want)
+	}
+	certs := false
+	for _, v := range loom.Volumes {
+		certs = certs || v.Type == types.VolumeTypeVolume && v.Source == "certs" && v.Target == "/certs"
+	}
+	if !certs {
+		t.Error("loom: the health check's CA /certs/loom.crt needs the certs volume at /certs")
+	}
+	for _, name := range []string{"loombridge"} {
+		if d, ok := p.Services[name].DependsOn["loom"]; !ok || d.Condition != types.ServiceConditionHealthy {
+			t.Errorf("%s must wait for loom to be healthy, got %+v", name, p.Services[name].DependsOn["loom"])
+		}
+	}
+	if loom.Build == nil || loom.Build.Dockerfile != "deploy/loom/Dockerfile" {
+		t.Fatalf("loom: want build from deploy/loom/Dockerfile, got %+v", loom.Build)
+	}
+	abs, _ := filepath.Abs(root)
+	if loom.Build.Context != abs {
+		t.Errorf("loom: the build context must be the repository root (for the loombridge binary), got %s", loom.Build.Context)
+	}
+}
+
+// deploy/loom/Dockerfile builds loomd at a pinned commit and carries the
+// loombridge binary the health check runs.
+func TestLoomDockerfile(t *testing.T) {
+	f, err := os.Open(filepath.Join(root, "deploy/loom/Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := parser.Parse(f)
+	if err != nil {
+		t.Fatalf("deploy/loom/Dockerfile: %v", err)
+	}
+	var froms, copies, runs []string
+	commit := ""
+	for _, n := range res.AST.Children {
+		rest := strings.TrimSpace(strings.TrimPrefix(n.Original, n.Value))
+		switch strings.ToLower(n.Value) {
+		case "from":
+			froms = append(froms, rest)
+		case "copy":
+			copies = append(copies, rest)
+		case "run":
+			runs = append(runs, rest)
+		case "arg":
+			if v, ok := strings.CutPrefix(rest, "LOOM_COMMIT="); ok {
+				commit = v
+			}
+		}
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{40}$`).MatchString(commit) {
+		t.Errorf("ARG LOOM_COMMIT must pin a full commit hash, got %q", commit)
+	}
+	all := strings.Join(runs, "\n")
+	for _, want := range []string{"https://github.com/BurntRouter/Loom.git", `"${LOOM_COMMIT}"`, "go build", "./cmd/loomd", "./cmd/loombridge"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("deploy/loom/Dockerfile's RUNs lack %q", want)
+		}
+	}
+	if len(froms) == 0 || !strings.Contains(froms[len(froms)-1], "distroless/static") {
+		t.Errorf("final image: want distroless static, got %v", froms)
+	}
+	if !strings.Contains(strings.Join(copies, "\n"), "/out/loombridge /usr/local/bin/loombridge") {
+		t.Errorf("the image must carry /usr/local/bin/loombridge for the health check, COPYs %v", copies)
+	}
+}
+
+// .dockerignore keeps history and local data out of the build context.
+func TestDockerignore(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		lines[strings.TrimSpace(l)] = true
+	}
+	for _, want := range []string{".git", "**/data/", ".loombridge-dev/"} {
+		if !lines[want] {
+			t.Errorf(".dockerignore lacks %q", want)
+		}
+	}
+	// What the image builds from must not be ignored.
+	for _, keep := range []string{"go.mod", "go.sum", "cmd", "pipelines", "adapter", "internal"} {
+		if lines[keep] || lines[keep+"/"] {
+			t.Errorf(".dockerignore must not exclude %s", keep)
+		}
 	}
 }

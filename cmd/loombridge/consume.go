@@ -17,6 +17,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/loombridge/loombridge/adapter/file"
+	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/pipelines"
 	"github.com/loombridge/loombridge/pipelines/kinds"
 )
@@ -114,6 +115,9 @@ func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		out = s
 	}
 
+	if err := probeLoom(ctx, source, deps, f.target.connectTimeout); err != nil {
+		return failure(err)
+	}
 	deps.Logger, deps.Stdout = cliLogger(stderr, f.target.verbose), stdout
 	sub, err := source.NewSubscriber(ctx, deps)
 	if err != nil {
@@ -130,6 +134,9 @@ func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	}
 	msgs, err := sub.Subscribe(sctx, source.Topic())
 	if err != nil {
+		if errors.Is(err, client.ErrRefused) {
+			err = fmt.Errorf("the server refused room %q to this client (a token it does not accept, or a room or role the token is not allowed): %w", source.Topic(), err)
+		}
 		return failure(err)
 	}
 

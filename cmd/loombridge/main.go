@@ -83,6 +83,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
+		if len(args) > 1 && args[0] == "help" { // help COMMAND: that command's help
+			for _, c := range commands() {
+				if c.name == args[1] {
+					return c.run(ctx, []string{"--help"}, stdin, stdout, stderr)
+				}
+			}
+			fmt.Fprintf(stderr, "loombridge help: unknown command %q\n\n", args[1])
+			usage(stderr)
+			return exitUsage
+		}
 		usage(stdout)
 		return exitOK
 	case "-v", "--version":
@@ -104,6 +114,6 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\n'loombridge <command> --help' shows a command's flags.")
+	fmt.Fprintln(w, "\n'loombridge help <command>' or 'loombridge <command> --help' shows a command's flags.")
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid configuration.")
 }

@@ -127,12 +127,32 @@ func TestUsage(t *testing.T) {
 
 func TestEveryCommandHelp(t *testing.T) {
 	for _, c := range commands() {
-		for _, h := range []string{"--help", "-h"} {
-			r := runCmd(t, context.Background(), "", c.name, h)
+		for _, args := range [][]string{{c.name, "--help"}, {c.name, "-h"}, {"help", c.name}} {
+			r := runCmd(t, context.Background(), "", args...)
 			if r.code != exitOK || !strings.Contains(r.stdout, "Usage: loombridge "+c.name) || r.stderr != "" {
-				t.Errorf("%s %s: code %d, stdout %q, stderr %q", c.name, h, r.code, r.stdout, r.stderr)
+				t.Errorf("%s: code %d, stdout %q, stderr %q", strings.Join(args, " "), r.code, r.stdout, r.stderr)
 			}
 		}
+	}
+	r := runCmd(t, context.Background(), "", "help", "frobnicate")
+	if r.code != exitUsage || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
+		t.Errorf("help frobnicate: code %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// validate takes the file as -c FILE or as its one argument.
+func TestValidateFileArgument(t *testing.T) {
+	r := runCmd(t, context.Background(), "", "validate", "../../config.example.yaml")
+	if r.code != exitOK || !strings.Contains(r.stdout, "ok, 3 pipeline(s)") {
+		t.Fatalf("validate FILE: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = runCmd(t, context.Background(), "", "validate", "a.yaml", "b.yaml")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "unexpected arguments") {
+		t.Fatalf("validate A B: code %d, stderr %q", r.code, r.stderr)
+	}
+	r = runCmd(t, context.Background(), "", "validate")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "-c FILE is required") {
+		t.Fatalf("validate: code %d, stderr %q", r.code, r.stderr)
 	}
 }
 

@@ -105,9 +105,14 @@ pipelines:
 }
 
 // /readyz turns 503 when the Loom server a pipeline uses stops, naming it,
-// and 200 again once the server is back.
+// and 200 again once a server is back at that address. The address is a
+// relay's, held by the test throughout: the server that comes back is a new
+// one on a port of its own (its CA written over the old one's, as clients read
+// the CA file on every dial), so the test never binds a port that was just
+// freed and may have been taken since.
 func TestReadyzFollowsTheLoomServer(t *testing.T) {
 	r := startRouter(t)
+	relay := startRelay(t, r.srv.Addr())
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, cfg, fmt.Sprintf(`
@@ -118,7 +123,7 @@ pipelines:
   p:
     from: {type: loom, connection: prod, room: r}
     to: {out: {type: stdout}}
-`, r.srv.Addr(), r.ca))
+`, relay.addr(), r.ca))
 	_, stderr, stop, done := startCmd(t, strings.NewReader(""), "run", "-c", cfg, "--watch=false")
 	addr := healthAddr(t, stderr)
 	ready := func(want int) func() bool {
@@ -128,6 +133,7 @@ pipelines:
 	if err := r.srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	relay.retarget("") // nothing answers at the address any more
 	stopped := time.Now()
 	waitUntil(t, "not ready after the server stopped", ready(http.StatusServiceUnavailable))
 	t.Logf("503 %.1fs after the stop", time.Since(stopped).Seconds())
@@ -137,10 +143,16 @@ pipelines:
 	if rc := runCmd(t, context.Background(), "", "healthcheck", "--addr", addr); rc.code != exitFailure {
 		t.Errorf("healthcheck while not ready: %d", rc.code)
 	}
-	if err := r.srv.Restart(); err != nil {
+	back, err := loomtest.Start(loomtest.Config{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "ready again after the restart", ready(http.StatusOK))
+	t.Cleanup(func() { _ = back.Close() })
+	if err := os.WriteFile(r.ca, back.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	relay.retarget(back.Addr())
+	waitUntil(t, "ready again once a server is back", ready(http.StatusOK))
 	stop()
 	if rc := waitResult(t, done); rc.code != exitOK {
 		t.Fatalf("exit %d", rc.code)

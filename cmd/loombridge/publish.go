@@ -117,6 +117,10 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		printProblems(stderr, "publish", err)
 		return exitUsage
 	}
+	if err := probeLoom(ctx, sink, deps, f.target.connectTimeout); err != nil {
+		fmt.Fprintf(stderr, "loombridge publish: %v\n", err)
+		return exitFailure
+	}
 	deps.Logger, deps.Stdout = cliLogger(stderr, f.target.verbose), stdout
 	pub, err := sink.NewPublisher(ctx, deps)
 	if err != nil {
@@ -147,10 +151,20 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	elapsed := time.Since(start).Round(time.Millisecond)
 	if err != nil {
-		fmt.Fprintf(stderr, "loombridge publish: %v\npublished %d messages (%d bytes) in %s before the failure\n", err, b.msgs, b.bytes, elapsed)
+		fmt.Fprintf(stderr, "loombridge publish: %v\n", err)
+		if b.msgs > 0 {
+			fmt.Fprintf(stderr, "published %d messages (%d bytes) in %s before the failure\n", b.msgs, b.bytes, elapsed)
+		}
 		return exitFailure
 	}
 	fmt.Fprintf(stderr, "published %d messages (%d bytes) in %s\n", b.msgs, b.bytes, elapsed)
+	if le, ok := sink.(loomEndpoint); ok && b.msgs > 0 {
+		// Loom tells a producer nothing about consumers: a message for a room
+		// nobody consumes is read and thrown away, and confirm mode counts it as
+		// confirmed all the same. Say so rather than let "published" mislead.
+		_, room := le.LoomRoom()
+		fmt.Fprintf(stderr, "warning: Loom discards messages for a room no consumer is connected to, and does not tell the producer; if nothing consumed room %q at the time, these are gone (start the consumer first)\n", room)
+	}
 	return exitOK
 }
 

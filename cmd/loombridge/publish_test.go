@@ -129,6 +129,10 @@ func TestPublishFile(t *testing.T) {
 	if !bytes.Equal(got[0].Payload, body) {
 		t.Fatalf("payload of %d bytes differs", len(got[0].Payload))
 	}
+	// Loom does not tell a producer whether anyone consumed: publish says so.
+	if !strings.Contains(res.stderr, `warning: Loom discards messages for a room no consumer is connected to`) || !strings.Contains(res.stderr, `room "files"`) {
+		t.Errorf("no warning about rooms without consumers: %q", res.stderr)
+	}
 }
 
 func TestPublishDirectory(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 
@@ -35,7 +36,8 @@ type targetFlags struct {
 	// any kind, inline
 	inline string
 
-	verbose bool
+	connectTimeout time.Duration
+	verbose        bool
 }
 
 // register adds the target flags; inline is "sink" or "source".
@@ -50,6 +52,7 @@ func (t *targetFlags) register(fs *flag.FlagSet, inline string) {
 	fs.StringVar(&t.config, "config", "", "same as -c")
 	fs.StringVar(&t.connection, "connection", "", "`name` of a connection under connections: in -c FILE")
 	fs.StringVar(&t.inline, inline, "", "any "+inline+" kind as a YAML mapping, e.g. '"+inlineExample(inline)+"'")
+	fs.DurationVar(&t.connectTimeout, "connect-timeout", defaultConnectTimeout, "a Loom server that does not complete a handshake within this `duration` fails the command")
 	fs.BoolVar(&t.verbose, "v", false, "log debug messages to stderr")
 }
 
@@ -98,6 +101,9 @@ func (t *targetFlags) check(inline string) error {
 	}
 	if byFlags && t.addr == "" {
 		return errors.New("--transport, --ca-file, --token-file and --insecure go with --addr; a configuration's connection has its own")
+	}
+	if t.connectTimeout <= 0 {
+		return fmt.Errorf("--connect-timeout: must be positive, got %s", t.connectTimeout)
 	}
 	if t.transport != "" && t.transport != client.TransportQUIC && t.transport != client.TransportH3 {
 		return fmt.Errorf("--transport: want quic or h3, got %q", t.transport)

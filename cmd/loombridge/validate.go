@@ -11,14 +11,20 @@ import (
 )
 
 func runValidate(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlags("validate", "validate -c FILE", stderr)
+	fs := newFlags("validate", "validate -c FILE (or validate FILE)", stderr)
 	path := fs.String("c", "", "configuration file (required)")
 	fs.StringVar(path, "config", "", "same as -c")
 	if code, ok := parseFlags(fs, args, stdout); !ok {
 		return code
 	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "loombridge validate: -c FILE is required")
+	switch rest := fs.Args(); {
+	case len(rest) == 1 && *path == "":
+		*path = rest[0] // validate FILE, as one would guess
+	case len(rest) > 0:
+		fmt.Fprintf(stderr, "loombridge validate: unexpected arguments: %v (give the file once, with -c FILE or as FILE)\n", rest)
+		return exitUsage
+	case *path == "":
+		fmt.Fprintln(stderr, "loombridge validate: -c FILE is required (or validate FILE)")
 		return exitUsage
 	}
 	cfg, err := loadConfig(*path)
