@@ -83,6 +83,7 @@ func recipeChecks() map[string]recipeCheck {
 			},
 			file: "data/orders_from_nats.jsonl",
 		},
+		"buffer": {file: "data/orders_buffered.jsonl"},
 		"rabbitmq": {
 			needs: "127.0.0.1:5672",
 			clear: func(t *testing.T) {
