@@ -237,6 +237,9 @@ func (s *Spool) purgeLoop() {
 // it removed. Several processes sharing the spool may purge at once: each
 // removes what all sinks acked, so that is harmless.
 func (s *Spool) purge(ctx context.Context) (uint64, error) {
+	if err := s.connected(); err != nil {
+		return 0, err
+	}
 	s.purgeMu.Lock()
 	defer s.purgeMu.Unlock()
 	floor, seen := uint64(0), false
@@ -336,6 +339,10 @@ func (s *Spool) Publish(_ string, msgs ...*message.Message) error {
 
 // Store stores one message.
 func (s *Spool) Store(ctx context.Context, m *message.Message) error {
+	if err := s.connected(); err != nil {
+		s.lastStoreErr.Store(&storeErr{err: err, at: time.Now()})
+		return fmt.Errorf("spool %s: store message %s: %w", s.cfg.Name, m.UUID, err)
+	}
 	rec, err := s.record(m)
 	if err != nil {
 		return err
@@ -348,6 +355,7 @@ func (s *Spool) Store(ctx context.Context, m *message.Message) error {
 		err := s.put(ctx, rec, m, large)
 		if err == nil {
 			s.stored.Add(1)
+			s.lastStoreErr.Store(nil)
 			if waited {
 				s.logger.Info("Spool has room again", nil)
 			}
@@ -446,6 +454,17 @@ func headerSize(h nats.Header) int64 {
 	return n + 16
 }
 
+// connected fails while the connection to the server is down: requests
+// made then wait in the client's reconnect buffer and reach the server all
+// at once when it is back, where the status polls of a few seconds of
+// outage held the stores behind them for half a minute.
+func (s *Spool) connected() error {
+	if st := s.js.Conn().Status(); st != nats.CONNECTED {
+		return fmt.Errorf("no connection to the store's server (%s)", strings.ToLower(st.String()))
+	}
+	return nil
+}
+
 // isFull tells a refusal for a limit (discard new) from other failures.
 func isFull(err error) bool {
 	var api *jetstream.APIError
@@ -511,12 +530,15 @@ func (s *Spool) Stats() Stats {
 }
 
 // Check reports whether the server takes writes: nil when the spool's
-// stream answers and the last store did not fail in the last minute.
+// stream answers and the last store did not fail.
 func (s *Spool) Check(ctx context.Context) error {
+	if err := s.connected(); err != nil {
+		return fmt.Errorf("spool %s: %w", s.cfg.Name, err)
+	}
 	if _, err := s.stream.Info(ctx); err != nil {
 		return fmt.Errorf("spool %s: %w", s.cfg.Name, err)
 	}
-	if e := s.lastStoreErr.Load(); e != nil && time.Since(e.at) < time.Minute {
+	if e := s.lastStoreErr.Load(); e != nil {
 		return fmt.Errorf("spool %s: last store failed %s ago: %w", s.cfg.Name, time.Since(e.at).Round(time.Second), e.err)
 	}
 	return nil
@@ -538,6 +560,9 @@ type SinkState struct {
 
 // SinkState returns the queue of the sink whose consumer is durable.
 func (s *Spool) SinkState(ctx context.Context, durable string) (SinkState, error) {
+	if err := s.connected(); err != nil {
+		return SinkState{}, fmt.Errorf("spool %s: %w", s.cfg.Name, err)
+	}
 	c, err := s.stream.Consumer(ctx, durable)
 	if err != nil {
 		return SinkState{}, fmt.Errorf("spool %s: sink %s: %w", s.cfg.Name, durable, err)
