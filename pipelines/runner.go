@@ -49,7 +49,7 @@ type runner struct {
 	// spanName is the receive span's, made once rather than per message;
 	// bufferSpanName that of a delivery from a sink's queue of the buffer.
 	spanName, bufferSpanName string
-	anyWhen  bool // some sink has a when: without one, every message goes to every sink
+	anyWhen                  bool // some sink has a when: without one, every message goes to every sink
 	// spool is the pipeline's buffer: the source's messages are stored in it,
 	// and each sink reads its own queue of it; nil without a buffer.
 	spool *spool.Spool
