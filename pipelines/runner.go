@@ -362,6 +362,9 @@ func (r *runner) closeAll() error {
 			_ = s.queue.Close() // never fails; nacks what a handler still held
 		}
 	}
+	if r.spool != nil {
+		_ = r.spool.Close() // again after stop: idempotent; at a failed start, the first time
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, s := range r.sinks {
