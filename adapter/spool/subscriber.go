@@ -13,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -296,20 +297,9 @@ func (sub *Subscriber) nakDelay(deliveries uint64) time.Duration {
 // payload from the Object Store when it is there. release gives back the
 // memory budget a large payload took.
 func (sub *Subscriber) decode(ctx context.Context, m jetstream.Msg, obj string) (_ *message.Message, release func(), err error) {
-	h := m.Headers()
-	msg := message.NewMessage(h.Get(hdrUUID), nil)
-	if meta := h.Get(hdrMeta); meta != "" {
-		if err := json.Unmarshal([]byte(meta), &msg.Metadata); err != nil {
-			return nil, nil, fmt.Errorf("header %s: %w", hdrMeta, err)
-		}
-	}
-	if obj == "" {
-		msg.Payload = m.Data()
-		return msg, func() {}, nil
-	}
-	size, err := strconv.ParseInt(h.Get(hdrSize), 10, 64)
-	if err != nil || size < 0 {
-		return nil, nil, fmt.Errorf("header %s: not a size: %q", hdrSize, h.Get(hdrSize))
+	msg, size, err := decodeRecord(m.Headers(), m.Data(), sub.sp.cfg.MaxBytes)
+	if err != nil || obj == "" {
+		return msg, func() {}, err
 	}
 	// A payload larger than the whole budget is let through alone.
 	weight := min(size, sub.sp.cfg.LargeMemory)
@@ -343,6 +333,31 @@ func (sub *Subscriber) decode(ctx context.Context, m jetstream.Msg, obj string) 
 		return nil, nil, fmt.Errorf("object %s: does not end where its size says, or its digest differs: %v", obj, err)
 	}
 	return msg, release, nil
+}
+
+// decodeRecord reads a stored message's headers: its UUID, its metadata,
+// and, when its payload is an object, the object's size, which must be
+// within maxBytes (the spool's bound; -1: none) before anything that size is
+// made. Without an object, the payload is data.
+func decodeRecord(h nats.Header, data []byte, maxBytes int64) (_ *message.Message, size int64, err error) {
+	msg := message.NewMessage(h.Get(hdrUUID), nil)
+	if meta := h.Get(hdrMeta); meta != "" {
+		if err := json.Unmarshal([]byte(meta), &msg.Metadata); err != nil {
+			return nil, 0, fmt.Errorf("header %s: %w", hdrMeta, err)
+		}
+	}
+	if h.Get(hdrObject) == "" {
+		msg.Payload = data
+		return msg, 0, nil
+	}
+	size, err = strconv.ParseInt(h.Get(hdrSize), 10, 64)
+	if err != nil || size < 0 {
+		return nil, 0, fmt.Errorf("header %s: not a size: %q", hdrSize, h.Get(hdrSize))
+	}
+	if maxBytes > 0 && size > maxBytes {
+		return nil, 0, fmt.Errorf("header %s: %d bytes is over the spool's max_bytes (%d)", hdrSize, size, maxBytes)
+	}
+	return msg, size, nil
 }
 
 // SubscriberStats are a sink's counts in this process.
