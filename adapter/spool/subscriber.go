@@ -82,7 +82,6 @@ type Subscriber struct {
 	work   map[jetstream.Msg]struct{} // handed out, not yet settled
 
 	mu        sync.Mutex
-	iter      jetstream.MessagesContext
 	closing   chan struct{}
 	closed    bool
 	wg        sync.WaitGroup
@@ -131,7 +130,6 @@ func (sub *Subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message
 			err = fmt.Errorf("spool %s: sink %s: %w", sub.sp.cfg.Name, sub.cfg.Durable, err)
 			return
 		}
-		sub.iter = it
 		ctx, cancel := context.WithCancel(ctx)
 		sub.wg.Add(3)
 		go func() { defer sub.wg.Done(); sub.progress() }()
