@@ -33,20 +33,23 @@ import (
 // mid-flow loses nothing the source was told is stored, and a 256 MiB
 // message crosses the buffer byte for byte.
 
-// hookReceiver is a webhook endpoint counting accepted deliveries by
-// webhook-id (the message UUID). Until open is called it accepts only
-// holdAfter deliveries and holds the rest, so a backlog builds up in the
-// buffer; every 10th message fails its first attempt, so retries happen too.
+// hookReceiver is a webhook endpoint counting deliveries by webhook-id (the
+// message UUID). Until open is called it answers only the first holdAfter
+// deliveries: later ones are counted, as a receiver that did its work would,
+// but their answer waits, so a backlog builds up in the buffer and the
+// deliveries held at a kill come again (duplicates). Every 10th message fails
+// its first attempt, so retries happen too.
 type hookReceiver struct {
 	srv       *httptest.Server
 	holdAfter int
 	openOnce  sync.Once
 	opened    chan struct{}
+	held      atomic.Int64 // answers waiting now
 
 	mu       sync.Mutex
 	accepted map[string]int
 	attempts map[string]int
-	total    int // deliveries accepted, duplicates included
+	total    int // deliveries counted, duplicates included
 }
 
 func newHookReceiver(t *testing.T, holdAfter int) *hookReceiver {
@@ -67,24 +70,24 @@ func (h *hookReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Lock()
 	h.attempts[id]++
-	first := h.attempts[id] == 1
-	hold := h.total >= h.holdAfter
-	h.mu.Unlock()
-	if first && strings.HasSuffix(id, "0") {
+	if h.attempts[id] == 1 && strings.HasSuffix(id, "0") {
+		h.mu.Unlock()
 		http.Error(w, "try again", http.StatusServiceUnavailable)
 		return
 	}
+	h.accepted[id]++
+	hold := h.total >= h.holdAfter
+	h.total++
+	h.mu.Unlock()
 	if hold {
+		h.held.Add(1)
+		defer h.held.Add(-1)
 		select {
 		case <-h.opened:
-		case <-r.Context().Done(): // the sender went away (killed): not accepted
+		case <-r.Context().Done(): // the sender went away (killed)
 			return
 		}
 	}
-	h.mu.Lock()
-	h.accepted[id]++
-	h.total++
-	h.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -252,6 +255,7 @@ pipelines:
 	go func() { defer close(postDone); postAll(ctx) }()
 	waitUntil(t, fmt.Sprintf("%d POSTs acknowledged", killAt), func() bool { return got2xx.Load() >= killAt })
 	qStatus := queued(t, status, "ingest", "hook")
+	held := hook.held.Load()
 	p.kill9(t)
 	cancel()
 	<-postDone
@@ -263,7 +267,7 @@ pipelines:
 			backlog++
 		}
 	}
-	t.Logf("at the kill: %d POSTs acknowledged, %d of them not yet at the receiver (stored, undelivered), /status queue just before: %d", acked, backlog, qStatus)
+	t.Logf("at the kill: %d POSTs acknowledged, %d of them not yet at the receiver (stored, undelivered); /status queue just before: %d; %d deliveries at the receiver unanswered", acked, backlog, qStatus, held)
 	if backlog == 0 {
 		t.Fatal("no backlog at the kill: the test would not show that stored messages survive it")
 	}
@@ -408,12 +412,13 @@ pipelines:
 	gateMu.Lock()
 	gate = make(chan struct{})
 	gateMu.Unlock()
+	held := hook.held.Load()
 	p.kill9(t)
-	atKill := r.srv.RoomStats(room)
 	// Publishes under way end once the router dropped the dead consumers.
 	waitUntil(t, "the router to drop the killed consumers", func() bool { return r.srv.Consumers(room) == 0 })
+	atKill := r.srv.RoomStats(room)
 	got := hook.snapshot()
-	t.Logf("at the kill: router %+v; %d at the receiver, so at least %d acked to Loom were stored, undelivered", atKill, len(got), int(atKill.Acked)-len(got))
+	t.Logf("at the kill: router %+v once it dropped the dead consumers; %d at the receiver (%d unanswered), so at least %d acked to Loom were stored, undelivered", atKill, len(got), held, int(atKill.Acked)-len(got))
 	if int(atKill.Acked) <= len(got) {
 		t.Fatal("no backlog at the kill: the test would not show that stored messages survive it")
 	}
