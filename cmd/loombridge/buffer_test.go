@@ -502,6 +502,7 @@ pipelines:
 	if err := r.srv.WaitConsumers(ctx, room, 1); err != nil {
 		t.Fatalf("loombridge did not consume: %v", err)
 	}
+	idle := vmHWM(t, p.cmd.Process.Pid)
 	pub, err := loom.NewPublisher(loom.PublisherConfig{
 		Client: r.clientConfig(), MaxMessageBytes: 256 << 20, Buffer: loom.BufferConfig{MaxBytes: 256 << 20},
 		PublishTimeout: 3 * time.Minute, StreamTimeout: 3 * time.Minute,
@@ -550,8 +551,8 @@ pipelines:
 		maxrss = ru.Maxrss << 10 // KiB on Linux
 	}
 	const mib = 1 << 20
-	t.Logf("message %d MiB; loombridge peak RSS: VmHWM %.0f MiB (%.2fx the message), rusage maxrss %.0f MiB; goal <= %d MiB",
-		size/mib, float64(hwm)/mib, float64(hwm)/float64(size), float64(maxrss)/mib, (size+64*mib)/mib)
+	t.Logf("message %d MiB; loombridge peak RSS: VmHWM %.0f MiB (%.2fx the message; %.0f MiB before the message), rusage maxrss %.0f MiB; goal <= %d MiB",
+		size/mib, float64(hwm)/mib, float64(hwm)/float64(size), float64(idle)/mib, float64(maxrss)/mib, (size+64*mib)/mib)
 }
 
 // vmHWM is the peak resident set of process pid, in bytes.
