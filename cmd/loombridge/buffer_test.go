@@ -159,6 +159,17 @@ func queued(t *testing.T, addr, pipeline, sink string) int64 {
 	return int64(q.Messages)
 }
 
+// bufferLine is the restarted process's own account of its buffer, for the log.
+func bufferLine(t *testing.T, addr, pipeline, sink string) string {
+	t.Helper()
+	b, err := bufferStatus(t, addr, pipeline)
+	if err != nil {
+		return err.Error()
+	}
+	q := b.Queues[sink]
+	return fmt.Sprintf("the restarted loombridge stored %d and redelivered %d from its queue", b.Stored, q.Redelivered)
+}
+
 // kill9 ends loombridge with SIGKILL and waits until it is gone.
 func (p *proc) kill9(t *testing.T) {
 	t.Helper()
@@ -303,7 +314,7 @@ pipelines:
 		}
 	}
 	dupMsgs, extra := duplicates(got)
-	t.Logf("after the restart: %d distinct messages at the receiver, %d of them more than once (%d extra deliveries); %d were at the receiver before the kill", len(got), dupMsgs, extra, len(atKill))
+	t.Logf("after the restart: %d distinct messages at the receiver, %d of them more than once (%d extra deliveries); %d were at the receiver before the kill; %s", len(got), dupMsgs, extra, len(atKill), bufferLine(t, status, "ingest", "hook"))
 	if len(got) != n {
 		t.Errorf("%d distinct messages at the receiver, want %d", len(got), n)
 	}
@@ -448,7 +459,7 @@ pipelines:
 		}
 	}
 	dupMsgs, extra := duplicates(got)
-	t.Logf("at the end: router %+v; %d distinct messages at the receiver, %d of them more than once (%d extra deliveries)", st, len(got), dupMsgs, extra)
+	t.Logf("at the end: router %+v; %d distinct messages at the receiver, %d of them more than once (%d extra deliveries); %s", st, len(got), dupMsgs, extra, bufferLine(t, status, "bridge", "hook"))
 	if uint64(len(got)) < st.Acked {
 		t.Errorf("%d distinct messages at the receiver, fewer than the %d loombridge acked to Loom", len(got), st.Acked)
 	}
