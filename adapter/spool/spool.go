@@ -407,7 +407,7 @@ func (s *Spool) put(ctx context.Context, rec *nats.Msg, m *message.Message, larg
 		return err
 	}
 	name := nuid.Next()
-	if _, err := s.objects.Put(ctx, jetstream.ObjectMeta{Name: name}, bytes.NewReader(m.Payload)); err != nil {
+	if _, err := s.objects.Put(ctx, jetstream.ObjectMeta{Name: name}, &collectingReader{r: bytes.NewReader(m.Payload), next: collectEvery}); err != nil {
 		return fmt.Errorf("object store: %w", err)
 	}
 	rec.Header.Set(hdrObject, name)

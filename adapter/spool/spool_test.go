@@ -332,3 +332,22 @@ func TestKeepConsumersDeletesRemovedSinks(t *testing.T) {
 		t.Errorf("kept sink: %v", err)
 	}
 }
+
+// A payload above the 16 MiB steps in which large payloads are stored and
+// read back (collecting garbage between steps), and not a multiple of them,
+// comes back byte for byte.
+func TestPayloadOfSeveralStepsIsExact(t *testing.T) {
+	r := startRig(t, t.TempDir())
+	sp := open(t, r, spool.Config{Name: "steps"})
+	_, ch := subscribe(t, sp, "a", 1)
+	big := make([]byte, 40<<20+12345)
+	_, _ = rand.Read(big)
+	if err := sp.Publish("ignored", message.NewMessage("u-big", big)); err != nil {
+		t.Fatal(err)
+	}
+	got := receive(t, ch)
+	if got.UUID != "u-big" || !bytes.Equal(got.Payload, big) {
+		t.Fatalf("got %s (%d bytes), want u-big (%d bytes), the same bytes", got.UUID, len(got.Payload), len(big))
+	}
+	got.Ack()
+}
