@@ -22,6 +22,9 @@
 //     fit the server's max_payload, goes to the spool's Object Store bucket
 //     (chunked, SHA-256 checked on read) and the stream message names it
 //     (Lb-Object, Lb-Size); the purge deletes the object with its record.
+//     What a crash leaves there (chunks of an unfinished object, an object
+//     whose record was never written) is swept at Open and every five
+//     minutes, once older than Config.OrphanAge.
 //   - Ack is an ack of the sink's consumer (not waited for: a lost ack brings
 //     the message again after the ack wait); Nack is a NAK with a delay
 //     growing with the number of deliveries. While a handler works on a

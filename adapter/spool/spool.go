@@ -43,6 +43,7 @@ const (
 	DefaultLargeMemory  = 256 << 20
 	DefaultMaxBytes     = 1 << 30
 	DefaultPolicy       = Block
+	DefaultOrphanAge    = time.Minute
 )
 
 // Headers of a stored message.
@@ -75,6 +76,9 @@ type Config struct {
 	WhenFull Policy
 	// LargePayload is the size above which a payload goes to the Object Store.
 	LargePayload int
+	// OrphanAge is how old an unfinished or unnamed object must be before the
+	// spool's sweep deletes it; default DefaultOrphanAge.
+	OrphanAge time.Duration
 	// LargeMemory bounds the bytes of large payloads the subscribers of this
 	// spool hold in memory at once (a single larger payload is let through
 	// alone); default DefaultLargeMemory.
@@ -94,6 +98,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.LargeMemory == 0 {
 		c.LargeMemory = DefaultLargeMemory
+	}
+	if c.OrphanAge == 0 {
+		c.OrphanAge = DefaultOrphanAge
 	}
 }
 
@@ -218,18 +225,96 @@ func (s *Spool) purgeLoop() {
 	defer close(s.purged)
 	t := time.NewTicker(purgeEvery)
 	defer t.Stop()
-	for {
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if i%sweepEvery == 0 {
+			if err := s.sweep(ctx); err != nil {
+				s.logger.Error("Spool: sweep of what a crash left in the object store failed; tried again later", err, nil)
+			}
+		}
+		cancel()
 		select {
 		case <-s.closing:
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
 		if _, err := s.purge(ctx); err != nil {
 			s.logger.Debug("Spool: purge of acked messages failed; tried again", watermill.LogFields{"error": err.Error()})
 		}
 		cancel()
 	}
+}
+
+// sweepEvery is how many purges there are to a sweep (at open, then every
+// five minutes).
+const sweepEvery = 300
+
+// sweep deletes what a crash left in the Object Store and nothing will ever
+// delete: the chunks of an object whose write never completed, and whole
+// objects no stored message names (the process died between the object and
+// its record). Only what is older than OrphanAge is taken, since on a shared
+// server another process may be writing it right now.
+func (s *Spool) sweep(ctx context.Context) error {
+	if err := s.connected(); err != nil {
+		return err
+	}
+	bucket := s.cfg.Name + "_large"
+	objs, err := s.objects.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return fmt.Errorf("list objects: %w", err)
+	}
+	complete := map[string]bool{}
+	for _, o := range objs {
+		complete[o.NUID] = true
+	}
+	ostream, err := s.js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return err
+	}
+	chunks := "$O." + bucket + ".C."
+	info, err := ostream.Info(ctx, jetstream.WithSubjectFilter(chunks+">"))
+	if err != nil {
+		return err
+	}
+	var swept int
+	for subj := range info.State.Subjects {
+		if complete[strings.TrimPrefix(subj, chunks)] {
+			continue
+		}
+		last, err := ostream.GetLastMsgForSubject(ctx, subj)
+		if err != nil || time.Since(last.Time) < s.cfg.OrphanAge {
+			continue
+		}
+		if err := ostream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+			return fmt.Errorf("purge unfinished object: %w", err)
+		}
+		swept++
+	}
+	named := map[string]bool{}
+	for seq := uint64(1); ; {
+		raw, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.largeSubject()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		named[raw.Header.Get(hdrObject)] = true
+		seq = raw.Sequence + 1
+	}
+	for _, o := range objs {
+		if !named[o.Name] && time.Since(o.ModTime) >= s.cfg.OrphanAge {
+			if err := s.objects.Delete(ctx, o.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+				return fmt.Errorf("delete orphan object: %w", err)
+			}
+			swept++
+		}
+	}
+	if swept > 0 {
+		s.logger.Info("Spool: deleted what a crash left in the object store", watermill.LogFields{"objects": swept})
+	}
+	return nil
 }
 
 // purge removes the messages every sink acked (those up to the lowest ack

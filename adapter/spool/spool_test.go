@@ -11,6 +11,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/loombridge/loombridge/adapter/spool"
@@ -350,4 +351,47 @@ func TestPayloadOfSeveralStepsIsExact(t *testing.T) {
 		t.Fatalf("got %s (%d bytes), want u-big (%d bytes), the same bytes", got.UUID, len(got.Payload), len(big))
 	}
 	got.Ack()
+}
+
+// What a crash leaves in the Object Store (the chunks of an object never
+// finished, an object whose record was never written) is swept when the
+// spool is opened again; the object of a stored message stays.
+func TestSweepDeletesWhatACrashLeft(t *testing.T) {
+	r := startRig(t, t.TempDir())
+	ctx := context.Background()
+	sp := open(t, r, spool.Config{Name: "sweep", LargePayload: 16})
+	payload := bytes.Repeat([]byte("x"), 100)
+	if err := sp.Publish("", message.NewMessage("kept", payload)); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(r.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "$O.sweep_large.C.unfinished", []byte("a chunk")); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.ObjectStore(ctx, "sweep_large")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.PutBytes(ctx, "no-record", []byte("orphan")); err != nil {
+		t.Fatal(err)
+	}
+	_ = sp.Close()
+
+	sp2 := open(t, r, spool.Config{Name: "sweep", LargePayload: 16, OrphanAge: time.Nanosecond})
+	ostream, err := js.Stream(ctx, "OBJ_sweep_large")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sweep", func() bool {
+		info, err := ostream.Info(ctx, jetstream.WithSubjectFilter("$O.sweep_large.C.unfinished"))
+		_, gone := obs.GetInfo(ctx, "no-record")
+		return err == nil && len(info.State.Subjects) == 0 && errors.Is(gone, jetstream.ErrObjectNotFound)
+	})
+	_, ch := subscribe(t, sp2, "s", 1)
+	if m := receive(t, ch); m.UUID != "kept" || !bytes.Equal(m.Payload, payload) {
+		t.Fatalf("got %s (%d bytes): the stored message's object must survive the sweep", m.UUID, len(m.Payload))
+	}
 }
