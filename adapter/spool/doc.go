@@ -16,9 +16,10 @@
 //   - Each sink is a durable pull consumer of the stream, named after the sink.
 //     Several processes that open the same spool on one server share a sink's
 //     work through that consumer: each message goes to one of them.
-//   - A Watermill message is one stream message: the payload is its data, the
-//     UUID and metadata are headers (Lb-Uuid and Lb-Meta, the metadata as a
-//     JSON object). A payload above Config.LargePayload, or one that would not
+//   - A Watermill message is one stream message: the UUID is a header
+//     (Lb-Uuid); the data is the metadata (a count, then each key and value
+//     with its length, lengths as uvarints), then the payload. A payload
+//     above Config.LargePayload, or one that would not
 //     fit the server's max_payload, goes to the spool's Object Store bucket
 //     (chunked, SHA-256 checked on read) and the stream message names it
 //     (Lb-Object, Lb-Size); the purge deletes the object with its record.

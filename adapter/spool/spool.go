@@ -3,7 +3,6 @@ package spool
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -49,7 +48,6 @@ const (
 // Headers of a stored message.
 const (
 	hdrUUID   = "Lb-Uuid"
-	hdrMeta   = "Lb-Meta"
 	hdrObject = "Lb-Object"
 	hdrSize   = "Lb-Size"
 )
@@ -428,16 +426,19 @@ func (s *Spool) Store(ctx context.Context, m *message.Message) error {
 		s.lastStoreErr.Store(&storeErr{err: err, at: time.Now()})
 		return fmt.Errorf("spool %s: store message %s: %w", s.cfg.Name, m.UUID, err)
 	}
-	rec, err := s.record(m)
+	rec, meta, err := s.record(m)
 	if err != nil {
 		return err
 	}
-	large := len(m.Payload) > s.cfg.LargePayload || int64(len(m.Payload))+headerSize(rec.Header) > s.maxPayload-1024
+	large := len(m.Payload) > s.cfg.LargePayload || int64(len(meta)+len(m.Payload))+headerSize(rec.Header) > s.maxPayload-1024
+	if !large {
+		rec.Data = append(meta, m.Payload...)
+	}
 	var waited bool
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = 20*time.Millisecond, time.Second
 	for {
-		err := s.put(ctx, rec, m, large)
+		err := s.put(ctx, rec, m, meta, large)
 		if err == nil {
 			s.stored.Add(1)
 			s.lastStoreErr.Store(nil)
@@ -485,9 +486,8 @@ func (s *Spool) Store(ctx context.Context, m *message.Message) error {
 // put writes the message's payload to the Object Store when large, then its
 // record to the stream. An object whose record could not be written is
 // deleted again.
-func (s *Spool) put(ctx context.Context, rec *nats.Msg, m *message.Message, large bool) error {
+func (s *Spool) put(ctx context.Context, rec *nats.Msg, m *message.Message, meta []byte, large bool) error {
 	if !large {
-		rec.Data = m.Payload
 		_, err := s.js.PublishMsg(ctx, rec)
 		return err
 	}
@@ -497,7 +497,7 @@ func (s *Spool) put(ctx context.Context, rec *nats.Msg, m *message.Message, larg
 	}
 	rec.Header.Set(hdrObject, name)
 	rec.Header.Set(hdrSize, strconv.Itoa(len(m.Payload)))
-	rec.Data = nil
+	rec.Data = meta
 	rec.Subject = s.largeSubject()
 	if _, err := s.js.PublishMsg(ctx, rec); err != nil {
 		rec.Subject = s.subject
@@ -512,21 +512,20 @@ func (s *Spool) put(ctx context.Context, rec *nats.Msg, m *message.Message, larg
 	return nil
 }
 
-// record is the stream message of m without its data.
-func (s *Spool) record(m *message.Message) (*nats.Msg, error) {
+// record is the stream message of m without its data, and m's metadata
+// encoded, with room for a small payload after it.
+func (s *Spool) record(m *message.Message) (*nats.Msg, []byte, error) {
 	rec := nats.NewMsg(s.subject)
 	rec.Header.Set(hdrUUID, m.UUID)
-	if len(m.Metadata) > 0 {
-		b, err := json.Marshal(m.Metadata)
-		if err != nil {
-			return nil, fmt.Errorf("spool %s: message %s: encode metadata: %w", s.cfg.Name, m.UUID, err)
-		}
-		rec.Header.Set(hdrMeta, string(b))
+	var meta []byte
+	if len(m.Payload) <= s.cfg.LargePayload {
+		meta = make([]byte, 0, metadataSize(m.Metadata)+len(m.Payload))
 	}
-	if headerSize(rec.Header) > s.maxPayload/2 {
-		return nil, fmt.Errorf("spool %s: message %s: metadata of %d bytes is over half the server's max_payload (%d)", s.cfg.Name, m.UUID, headerSize(rec.Header), s.maxPayload)
+	meta = appendMetadata(meta, m.Metadata)
+	if int64(len(meta)) > s.maxPayload/2 {
+		return nil, nil, fmt.Errorf("spool %s: message %s: metadata of %d bytes is over half the server's max_payload (%d)", s.cfg.Name, m.UUID, len(meta), s.maxPayload)
 	}
-	return rec, nil
+	return rec, meta, nil
 }
 
 func headerSize(h nats.Header) int64 {

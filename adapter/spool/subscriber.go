@@ -2,7 +2,6 @@ package spool
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -341,16 +340,16 @@ func (sub *Subscriber) decode(ctx context.Context, m jetstream.Msg, obj string) 
 	return msg, release, nil
 }
 
-// decodeRecord reads a stored message's headers: its UUID, its metadata,
-// and, when its payload is an object, the object's size, which must be
-// within maxBytes (the spool's bound; -1: none) before anything that size is
-// made. Without an object, the payload is data.
+// decodeRecord reads a stored message: its UUID (a header), its metadata
+// (at the start of data), and, when its payload is an object, the object's
+// size, which must be within maxBytes (the spool's bound; -1: none) before
+// anything that size is made. Without an object, the payload is the rest of
+// data.
 func decodeRecord(h nats.Header, data []byte, maxBytes int64) (_ *message.Message, size int64, err error) {
 	msg := message.NewMessage(h.Get(hdrUUID), nil)
-	if meta := h.Get(hdrMeta); meta != "" {
-		if err := json.Unmarshal([]byte(meta), &msg.Metadata); err != nil {
-			return nil, 0, fmt.Errorf("header %s: %w", hdrMeta, err)
-		}
+	msg.Metadata, data, err = readMetadata(data)
+	if err != nil {
+		return nil, 0, fmt.Errorf("data: %w", err)
 	}
 	if h.Get(hdrObject) == "" {
 		msg.Payload = data
