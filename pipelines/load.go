@@ -96,7 +96,24 @@ func Parse(b []byte, opts LoadOptions) (*Config, error) {
 	if err := p.err(); err != nil {
 		return nil, err
 	}
+	cfg.hash = HashConfig(b)
 	return cfg, nil
+}
+
+// HashConfig is Config.Hash of a configuration file's bytes.
+func HashConfig(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// HashFile is HashConfig of the file at path, for a configuration that
+// failed to load; "" when it cannot be read.
+func HashFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return HashConfig(b)
 }
 
 // envKey turns LOOMBRIDGE_PIPELINES__ORDERS__FROM__ROOM into

@@ -29,9 +29,12 @@ type PipelineStats struct {
 
 // SinkStats are one sink's counts.
 type SinkStats struct {
-	Published uint64 // messages it took
+	Published uint64 // messages it took (delivered)
 	Failed    uint64 // attempts that failed
 	Retried   uint64 // retries made
+	// DeadLettered counts messages the sink itself put in the dead letters
+	// instead of delivering them (a webhook endpoint's); not in Published.
+	DeadLettered uint64
 }
 
 type stats struct {
@@ -45,7 +48,7 @@ type stats struct {
 	latency   prometheus.Observer // handling time, for /metrics; nil: not measured
 }
 
-type sinkStats struct{ published, failed, retried atomic.Uint64 }
+type sinkStats struct{ published, failed, retried, deadLettered atomic.Uint64 }
 
 func newStats(sinks []string) *stats {
 	s := &stats{sinks: map[string]*sinkStats{}}
@@ -69,6 +72,34 @@ func (s *stats) observe(d time.Duration) {
 	}
 }
 
+// carry adds the counts of the pipeline's run before a restart, for sinks it
+// still has; the longest latency and last error carry on too.
+func (s *stats) carry(p PipelineStats) {
+	s.received.Add(p.Received)
+	s.done.Add(p.Done)
+	s.filtered.Add(p.Filtered)
+	s.unmatched.Add(p.Unmatched)
+	s.failed.Add(p.Failed)
+	s.deadLettered.Add(p.DeadLettered)
+	s.exprErrors.Add(p.ExprErrors)
+	for cur := s.maxLatency.Load(); int64(p.MaxLatency) > cur && !s.maxLatency.CompareAndSwap(cur, int64(p.MaxLatency)); {
+		cur = s.maxLatency.Load()
+	}
+	s.mu.Lock()
+	if s.lastErr == "" { // none since the restart yet
+		s.lastErr, s.lastErrAt = p.LastError, p.LastErrorAt
+	}
+	s.mu.Unlock()
+	for n, ps := range p.Sinks {
+		if ss, ok := s.sinks[n]; ok {
+			ss.published.Add(ps.Published)
+			ss.failed.Add(ps.Failed)
+			ss.retried.Add(ps.Retried)
+			ss.deadLettered.Add(ps.DeadLettered)
+		}
+	}
+}
+
 // failed records the last error, for /status.
 func (s *stats) setErr(err error) {
 	s.mu.Lock()
@@ -88,7 +119,7 @@ func (s *stats) snapshot() PipelineStats {
 		LastError: lastErr, LastErrorAt: lastErrAt,
 	}
 	for n, ss := range s.sinks {
-		out.Sinks[n] = SinkStats{Published: ss.published.Load(), Failed: ss.failed.Load(), Retried: ss.retried.Load()}
+		out.Sinks[n] = SinkStats{Published: ss.published.Load(), Failed: ss.failed.Load(), Retried: ss.retried.Load(), DeadLettered: ss.deadLettered.Load()}
 	}
 	return out
 }
@@ -96,8 +127,8 @@ func (s *stats) snapshot() PipelineStats {
 func (p PipelineStats) logArgs() []any {
 	args := []any{"received", p.Received, "done", p.Done, "filtered", p.Filtered, "unmatched", p.Unmatched,
 		"failed", p.Failed, "dead_lettered", p.DeadLettered}
-	for n, s := range p.Sinks {
-		args = append(args, "to."+n, s.Published)
+	for _, n := range sortedNames(p.Sinks) { // sorted: the same order on every line
+		args = append(args, "to."+n, p.Sinks[n].Published)
 	}
 	return args
 }
