@@ -350,3 +350,82 @@ func TestStatusJSONShape(t *testing.T) {
 	}
 	walk("", st)
 }
+
+// The pipelines feeding a Loom room wait for its consumer, on a reload too:
+// restarting the pipeline that reads the room restarts the pipeline feeding
+// it (stopped first, started last), so no message is sent to the room while
+// nobody consumes it, where the router would discard it. The feeder reads a
+// file with an offset, so its restart loses nothing either: every message of
+// the generator arrives.
+func TestReloadOfAReaderRestartsItsFeeders(t *testing.T) {
+	const n = 3000
+	dir := t.TempDir()
+	const base = `
+log: {stats_interval: 0}
+connections:
+  local: {embedded: true}
+pipelines:
+  gen:
+    from: {type: generate, interval: 1ms, count: 3000, payload: '{{.N}}'}
+    to: {f: {type: file, dir: @DIR@, topic: in, fsync: never}}
+  feed:
+    from: {type: file, dir: @DIR@, topic: in, follow: true, poll_interval: 5ms}
+    to: {l: {type: loom, connection: local, room: r}}
+  read:
+    from: {type: loom, connection: local, room: r}
+    concurrency: @C@
+    to: {f: {type: file, dir: @DIR@, topic: out, fsync: never}}
+`
+	o := startObserved(t, parse(t, fill(base, "@DIR@", dir, "@C@", "8")))
+	out := func() map[string]bool {
+		got := map[string]bool{}
+		for _, l := range readLines(t, filepath.Join(dir, "out.jsonl")) {
+			got[l.Payload] = true
+		}
+		return got
+	}
+	waitFor(t, "messages through the room before the reload", func() bool { return len(out()) >= 300 })
+	if err := o.e.Apply(context.Background(), parse(t, fill(base, "@DIR@", dir, "@C@", "9"))); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(o.log.String(), `msg="reloading configuration" changed=[read] removed=[] feeders_restarted=[feed]`) {
+		t.Errorf("the feeder is not restarted with its reader:\n%s", grepLines(o.log.String(), "reloading"))
+	}
+	waitFor(t, "the generator to finish", func() bool { return o.e.Stats()["gen"].Done == n })
+	waitLong(t, "every message in the reader's file", time.Minute, func() bool { return len(out()) == n })
+	if srv, _ := o.e.EmbeddedServer("local"); srv.RoomStats("r").Discarded != 0 {
+		t.Errorf("the router discarded %d messages of the room", srv.RoomStats("r").Discarded)
+	}
+}
+
+// The stats lines name pipelines, and each line its sinks, in sorted order,
+// the same every time (they came in map order).
+func TestStatsLogOrderIsStable(t *testing.T) {
+	dir := t.TempDir()
+	sinks := `{z: {type: file, dir: @DIR@, topic: z, fsync: never}, b: {type: file, dir: @DIR@, topic: b, fsync: never}, m: {type: file, dir: @DIR@, topic: m, fsync: never}, a: {type: file, dir: @DIR@, topic: a, fsync: never}}`
+	o := startObserved(t, parse(t, fill(`
+log: {stats_interval: 10ms}
+pipelines:
+  zeta: {from: {type: generate, interval: 0, count: 1}, to: @SINKS@}
+  alpha: {from: {type: generate, interval: 0, count: 1}, to: @SINKS@}
+  mid: {from: {type: generate, interval: 0, count: 1}, to: @SINKS@}
+  beta: {from: {type: generate, interval: 0, count: 1}, to: @SINKS@}
+`, "@SINKS@", fill(sinks, "@DIR@", dir))))
+	line := regexp.MustCompile(`msg="pipeline stats" pipeline=(\w+) .*to\.(\w)=\d+ to\.(\w)=\d+ to\.(\w)=\d+ to\.(\w)=\d+`)
+	var order []string
+	waitFor(t, "20 stats lines", func() bool {
+		order = order[:0]
+		for _, m := range line.FindAllStringSubmatch(o.log.String(), -1) {
+			if got := strings.Join(m[2:], ""); got != "abmz" {
+				t.Fatalf("sinks in order %s: %s", got, m[0])
+			}
+			order = append(order, m[1])
+		}
+		return len(order) >= 20
+	})
+	for i, name := range order[:20] {
+		if want := []string{"alpha", "beta", "mid", "zeta"}[i%4]; name != want {
+			t.Fatalf("stats line %d names %s, want %s: %v", i, name, want, order[:20])
+		}
+	}
+}
