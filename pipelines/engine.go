@@ -481,7 +481,8 @@ func orderForStart(cfg *Config, names []string) []string {
 	sort.SliceStable(out, func(i, j int) bool {
 		return cfg.Pipelines[out[i]].From.Type == "loom" && cfg.Pipelines[out[j]].From.Type != "loom"
 	})
-	// feeds[a][b]: a writes a room that b reads; b must start first.
+	// Take, each time, the first pipeline that writes no room a pipeline
+	// still to start reads.
 	left := map[string]bool{}
 	for _, n := range out {
 		left[n] = true

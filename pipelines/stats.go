@@ -9,7 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// PipelineStats are a pipeline's counts since it started.
+// PipelineStats are a pipeline's counts since it started; a restart by a
+// reload keeps them (for sinks of the same name). /status writes them as
+// docs/status.md says (MarshalJSON, health.go).
 type PipelineStats struct {
 	Received     uint64 // taken from the source
 	Done         uint64 // taken by every matching sink, then acked
