@@ -34,7 +34,7 @@ func TestGracefulStopLogsNoError(t *testing.T) {
 log: {stats_interval: 0}
 connections:
   local: {embedded: true}
-  ext: {addr: "@LOOM@", tls: {ca_file: "@CA@"}}
+  ext: {addr: "@LOOM@", tls: {ca_file: "@CA@"}, dial_timeout: 1m} # no dial failure while the test looks
 pipelines:
   feed:
     from: {type: generate, interval: 1ms}
