@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -295,6 +296,7 @@ func (s *sink) publish(msg *message.Message) error {
 // only into the dead letters is not counted as published.
 type deadMarker struct {
 	pub   message.Publisher
+	n     atomic.Int64 // len(uuids): took's lock-free way out, per message
 	mu    sync.Mutex
 	uuids map[string]int
 }
@@ -307,6 +309,7 @@ func (m *deadMarker) Publish(topic string, msgs ...*message.Message) error {
 	for _, msg := range msgs {
 		m.uuids[msg.UUID]++
 	}
+	m.n.Store(int64(len(m.uuids)))
 	m.mu.Unlock()
 	return nil
 }
@@ -316,13 +319,14 @@ func (m *deadMarker) Close() error { return nil }
 
 // took reports, and forgets, whether the message went to the dead letters.
 func (m *deadMarker) took(uuid string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.uuids) == 0 {
+	if m.n.Load() == 0 {
 		return false
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	_, ok := m.uuids[uuid]
 	delete(m.uuids, uuid)
+	m.n.Store(int64(len(m.uuids)))
 	return ok
 }
 
