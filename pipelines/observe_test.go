@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/loombridge/loombridge/adapter/loom/loomtest"
 	"github.com/loombridge/loombridge/internal/health"
 	"github.com/loombridge/loombridge/internal/testkit"
 	"github.com/loombridge/loombridge/pipelines"
@@ -432,5 +434,47 @@ pipelines:
 		if want := []string{"alpha", "beta", "mid", "zeta"}[i%4]; name != want {
 			t.Fatalf("stats line %d names %s, want %s: %v", i, name, want, order[:20])
 		}
+	}
+}
+
+// Readers start before writers along a chain of rooms: with a room already
+// fed by someone else (here another engine), the pipeline forwarding it to a
+// second room must not start before that room's reader, or the server
+// discards what it forwards meanwhile. Name order would start a-forward first.
+func TestStartOrderFollowsChainsOfRooms(t *testing.T) {
+	srv, err := loomtest.Start(loomtest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() }) // after the engines' close (cleanups run last first)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, srv.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conns := fill(`
+log: {stats_interval: 0}
+connections:
+  ext: {addr: "@LOOM@", tls: {ca_file: "@CA@"}}
+`, "@LOOM@", srv.Addr(), "@CA@", ca)
+	startEngine(t, parse(t, conns+`
+pipelines:
+  gen:
+    from: {type: generate, interval: 1ms}
+    to: {l: {type: loom, connection: ext, room: first}}
+`))
+	waitFor(t, "the producer to feed room first", func() bool { return srv.RoomStats("first").Received > 50 })
+	e := startEngine(t, parse(t, fill(conns+`
+pipelines:
+  a-forward:
+    from: {type: loom, connection: ext, room: first}
+    to: {l: {type: loom, connection: ext, room: second}}
+  b-read:
+    from: {type: loom, connection: ext, room: second}
+    to: {f: {type: file, dir: @DIR@, topic: out, fsync: never}}
+`, "@DIR@", dir)))
+	waitFor(t, "messages through both rooms", func() bool { return e.Stats()["b-read"].Done > 200 })
+	if d := srv.RoomStats("second").Discarded; d != 0 {
+		t.Errorf("room second discarded %d messages: its reader started after the pipeline feeding it", d)
 	}
 }
