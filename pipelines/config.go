@@ -59,7 +59,13 @@ type Config struct {
 	// fingerprints of each pipeline's own keys and of the connections it uses,
 	// to restart only what changed on reload.
 	fingerprint map[string]string
+	hash        string // of the file's bytes (HashConfig)
 }
+
+// Hash is the SHA-256 of the configuration file's bytes, in hex as sha256sum
+// prints it ("" when the Config was not parsed from a file); environment
+// overrides are not in it.
+func (c *Config) Hash() string { return c.hash }
 
 // LogConfig configures the logger.
 type LogConfig struct {

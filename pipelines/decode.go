@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,7 +28,11 @@ func decode(raw any, target any, path string, p *problems, also ...string) (ok b
 	if raw == nil {
 		return true
 	}
-	unknownKeysAlso(raw, reflect.TypeOf(target), path, p, also)
+	var refused []string
+	if r, ok := target.(RefusedKeys); ok {
+		refused = r.RefusedKeys()
+	}
+	unknownKeysAlso(raw, reflect.TypeOf(target), path, p, also, refused)
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		TagName:          "koanf",
 		WeaklyTypedInput: true,
@@ -154,10 +159,12 @@ func valueName(v any) string {
 // unknownKeys records every key of raw that type t does not have, recursing
 // into nested structs, maps and lists.
 func unknownKeys(raw any, t reflect.Type, path string, p *problems) {
-	unknownKeysAlso(raw, t, path, p, nil)
+	unknownKeysAlso(raw, t, path, p, nil, nil)
 }
 
-func unknownKeysAlso(raw any, t reflect.Type, path string, p *problems, also []string) {
+// unknownKeysAlso is unknownKeys with also listed as valid keys besides t's,
+// and refused (keys of t that Check refuses) not listed.
+func unknownKeysAlso(raw any, t reflect.Type, path string, p *problems, also, refused []string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -169,6 +176,9 @@ func unknownKeysAlso(raw any, t reflect.Type, path string, p *problems, also []s
 		}
 		fields := structKeys(t)
 		valid := sortedKeys(fields)
+		if len(refused) > 0 {
+			valid = slices.DeleteFunc(valid, func(k string) bool { return slices.Contains(refused, k) })
+		}
 		if len(also) > 0 {
 			valid = append(append([]string{}, also...), valid...)
 			sort.Strings(valid)
@@ -199,6 +209,16 @@ func unknownKeysAlso(raw any, t reflect.Type, path string, p *problems, also []s
 			}
 		}
 	}
+}
+
+// StructKeys lists the koanf keys of the struct v (squashed embeds
+// flattened), sorted; for a RefusedKeys implementation.
+func StructKeys(v any) []string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return sortedKeys(structKeys(t))
 }
 
 // structKeys maps the koanf keys of t (squashed embeds flattened) to their types.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -39,6 +40,16 @@ type Engine struct {
 	latency   *prometheus.HistogramVec
 	probes    map[string]*probe // reachability of the Loom servers in use, by connection
 	probesOn  bool
+
+	// For /status and /metrics: when each pipeline started and how often it
+	// was restarted by a reload, the configuration in force and the last
+	// reload's outcome, and the rooms written that nobody reads.
+	started    map[string]time.Time
+	restarts   map[string]uint64
+	appliedAt  time.Time
+	lastReload *ReloadStatus
+	reloads    map[string]uint64 // by result: applied, refused
+	emptyRooms []EmptyRoom
 
 	stopStats context.CancelFunc
 	statsDone chan struct{}
@@ -86,6 +97,9 @@ func NewEngine(opts EngineOptions) *Engine {
 		}, []string{"pipeline"}),
 		probes:   map[string]*probe{},
 		probesOn: opts.ProbeLoom,
+		started:  map[string]time.Time{},
+		restarts: map[string]uint64{},
+		reloads:  map[string]uint64{},
 	}
 }
 
@@ -107,6 +121,8 @@ func (e *Engine) Start(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	e.syncProbes()
+	e.appliedAt = time.Now()
+	e.warnEmptyRooms()
 	if cfg.Log.StatsInterval > 0 {
 		sctx, cancel := context.WithCancel(context.Background())
 		e.stopStats, e.statsDone = cancel, make(chan struct{})
@@ -117,8 +133,13 @@ func (e *Engine) Start(ctx context.Context, cfg *Config) error {
 
 // Apply switches to cfg: pipelines whose keys (or whose connections' keys)
 // changed are stopped gracefully and started with the new config, removed
-// ones are stopped, new ones started; the others run on untouched. A pipeline
-// that fails to start is reported and left stopped; the rest still apply.
+// ones are stopped, new ones started; the others run on untouched, but for
+// those feeding a Loom room that a restarted pipeline reads: they restart with
+// it (stopped before it, started after it), since Loom discards what is sent
+// to a room while nobody consumes it. A pipeline that fails to start is
+// reported and left stopped; the rest still apply. A removed pipeline leaves
+// nothing behind in Stats, /status or /metrics; a restarted one keeps its
+// counts (see PipelineStats).
 func (e *Engine) Apply(ctx context.Context, cfg *Config) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -129,19 +150,106 @@ func (e *Engine) Apply(ctx context.Context, cfg *Config) error {
 			restart = append(restart, n)
 		}
 	}
-	e.logger.Info("reloading configuration", "changed", changed, "removed", removed)
-	e.stopPipelines(ctx, append(removed, restart...))
+	feeders := e.feedersOf(restart, removed)
+	e.logger.Info("reloading configuration", "changed", changed, "removed", removed, "feeders_restarted", feeders)
+	e.stopPipelines(ctx, slices.Concat(removed, restart, feeders))
+	for _, n := range removed {
+		delete(e.final, n)
+		delete(e.started, n)
+		delete(e.restarts, n)
+		e.latency.DeleteLabelValues(n)
+	}
 	e.cfg = cfg
 	e.closeServers(cfg) // those no running config uses any more
 	e.closeStore(cfg)
 	var errs []error
-	for _, name := range orderForStart(cfg, changed) {
+	for _, name := range orderForStart(cfg, slices.Concat(changed, feeders)) {
 		if err := e.startPipelines(ctx, cfg, []string{name}); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	e.syncProbes()
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	e.appliedAt = time.Now()
+	e.reloads["applied"]++
+	e.lastReload = &ReloadStatus{Result: "applied", At: e.appliedAt, Hash: cfg.hash, Problems: errorLines(err)}
+	e.warnEmptyRooms()
+	return err
+}
+
+// ReloadRefused records a configuration that a reload did not apply, because
+// loading it failed with err, for /status and /metrics; hash is its file's
+// (HashFile). The running configuration stays.
+func (e *Engine) ReloadRefused(hash string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.reloads["refused"]++
+	e.lastReload = &ReloadStatus{Result: "refused", At: time.Now(), Hash: hash, Problems: errorLines(err)}
+}
+
+// errorLines splits an error into its problems, one a line; nil: none.
+func errorLines(err error) []string {
+	if err == nil {
+		return nil
+	}
+	var es Errors
+	if errors.As(err, &es) {
+		out := make([]string, len(es))
+		for i, e := range es {
+			out[i] = e.Error()
+		}
+		return out
+	}
+	return strings.Split(err.Error(), "\n")
+}
+
+// feedersOf lists the running pipelines, not among restart or removed, that
+// publish to a Loom room a pipeline of restart reads, and in turn those
+// feeding a room these read. Called with e.mu held.
+func (e *Engine) feedersOf(restart, removed []string) []string {
+	in := map[string]bool{}
+	for _, n := range slices.Concat(restart, removed) {
+		in[n] = true
+	}
+	var out []string
+	for queue := restart; len(queue) > 0; {
+		n := queue[0]
+		queue = queue[1:]
+		src, ok := e.pipelines[n].pl.From.Source.(roomer)
+		if !ok {
+			continue
+		}
+		conn, room := src.LoomRoom()
+		for _, o := range sortedNames(e.pipelines) {
+			if !in[o] && writesRoom(e.pipelines[o].pl, conn, room) {
+				in[o] = true
+				out = append(out, o)
+				queue = append(queue, o)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// writesRoom reports whether a sink or the dead letters of pl publish to the
+// room of conn.
+func writesRoom(pl *Pipeline, conn, room string) bool {
+	eps := make([]*Endpoint, 0, len(pl.To)+1)
+	for _, s := range pl.To {
+		eps = append(eps, s)
+	}
+	if pl.DeadLetter != nil {
+		eps = append(eps, pl.DeadLetter)
+	}
+	for _, ep := range eps {
+		if r, ok := ep.Sink.(roomer); ok {
+			if c, rm := r.LoomRoom(); c == conn && rm == room {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Close stops every pipeline gracefully: sources stop taking messages, those
@@ -217,9 +325,18 @@ func (e *Engine) startPipelines(ctx context.Context, cfg *Config, names []string
 			return fmt.Errorf("pipeline %s: %w", name, err)
 		}
 		e.pipelines[name] = r
+		args := []any{"pipeline", name, "from", cfg.Pipelines[name].From.Type, "topic", r.topic, "sinks", strings.Join(sortedNames(cfg.Pipelines[name].To), ",")}
+		if prev, ok := e.final[name]; ok {
+			// A restart: the counts go on from where they were, so /metrics
+			// counters do not fall back to 0 without the process restarting.
+			r.stats.carry(prev)
+			e.restarts[name]++
+			args = append(args, "restart", e.restarts[name], "counts", "kept from before the restart")
+		}
+		e.started[name] = time.Now()
 		delete(e.final, name)
 		e.awaitConsumer(ctx, cfg, name)
-		e.logger.Info("pipeline started", "pipeline", name, "from", cfg.Pipelines[name].From.Type, "topic", r.topic, "sinks", strings.Join(sortedNames(cfg.Pipelines[name].To), ","))
+		e.logger.Info("pipeline started", args...)
 	}
 	return nil
 }
@@ -286,12 +403,14 @@ type roomer interface {
 func (e *Engine) stopWave(ctx context.Context, names []string) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(names))
+	stopped := map[string]*runner{}
 	for i, name := range names {
 		r, ok := e.pipelines[name]
 		if !ok {
 			continue
 		}
 		delete(e.pipelines, name)
+		stopped[name] = r
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -300,9 +419,11 @@ func (e *Engine) stopWave(ctx context.Context, names []string) error {
 			}
 			e.logger.Info("pipeline stopped", append([]any{"pipeline", name}, r.stats.snapshot().logArgs()...)...)
 		}()
-		e.final[name] = r.stats.snapshot()
 	}
 	wg.Wait()
+	for name, r := range stopped { // once stopped, so what was in flight is counted
+		e.final[name] = r.stats.snapshot()
+	}
 	return errors.Join(errs...)
 }
 
@@ -361,15 +482,58 @@ func (e *Engine) closeServers(keep *Config) {
 	}
 }
 
-// orderForStart starts pipelines whose source is a Loom room before the
-// others: Loom discards messages for a room nobody consumes, so consumers go
-// first.
+// orderForStart starts the readers of a Loom room before the pipelines that
+// write to it (Loom discards messages for a room nobody consumes, so
+// consumers go first), along chains of rooms too; pipelines on a cycle of
+// rooms start in name order. Otherwise, pipelines whose source is a Loom room
+// go first.
 func orderForStart(cfg *Config, names []string) []string {
 	out := append([]string(nil), names...)
+	sort.Strings(out)
+	out = slices.Compact(out)
 	sort.SliceStable(out, func(i, j int) bool {
 		return cfg.Pipelines[out[i]].From.Type == "loom" && cfg.Pipelines[out[j]].From.Type != "loom"
 	})
-	return out
+	// Take, each time, the first pipeline that writes no room a pipeline
+	// still to start reads.
+	left := map[string]bool{}
+	for _, n := range out {
+		left[n] = true
+	}
+	waitsFor := func(a string) bool {
+		for b := range left {
+			if b == a {
+				continue
+			}
+			if r, ok := cfg.Pipelines[b].From.Source.(roomer); ok {
+				if c, rm := r.LoomRoom(); writesRoom(cfg.Pipelines[a], c, rm) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	ordered := make([]string, 0, len(out))
+	for len(left) > 0 {
+		next := ""
+		for _, n := range out {
+			if left[n] && !waitsFor(n) {
+				next = n
+				break
+			}
+		}
+		if next == "" { // a cycle: take the first left
+			for _, n := range out {
+				if left[n] {
+					next = n
+					break
+				}
+			}
+		}
+		ordered = append(ordered, next)
+		delete(left, next)
+	}
+	return ordered
 }
 
 func (e *Engine) logStats(ctx context.Context, every time.Duration) {
@@ -382,8 +546,9 @@ func (e *Engine) logStats(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		for name, s := range e.Stats() {
-			e.logger.Info("pipeline stats", append([]any{"pipeline", name}, s.logArgs()...)...)
+		all := e.Stats()
+		for _, name := range sortedNames(all) { // sorted: the same order every time
+			e.logger.Info("pipeline stats", append([]any{"pipeline", name}, all[name].logArgs()...)...)
 		}
 	}
 }
@@ -418,6 +583,58 @@ func (g levelGate) Trace(msg string, fields watermill.LogFields) {
 
 func (g levelGate) With(fields watermill.LogFields) watermill.LoggerAdapter {
 	return levelGate{g.LoggerAdapter.With(fields), g.l}
+}
+
+// warnEmptyRooms finds the rooms of embedded connections that a pipeline
+// writes (a sink or its dead letters) and no pipeline reads: the embedded
+// router discards what is sent there, and being loombridge's own, nothing
+// else is expected to read it. Each is logged as a warning, and kept for
+// /status and /metrics. Called with e.mu held.
+func (e *Engine) warnEmptyRooms() {
+	read := map[[2]string]bool{}
+	for _, pl := range e.cfg.Pipelines {
+		if r, ok := pl.From.Source.(roomer); ok {
+			c, rm := r.LoomRoom()
+			read[[2]string{c, rm}] = true
+		}
+	}
+	e.emptyRooms = nil
+	for _, name := range sortedNames(e.cfg.Pipelines) {
+		pl := e.cfg.Pipelines[name]
+		eps := map[string]*Endpoint{}
+		for s, ep := range pl.To {
+			eps["to."+s] = ep
+		}
+		if pl.DeadLetter != nil {
+			eps["dead_letter"] = pl.DeadLetter
+		}
+		for _, where := range sortedNames(eps) {
+			r, ok := eps[where].Sink.(roomer)
+			if !ok {
+				continue
+			}
+			c, rm := r.LoomRoom()
+			if conn := e.cfg.Connections[c]; conn == nil || !conn.Embedded || read[[2]string{c, rm}] {
+				continue
+			}
+			e.emptyRooms = append(e.emptyRooms, EmptyRoom{Pipeline: name, Sink: where, Connection: c, Room: rm})
+			e.logger.Warn("a pipeline writes a room of the embedded router that no pipeline reads: the router discards its messages",
+				"pipeline", name, "sink", where, "connection", c, "room", rm)
+		}
+	}
+}
+
+// EmptyRoom is a room of an embedded connection that a pipeline writes and
+// no pipeline reads.
+type EmptyRoom struct {
+	Pipeline   string `json:"pipeline"`
+	Sink       string `json:"sink"` // "to.<name>" or "dead_letter"
+	Connection string `json:"connection"`
+	Room       string `json:"room"`
+}
+
+func (r EmptyRoom) String() string {
+	return fmt.Sprintf("pipeline %s: %s writes room %q of the embedded connection %s, which no pipeline reads: its messages are discarded", r.Pipeline, r.Sink, r.Room, r.Connection)
 }
 
 // awaitConsumer waits, for a pipeline reading a room of an embedded router,

@@ -2,9 +2,13 @@ package pipelines
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"reflect"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/ThreeDotsLabs/watermill"
 
@@ -158,21 +162,64 @@ func (e *Engine) Ready() []string {
 	return problems
 }
 
-// Status is what /status shows.
+// Status is what /status shows, as JSON; docs/status.md describes every key.
+// The shape: keys are snake_case (a Go field's name turned into snake_case
+// where it has no json tag, adapter stats included), durations are seconds
+// as a number under a key ending in _seconds, times are RFC 3339 strings, and
+// keys marked omitted below are left out when empty.
+//
+//	{
+//	  "ready": false,
+//	  "problems": ["pipeline orders: not running"],          // omitted when none
+//	  "warnings": ["pipeline feed: to.out writes room ..."], // omitted when none
+//	  "config": {"hash": "<sha256 of the file>", "applied_at": "...",
+//	             "last_reload": {"result": "refused", "at": "...", "hash": "...", "problems": ["..."]}},
+//	  "empty_rooms": [{"pipeline": "feed", "sink": "to.out", "connection": "local", "room": "r"}],
+//	  "pipelines": {"orders": {"state": "running", "started_at": "...", "restarts": 0,
+//	                "stats": {"received": 10, ..., "max_latency_seconds": 0.0021, "sinks": {...}},
+//	                "adapters": {"from": {...}, "to.hook": {...}}}},
+//	  "connections": {"prod": {"reachable": true}}
+//	}
 type Status struct {
-	Ready       bool                        `json:"ready"`
-	Problems    []string                    `json:"problems,omitempty"`
+	Ready    bool     `json:"ready"`
+	Problems []string `json:"problems,omitempty"`
+	// Warnings are what works but likely not as meant: rooms written that no
+	// pipeline reads, a reload refused.
+	Warnings    []string                    `json:"warnings,omitempty"`
+	Config      ConfigStatus                `json:"config"`
+	EmptyRooms  []EmptyRoom                 `json:"empty_rooms,omitempty"`
 	Pipelines   map[string]PipelineStatus   `json:"pipelines"`
 	Connections map[string]ConnectionStatus `json:"connections,omitempty"`
 }
 
+// ConfigStatus is the configuration in force and the last reload's outcome.
+type ConfigStatus struct {
+	Hash       string        `json:"hash"`                  // Config.Hash of the configuration running
+	AppliedAt  time.Time     `json:"applied_at,omitzero"`   // when it was started or reloaded
+	LastReload *ReloadStatus `json:"last_reload,omitempty"` // none before the first reload
+}
+
+// ReloadStatus is a reload's outcome.
+type ReloadStatus struct {
+	// Result is "applied" (Problems: pipelines that did not start) or
+	// "refused" (Problems: what is wrong with the file; the configuration
+	// running stays).
+	Result   string    `json:"result"`
+	At       time.Time `json:"at"`
+	Hash     string    `json:"hash"` // the reloaded file's, HashFile
+	Problems []string  `json:"problems,omitempty"`
+}
+
 // PipelineStatus is one pipeline's state and counts.
 type PipelineStatus struct {
-	State string        `json:"state"` // running, stopped
-	Stats PipelineStats `json:"stats"`
+	State     string        `json:"state"`               // running, stopped
+	StartedAt time.Time     `json:"started_at,omitzero"` // its last (re)start
+	Restarts  uint64        `json:"restarts"`            // by reloads; its counts go on over them
+	Stats     PipelineStats `json:"stats"`
 	// Adapters holds the Stats() of the source and sinks that have them
 	// (Loom: buffer depth and bytes, reconnects, unconfirmed; webhook: breaker
-	// states), by "from" or "to.<sink>".
+	// states), by "from" or "to.<sink>"; they count since the pipeline's last
+	// (re)start.
 	Adapters map[string]any `json:"adapters,omitempty"`
 	// Buffer is the store's counts and the sinks' queues, with buffer: set.
 	Buffer *BufferStats `json:"buffer,omitempty"`
@@ -184,25 +231,40 @@ type ConnectionStatus struct {
 	LastError string `json:"last_error,omitempty"`
 }
 
+// MarshalJSON writes the counts as /status shows them (see Status).
+func (p PipelineStats) MarshalJSON() ([]byte, error) {
+	return json.Marshal(jsonView(reflect.ValueOf(p)))
+}
+
 // Status describes everything running, for /status.
 func (e *Engine) Status() any {
 	problems := e.Ready()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{Ready: len(problems) == 0, Problems: problems, Pipelines: map[string]PipelineStatus{}, Connections: map[string]ConnectionStatus{}}
+	if e.cfg != nil {
+		st.Config = ConfigStatus{Hash: e.cfg.hash, AppliedAt: e.appliedAt, LastReload: e.lastReload}
+	}
+	st.EmptyRooms = e.emptyRooms
+	for _, r := range e.emptyRooms {
+		st.Warnings = append(st.Warnings, r.String())
+	}
+	if lr := e.lastReload; lr != nil && lr.Result == "refused" {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("reload refused: the file (sha256 %s) has %d problem(s); the configuration running (sha256 %s) stays", lr.Hash, len(lr.Problems), st.Config.Hash))
+	}
 	storeCtx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	for n, s := range e.final {
-		st.Pipelines[n] = PipelineStatus{State: "stopped", Stats: s}
+		st.Pipelines[n] = PipelineStatus{State: "stopped", StartedAt: e.started[n], Restarts: e.restarts[n], Stats: s}
 	}
 	for n, r := range e.pipelines {
-		ps := PipelineStatus{State: "running", Stats: r.stats.snapshot(), Adapters: map[string]any{}}
+		ps := PipelineStatus{State: "running", StartedAt: e.started[n], Restarts: e.restarts[n], Stats: r.stats.snapshot(), Adapters: map[string]any{}}
 		if r.router.IsClosed() {
 			ps.State = "stopped"
 		}
 		r.eachAdapter(func(where string, a any) {
 			if s := adapterStats(a); s != nil {
-				ps.Adapters[where] = s
+				ps.Adapters[where] = jsonView(reflect.ValueOf(s))
 			}
 		})
 		ps.Buffer = r.bufferStats(storeCtx)
@@ -216,6 +278,88 @@ func (e *Engine) Status() any {
 		st.Connections[n] = cs
 	}
 	return st
+}
+
+var (
+	durationT = reflect.TypeFor[time.Duration]()
+	timeT     = reflect.TypeFor[time.Time]()
+)
+
+// jsonView turns v into what encoding/json writes in the shape of Status:
+// struct fields under their json tag's name or their name in snake_case,
+// durations as seconds under a name ending in _seconds.
+func jsonView(v reflect.Value) any {
+	switch {
+	case !v.IsValid():
+		return nil
+	case v.Type() == durationT:
+		return time.Duration(v.Int()).Seconds()
+	case v.Type() == timeT:
+		return v.Interface()
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return nil
+		}
+		return jsonView(v.Elem())
+	case reflect.Struct:
+		out := map[string]any{}
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if (strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero")) && v.Field(i).IsZero() {
+				continue
+			}
+			if name == "" {
+				name = snakeCase(f.Name)
+			}
+			if f.Type == durationT && !strings.HasSuffix(name, "_seconds") {
+				name += "_seconds"
+			}
+			out[name] = jsonView(v.Field(i))
+		}
+		return out
+	case reflect.Map:
+		out := make(map[string]any, v.Len())
+		for it := v.MapRange(); it.Next(); {
+			out[fmt.Sprint(it.Key().Interface())] = jsonView(it.Value())
+		}
+		return out
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice && v.IsNil() {
+			return []any{}
+		}
+		out := make([]any, v.Len())
+		for i := range out {
+			out[i] = jsonView(v.Index(i))
+		}
+		return out
+	}
+	return v.Interface()
+}
+
+// snakeCase turns a Go name into snake_case: MaxLatency max_latency,
+// BufferedBytes buffered_bytes, HTTPAddr http_addr.
+func snakeCase(name string) string {
+	var b strings.Builder
+	rs := []rune(name)
+	for i, r := range rs {
+		if unicode.IsUpper(r) {
+			if i > 0 && (unicode.IsLower(rs[i-1]) || unicode.IsDigit(rs[i-1]) || i+1 < len(rs) && unicode.IsLower(rs[i+1]) && unicode.IsUpper(rs[i-1])) {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // eachAdapter calls fn with the source and every sink, named as in the

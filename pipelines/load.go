@@ -4,9 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -65,10 +67,9 @@ func Parse(b []byte, opts LoadOptions) (*Config, error) {
 	if p.err() != nil {
 		return nil, p.err()
 	}
-	checkNames(tree, &p)
-	if p.err() != nil {
-		return nil, p.err() // a dotted name would be split by koanf
-	}
+	// A bad name is reported and its entry checked on under a placeholder (a
+	// dotted name would be split by koanf), so every other problem shows too.
+	renamed := checkNames(tree, &p, nil)
 	overrides := envOverrides(environ, &p)
 	var ip problems // interpolation's, kept apart from what its results cause
 	tainted := interpolate(tree, lookup, overrides.covers, &ip)
@@ -87,15 +88,33 @@ func Parse(b []byte, opts LoadOptions) (*Config, error) {
 		p.addf("", "environment overrides: %v", err)
 	}
 	merged := k.Raw()
-	checkNames(merged, &p) // names an override added
+	renamed = checkNames(merged, &p, renamed) // names an override added
 	cfg := decodeConfig(merged, opts.Kinds, opts.AllowNoPipelines, &p)
 	p.drop(tainted)
 	p.list = append(p.list, ip.list...)
 	overrides.annotate(&p)
+	renamed.restore(&p)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
+	cfg.hash = HashConfig(b)
 	return cfg, nil
+}
+
+// HashConfig is Config.Hash of a configuration file's bytes.
+func HashConfig(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// HashFile is HashConfig of the file at path, for a configuration that
+// failed to load; "" when it cannot be read.
+func HashFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return HashConfig(b)
 }
 
 // envKey turns LOOMBRIDGE_PIPELINES__ORDERS__FROM__ROOM into
@@ -205,7 +224,34 @@ func parseYAML(b []byte, p *problems) map[string]any {
 func yamlMessage(err error) string {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	msg = fixParserLine(msg)
 	return "invalid YAML: " + strings.Join(strings.Fields(msg), " ")
+}
+
+// yamlParserProblems are the syntax errors of yaml.v3's parser (not its
+// scanner). For those it reports the 0-based line of the mark, one less than
+// the file's line: "line 2" for an error on line 3.
+var yamlParserProblems = []string{
+	"did not find expected <stream-start>", "did not find expected <document start>",
+	"did not find expected node content", "did not find expected key",
+	"did not find expected '-' indicator", "did not find expected ',' or ']'",
+	"did not find expected ',' or '}'", "found duplicate %YAML directive",
+	"found incompatible YAML document", "found duplicate %TAG directive",
+	"found undefined tag handle",
+}
+
+// fixParserLine turns a parser error's "line N: problem" into the file's line.
+func fixParserLine(msg string) string {
+	var line int
+	var rest string
+	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n != 1 {
+		return msg
+	}
+	_, rest, _ = strings.Cut(msg, ": ")
+	if !slices.Contains(yamlParserProblems, rest) {
+		return msg
+	}
+	return fmt.Sprintf("line %d: %s", line+1, rest)
 }
 
 func nodeKind(n *yaml.Node) string {
@@ -633,8 +679,11 @@ func sourceRoom(pl *Pipeline) ([2]string, bool) {
 
 // checkNames refuses names that koanf would split (dots) or that are not
 // [a-z0-9_-]+, for connections, pipelines and sinks: names become parts of key
-// paths, environment variable names and metric labels.
-func checkNames(tree map[string]any, p *problems) {
+// paths, environment variable names and metric labels. Each refused name's
+// entry is moved to a placeholder name in tree, so that what it holds is still
+// checked (and references to a refused connection name follow it); restore
+// puts the names back into the problems' paths. renamed is appended to.
+func checkNames(tree map[string]any, p *problems, renamed renames) renames {
 	check := func(path, what string, m any) {
 		mm, ok := m.(map[string]any)
 		if !ok {
@@ -648,16 +697,87 @@ func checkNames(tree map[string]any, p *problems) {
 				p.addf(join(path, name), "%s name %q contains \".\", which separates keys (as in LOOMBRIDGE_ overrides); use - or _ instead", what, name)
 			case !validName.MatchString(name):
 				p.addf(join(path, name), "%s name may hold only a-z, 0-9, _ and -; got %q", what, name)
+			default:
+				continue
 			}
+			ph := placeholderName(mm, len(renamed)+1)
+			mm[ph] = mm[name]
+			delete(mm, name)
+			renamed = append(renamed, rename{ph: ph, from: join(path, ph), to: join(path, name), name: name})
 		}
 	}
 	check("connections", "connection", tree["connections"])
+	for _, r := range renamed {
+		if strings.HasPrefix(r.from, "connections.") {
+			renameConnection(tree["pipelines"], r.name, r.ph)
+		}
+	}
 	check("pipelines", "pipeline", tree["pipelines"])
 	if pls, ok := tree["pipelines"].(map[string]any); ok {
-		for name, pl := range pls {
-			if m, ok := pl.(map[string]any); ok {
+		for _, name := range sortedNames(pls) {
+			if m, ok := pls[name].(map[string]any); ok {
 				check("pipelines."+name+".to", "sink", m["to"])
 			}
+		}
+	}
+	return renamed
+}
+
+// rename is a refused name's entry moved to placeholder ph: key path from
+// stands for key path to.
+type rename struct{ ph, from, to, name string }
+
+type renames []rename
+
+// renameConnection points each connection: name under v at ph.
+func renameConnection(v any, name, ph string) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			if s, ok := e.(string); ok && k == "connection" && s == name {
+				t[k] = ph
+			} else {
+				renameConnection(e, name, ph)
+			}
+		}
+	case []any:
+		for _, e := range t {
+			renameConnection(e, name, ph)
+		}
+	}
+}
+
+// placeholderName returns a valid name that m does not have, numbered from i
+// on so that no two placeholders of a file are alike.
+func placeholderName(m map[string]any, i int) string {
+	for ; ; i++ {
+		ph := fmt.Sprintf("refused-name-%d", i)
+		if _, taken := m[ph]; !taken {
+			return ph
+		}
+	}
+}
+
+// restore writes the refused names back into the problems' paths and texts
+// (a default topic or group may be made of the name). The latest rename goes
+// first: a sink's path holds its pipeline's placeholder.
+func (rs renames) restore(p *problems) {
+	for i := len(rs) - 1; i >= 0; i-- {
+		r := rs[i]
+		for j, e := range p.list {
+			path := e.Path
+			if path == r.from || strings.HasPrefix(path, r.from+".") || strings.HasPrefix(path, r.from+"[") {
+				path = r.to + path[len(r.from):]
+			}
+			err := e.Err
+			if msg := err.Error(); strings.Contains(msg, r.ph) {
+				err = errors.New(strings.ReplaceAll(msg, r.ph, r.name))
+			}
+			if p.typed[e.Path] && path != e.Path {
+				delete(p.typed, e.Path)
+				p.typed[path] = true
+			}
+			p.list[j] = &FieldError{Path: path, Err: err}
 		}
 	}
 }

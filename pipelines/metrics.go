@@ -33,6 +33,13 @@ var (
 	dPublished    = desc("sink_published_total", "Messages the sink took.", "pipeline", "sink")
 	dSinkFailed   = desc("sink_failed_attempts_total", "Publish attempts that failed.", "pipeline", "sink")
 	dRetried      = desc("sink_retries_total", "Publish attempts after the first.", "pipeline", "sink")
+	dSinkDead     = desc("sink_dead_lettered_total", "Messages the sink itself dead-lettered instead of delivering (a webhook endpoint's); not in sink_published_total.", "pipeline", "sink")
+
+	dConfigInfo     = desc("config_info", "1, labelled with the SHA-256 of the configuration file running.", "hash")
+	dReloadOK       = desc("config_last_reload_successful", "0 when the last reload was refused (an invalid file; the running configuration stays), else 1.")
+	dLastReloadInfo = desc("config_last_reload_info", "1, labelled with the last reload's result (applied, refused) and its file's SHA-256.", "result", "hash")
+	dReloads        = desc("config_reloads_total", "Reloads by result: applied, refused.", "result")
+	dUnreadRoom     = desc("unread_room", "1 for each room of an embedded connection that a pipeline writes and no pipeline reads: its messages are discarded.", "pipeline", "sink", "connection", "room")
 
 	dLoomBuffered      = desc("loom_publisher_buffered_messages", "Messages waiting in the Loom publisher's buffer.", "pipeline", "sink")
 	dLoomBufferedBytes = desc("loom_publisher_buffered_bytes", "Bytes waiting in the Loom publisher's buffer.", "pipeline", "sink")
@@ -68,7 +75,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dUp, dReceived, dDone, dFiltered, dUnmatched, dFailed, dDeadLettered, dExprErrors,
 		dPublished, dSinkFailed, dRetried, dLoomBuffered, dLoomBufferedBytes, dLoomSent, dLoomResent, dLoomUnconfirmed,
 		dLoomDropped, dLoomReconnects, dLoomReceived, dLoomSkipped, dHookAttempts, dHookDelivered, dHookDead, dHookBreaker,
-		dLoomReachable, dBufStored, dBufDropped, dBufRejected, dBufBlocked, dQueueMessages, dQueueBytes, dQueueOldest,
+		dLoomReachable, dSinkDead, dConfigInfo, dReloadOK, dLastReloadInfo, dReloads, dUnreadRoom,
+		dBufStored, dBufDropped, dBufRejected, dBufBlocked, dQueueMessages, dQueueBytes, dQueueOldest,
 		dQueueRedeliver, dQueueExpired, dQueueLost} {
 		ch <- d
 	}
@@ -100,6 +108,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(dPublished, ss.Published, name, sink)
 			counter(dSinkFailed, ss.Failed, name, sink)
 			counter(dRetried, ss.Retried, name, sink)
+			counter(dSinkDead, ss.DeadLettered, name, sink)
 		}
 	}
 	for name, s := range e.final {
@@ -161,6 +170,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for name, p := range e.probes {
 		gauge(dLoomReachable, map[bool]float64{true: 1}[p.up.Load()], name)
+	}
+	if e.cfg != nil {
+		gauge(dConfigInfo, 1, e.cfg.hash)
+	}
+	ok := e.lastReload == nil || e.lastReload.Result != "refused"
+	gauge(dReloadOK, map[bool]float64{true: 1}[ok])
+	if lr := e.lastReload; lr != nil {
+		gauge(dLastReloadInfo, 1, lr.Result, lr.Hash)
+	}
+	for _, result := range []string{"applied", "refused"} {
+		counter(dReloads, e.reloads[result], result)
+	}
+	for _, r := range e.emptyRooms {
+		gauge(dUnreadRoom, 1, r.Pipeline, r.Sink, r.Connection, r.Room)
 	}
 }
 

@@ -58,6 +58,14 @@ type SinkConfig interface {
 	NewPublisher(ctx context.Context, d Deps) (message.Publisher, error)
 }
 
+// RefusedKeys is implemented by a source or sink config whose struct decodes
+// keys only for Check to refuse them with a hint (a Loom source's client keys,
+// which belong under connections:): the message for an unknown key does not
+// list them among the valid keys.
+type RefusedKeys interface {
+	RefusedKeys() []string
+}
+
 // Deps is what a source or sink may use beyond its own keys.
 type Deps struct {
 	// Pipeline is the name of the pipeline the source or sink belongs to.

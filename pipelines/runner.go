@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -67,6 +68,7 @@ type sink struct {
 	// spanName is the publish span's, made once rather than per message.
 	spanName string
 	whenKey  string            // "to.<name>.when", for the log of a when that fails
+	dead     *deadMarker
 	queue    *spool.Subscriber // the sink's queue of the buffer; nil without one
 }
 
@@ -116,11 +118,15 @@ func startRunner(ctx context.Context, name string, pl *Pipeline, d Deps, closeTi
 	}
 	for _, sname := range sortedNames(pl.To) {
 		ep := pl.To[sname]
-		pub, err := ep.Sink.NewPublisher(ctx, d)
+		sd, dead := d, &deadMarker{pub: d.DeadLetter, uuids: map[string]int{}}
+		if d.DeadLetter != nil {
+			sd.DeadLetter = dead
+		}
+		pub, err := ep.Sink.NewPublisher(ctx, sd)
 		if err != nil {
 			return nil, fmt.Errorf("to.%s: %w", sname, err)
 		}
-		s := &sink{name: sname, ep: ep, pub: pub, topic: ep.Sink.Topic(), stats: r.stats.sinks[sname], tr: d.tracer}
+		s := &sink{name: sname, ep: ep, pub: pub, topic: ep.Sink.Topic(), stats: r.stats.sinks[sname], tr: d.tracer, dead: dead}
 		s.topic = cmp.Or(s.topic, r.topic)
 		s.spanName = ep.Type + " publish " + s.topic
 		s.whenKey = "to." + sname + ".when"
@@ -305,10 +311,53 @@ func (s *sink) publish(msg *message.Message) error {
 	msg, span := s.tracePublish(msg)
 	_, err := s.h(msg)
 	endSpan(span, err, false) // attempts recorded theirs
-	if err == nil {
+	switch dead := s.dead.took(msg.UUID); {
+	case err != nil:
+	case dead: // the sink put it in the dead letters itself (a webhook endpoint's)
+		s.stats.deadLettered.Add(1)
+	default:
 		s.stats.published.Add(1)
 	}
 	return err
+}
+
+// deadMarker passes a sink's own dead letters (a webhook's, per endpoint) on
+// to the pipeline's, noting their UUIDs, so that a message the sink took
+// only into the dead letters is not counted as published.
+type deadMarker struct {
+	pub   message.Publisher
+	n     atomic.Int64 // len(uuids): took's lock-free way out, per message
+	mu    sync.Mutex
+	uuids map[string]int
+}
+
+func (m *deadMarker) Publish(topic string, msgs ...*message.Message) error {
+	if err := m.pub.Publish(topic, msgs...); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	for _, msg := range msgs {
+		m.uuids[msg.UUID]++
+	}
+	m.n.Store(int64(len(m.uuids)))
+	m.mu.Unlock()
+	return nil
+}
+
+// Close does nothing: the runner closes the dead letters behind it.
+func (m *deadMarker) Close() error { return nil }
+
+// took reports, and forgets, whether the message went to the dead letters.
+func (m *deadMarker) took(uuid string) bool {
+	if m.n.Load() == 0 {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.uuids[uuid]
+	delete(m.uuids, uuid)
+	m.n.Store(int64(len(m.uuids)))
+	return ok
 }
 
 // stop closes the router (the source stops delivering; messages in flight are

@@ -9,7 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// PipelineStats are a pipeline's counts since it started.
+// PipelineStats are a pipeline's counts since it started; a restart by a
+// reload keeps them (for sinks of the same name). /status writes them as
+// docs/status.md says (MarshalJSON, health.go).
 type PipelineStats struct {
 	Received     uint64 // taken from the source
 	Done         uint64 // taken by every matching sink, then acked
@@ -29,9 +31,12 @@ type PipelineStats struct {
 
 // SinkStats are one sink's counts.
 type SinkStats struct {
-	Published uint64 // messages it took
+	Published uint64 // messages it took (delivered)
 	Failed    uint64 // attempts that failed
 	Retried   uint64 // retries made
+	// DeadLettered counts messages the sink itself put in the dead letters
+	// instead of delivering them (a webhook endpoint's); not in Published.
+	DeadLettered uint64
 }
 
 type stats struct {
@@ -45,7 +50,7 @@ type stats struct {
 	latency   prometheus.Observer // handling time, for /metrics; nil: not measured
 }
 
-type sinkStats struct{ published, failed, retried atomic.Uint64 }
+type sinkStats struct{ published, failed, retried, deadLettered atomic.Uint64 }
 
 func newStats(sinks []string) *stats {
 	s := &stats{sinks: map[string]*sinkStats{}}
@@ -69,6 +74,34 @@ func (s *stats) observe(d time.Duration) {
 	}
 }
 
+// carry adds the counts of the pipeline's run before a restart, for sinks it
+// still has; the longest latency and last error carry on too.
+func (s *stats) carry(p PipelineStats) {
+	s.received.Add(p.Received)
+	s.done.Add(p.Done)
+	s.filtered.Add(p.Filtered)
+	s.unmatched.Add(p.Unmatched)
+	s.failed.Add(p.Failed)
+	s.deadLettered.Add(p.DeadLettered)
+	s.exprErrors.Add(p.ExprErrors)
+	for cur := s.maxLatency.Load(); int64(p.MaxLatency) > cur && !s.maxLatency.CompareAndSwap(cur, int64(p.MaxLatency)); {
+		cur = s.maxLatency.Load()
+	}
+	s.mu.Lock()
+	if s.lastErr == "" { // none since the restart yet
+		s.lastErr, s.lastErrAt = p.LastError, p.LastErrorAt
+	}
+	s.mu.Unlock()
+	for n, ps := range p.Sinks {
+		if ss, ok := s.sinks[n]; ok {
+			ss.published.Add(ps.Published)
+			ss.failed.Add(ps.Failed)
+			ss.retried.Add(ps.Retried)
+			ss.deadLettered.Add(ps.DeadLettered)
+		}
+	}
+}
+
 // failed records the last error, for /status.
 func (s *stats) setErr(err error) {
 	s.mu.Lock()
@@ -88,7 +121,7 @@ func (s *stats) snapshot() PipelineStats {
 		LastError: lastErr, LastErrorAt: lastErrAt,
 	}
 	for n, ss := range s.sinks {
-		out.Sinks[n] = SinkStats{Published: ss.published.Load(), Failed: ss.failed.Load(), Retried: ss.retried.Load()}
+		out.Sinks[n] = SinkStats{Published: ss.published.Load(), Failed: ss.failed.Load(), Retried: ss.retried.Load(), DeadLettered: ss.deadLettered.Load()}
 	}
 	return out
 }
@@ -96,8 +129,8 @@ func (s *stats) snapshot() PipelineStats {
 func (p PipelineStats) logArgs() []any {
 	args := []any{"received", p.Received, "done", p.Done, "filtered", p.Filtered, "unmatched", p.Unmatched,
 		"failed", p.Failed, "dead_lettered", p.DeadLettered}
-	for n, s := range p.Sinks {
-		args = append(args, "to."+n, s.Published)
+	for _, n := range sortedNames(p.Sinks) { // sorted: the same order on every line
+		args = append(args, "to."+n, p.Sinks[n].Published)
 	}
 	return args
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/quic-go/quic-go"
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/adapter/loom/wire"
@@ -170,6 +171,8 @@ func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *messa
 		if refused(err) {
 			s.refused.Add(1)
 			s.logger.Error("Loom refused the consumer stream (is the token right for this room?), retrying", err, watermill.LogFields{"room": room, "retry_in": wait.String()})
+		} else if cleanEnd(err) {
+			s.logger.Info("Loom server closed the consumer stream, reopening", watermill.LogFields{"room": room, "retry_in": wait.String(), "reason": err.Error()})
 		} else {
 			s.logger.Error("Loom consumer stream ended, reopening", err, watermill.LogFields{"room": room, "retry_in": wait.String()})
 		}
@@ -181,6 +184,18 @@ func (s *Subscriber) consume(ctx context.Context, room string, out chan<- *messa
 			return
 		}
 	}
+}
+
+// cleanEnd reports whether a consumer stream ended in order, not by a fault:
+// the server stopping or closing the connection (QUIC application error 0),
+// the stream closed between two messages, or this side's Close. Those are no
+// corruption, so they are not logged as errors.
+func cleanEnd(err error) bool {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.ErrorCode == 0 {
+		return true
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, client.ErrClosed)
 }
 
 // session runs one consumer stream until it fails; delivered says whether any

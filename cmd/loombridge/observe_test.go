@@ -89,7 +89,7 @@ pipelines:
 	if code, _ := get(t, "http://"+addr+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d", code)
 	}
-	if code, st := get(t, "http://"+addr+"/status"); code != http.StatusOK || !strings.Contains(st, `"state": "running"`) || !strings.Contains(st, `"LastError"`) {
+	if code, st := get(t, "http://"+addr+"/status"); code != http.StatusOK || !strings.Contains(st, `"state": "running"`) || !strings.Contains(st, `"last_error"`) {
 		t.Errorf("/status: %d %s", code, st)
 	}
 	if r := runCmd(t, context.Background(), "", "healthcheck", "--addr", addr); r.code != exitOK {

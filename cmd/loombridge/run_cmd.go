@@ -52,7 +52,7 @@ func runRun(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	}
 	engine := pipelines.NewEngine(pipelines.EngineOptions{Logger: logger, Stdout: stdout, TracerProvider: tp.TracerProvider(), ProbeLoom: true})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(engine.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(engine.Collector(), buildInfo(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hs, err := health.Start(cfg.HTTP.Addr, engine, reg)
 	if err != nil {
 		logger.Error("cannot start the health and metrics listener", "error", err)
@@ -112,6 +112,7 @@ func runRun(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 func reloadConfig(ctx context.Context, engine *pipelines.Engine, cur *pipelines.Config, path, why string, logger *slog.Logger) *pipelines.Config {
 	next, err := loadConfig(path)
 	if err != nil {
+		engine.ReloadRefused(pipelines.HashFile(path), err) // for /status and /metrics
 		var es pipelines.Errors
 		if errors.As(err, &es) {
 			for _, e := range es {

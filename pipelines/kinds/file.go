@@ -51,6 +51,10 @@ func (c *FileSource) Check(pipelines.Deps) error {
 	return errors.Join(append(errs, cfg.Validate())...)
 }
 
+// RefusedKeys implements pipelines.RefusedKeys: Check refuses
+// dead_letter_topic, so a typo's message does not offer it.
+func (*FileSource) RefusedKeys() []string { return []string{"dead_letter_topic"} }
+
 // Topic implements pipelines.SourceConfig.
 func (c *FileSource) Topic() string { return c.TopicName }
 

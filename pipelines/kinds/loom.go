@@ -113,6 +113,16 @@ func checkRoom(conn, room string) error {
 	return errors.Join(errs...)
 }
 
+// clientKeys are a connection's keys, which a Loom source or sink decodes
+// (its adapter config embeds them) only to refuse them with connKeysHere.
+var clientKeys = pipelines.StructKeys(client.Config{})
+
+// RefusedKeys implements pipelines.RefusedKeys.
+func (*LoomSource) RefusedKeys() []string { return clientKeys }
+
+// RefusedKeys implements pipelines.RefusedKeys.
+func (*LoomSink) RefusedKeys() []string { return clientKeys }
+
 // LoomRoom names the room read, for the engine's shutdown order.
 func (c *LoomSource) LoomRoom() (connection, room string) { return c.Connection, c.Room }
 

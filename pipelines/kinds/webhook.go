@@ -49,6 +49,10 @@ func (c *WebhookSink) Check(pipelines.Deps) error {
 	return cfg.Validate()
 }
 
+// RefusedKeys implements pipelines.RefusedKeys: Check refuses
+// dead_letter_topic, so a typo's message does not offer it.
+func (*WebhookSink) RefusedKeys() []string { return []string{"dead_letter_topic"} }
+
 // Topic implements pipelines.SinkConfig: the endpoints ignore topics.
 func (c *WebhookSink) Topic() string { return "" }
 

@@ -47,7 +47,7 @@ func ReadHeader(r Reader, lim Limits) (Header, error) {
 	case errors.Is(err, io.EOF):
 		return Header{}, io.EOF
 	case err != nil:
-		return Header{}, fmt.Errorf("wire: message key length: %w: %v", ErrVarint, err)
+		return Header{}, varintError("message key length", err)
 	case n == 0:
 		return Header{}, fmt.Errorf("wire: message key: %w", ErrEmptyKey)
 	case n > uint64(lim.MaxKey):
@@ -99,7 +99,7 @@ func ReadFrame(r io.ByteReader) (Frame, error) {
 	case errors.Is(err, io.EOF):
 		return Frame{}, io.EOF
 	case err != nil:
-		return Frame{}, fmt.Errorf("wire: frame type: %w: %v", ErrVarint, err)
+		return Frame{}, varintError("frame type", err)
 	case t > MaxVarint:
 		return Frame{}, fmt.Errorf("wire: frame type: %w: %d is above 2^50", ErrVarint, t)
 	}

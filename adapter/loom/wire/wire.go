@@ -7,6 +7,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -98,12 +99,28 @@ func readUvarint(r io.ByteReader, where string) (uint64, error) {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return 0, fmt.Errorf("wire: %s: %w", where, err)
 		}
-		return 0, fmt.Errorf("wire: %s: %w: %v", where, ErrVarint, err)
+		return 0, varintError(where, err)
 	}
 	if v > MaxVarint {
 		return 0, fmt.Errorf("wire: %s: %w: %d is above 2^50", where, ErrVarint, v)
 	}
 	return v, nil
+}
+
+// errOverflow is binary.ReadUvarint's error for a varint of more than 64 bits,
+// which the package does not export.
+var errOverflow = func() error {
+	_, err := binary.ReadUvarint(bytes.NewReader(bytes.Repeat([]byte{0x80}, binary.MaxVarintLen64+1)))
+	return err
+}()
+
+// varintError tells a malformed varint (ErrVarint) from the stream's own read
+// error: a stream that a peer or this side closed is no corruption.
+func varintError(where string, err error) error {
+	if errors.Is(err, errOverflow) {
+		return fmt.Errorf("wire: %s: %w: %v", where, ErrVarint, err)
+	}
+	return fmt.Errorf("wire: %s: read: %w", where, err)
 }
 
 // readBytes reads a length-prefixed field of at most limit bytes. The length is checked
