@@ -67,7 +67,7 @@ type sink struct {
 	tr    *tracer
 	// spanName is the publish span's, made once rather than per message.
 	spanName string
-	whenKey  string            // "to.<name>.when", for the log of a when that fails
+	whenKey  string // "to.<name>.when", for the log of a when that fails
 	dead     *deadMarker
 	queue    *spool.Subscriber // the sink's queue of the buffer; nil without one
 }
