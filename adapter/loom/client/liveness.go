@@ -134,6 +134,13 @@ func (c *Client) runProbe(room string) error {
 // QUIC stack must acknowledge) and given a grace period. Only if it still hears
 // nothing is it closed, so that its sessions fail now and are opened again on a new
 // connection. A slow but live server answers the poke and keeps its connection.
+//
+// The grace is measured on the fresh connection, at the moment the server is known
+// to be up: a few of its round trips (whose samples include the server's own
+// handshake work, so they grow with its load), and at least minGrace. It used to be
+// twice the time the fresh dial took, counted from its first attempt: after an outage
+// that included the outage itself (up to 3 s, so up to 6 s of grace), and the longer
+// the server had been down, the longer a dead connection was kept once it was back.
 
 // watchEvery is how often the watchdog looks at the connection's packet counters.
 const watchEvery = 100 * time.Millisecond
@@ -143,8 +150,27 @@ const watchEvery = 100 * time.Millisecond
 const suspectMargin = 500 * time.Millisecond
 
 // minGrace is the least a poked connection gets to answer once a fresh connection to
-// the server succeeded; a slow handshake doubles it.
+// the server succeeded; see graceFor.
 const minGrace = 500 * time.Millisecond
+
+// graceRTTs is how many of the fresh connection's round trips (each with four mean
+// deviations and the server's largest ack delay) a poked connection gets, when that
+// is more than minGrace: a server far away or loaded answers late, and must not be
+// taken for dead.
+const graceRTTs = 8
+
+// maxAckDelay is QUIC's default max_ack_delay: a live server may hold the poke's
+// acknowledgement this long.
+const maxAckDelay = 25 * time.Millisecond
+
+// graceFor returns how long a poked connection may stay silent while fresh, a
+// connection to the same server that just completed its handshake, shows the
+// server up. fresh's round-trip samples come from the packets the server answered,
+// retransmitted ones included, so they do not count the time the server was down.
+func graceFor(fresh *quic.Conn) time.Duration {
+	st := fresh.ConnectionStats()
+	return max(minGrace, graceRTTs*(st.SmoothedRTT+4*st.MeanDeviation+maxAckDelay))
+}
 
 // probeDialTimeout bounds one fresh-connection check of the watchdog.
 const probeDialTimeout = 3 * time.Second
@@ -218,8 +244,7 @@ func (c *Client) checkServer(tlsConf *tls.Config, last uint64, heard time.Time) 
 			}
 			continue
 		}
-		took := time.Since(start)
-		dead := c.pokeAndWait(ctx, last, max(minGrace, 2*took))
+		dead := c.pokeAndWait(ctx, last, graceFor(fresh))
 		_ = fresh.CloseWithError(0, "loom: liveness check")
 		if !dead {
 			c.logger.Debug("Loom connection was silent but answered once poked", watermill.LogFields{"addr": c.cfg.Addr, "silent": time.Since(heard).String()})
@@ -261,14 +286,16 @@ func (c *Client) pokeAndWait(ctx context.Context, last uint64, grace time.Durati
 }
 
 // redialEvery is how often dialStaggered starts another handshake while none has
-// succeeded: a handshake retransmits its first packet with a growing back-off (0.2,
-// 0.6, 1.4, 3 s...), so one attempt started while the server was down would notice
-// it back only seconds later.
-const redialEvery = time.Second
+// succeeded: a handshake retransmits its first packet with a growing back-off (0.3,
+// 0.9, 2.1 s after its start...), so one attempt started while the server was down
+// would notice it back only seconds later. Every 500 ms, the attempts running
+// together send a first packet at least every 300 ms or so; every second (as
+// before) left gaps of 600 ms.
+const redialEvery = 500 * time.Millisecond
 
 // laterAttemptTimeout bounds each handshake after the first, which lasts as long as
-// ctx.
-const laterAttemptTimeout = 3 * time.Second
+// ctx: with redialEvery, at most five run at once.
+const laterAttemptTimeout = 2 * time.Second
 
 // dialStaggered dials addr, starting a new handshake every redialEvery until one
 // succeeds or ctx ends. The first success wins; the others are cancelled or closed.
