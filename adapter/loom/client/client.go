@@ -380,6 +380,13 @@ func (c *Client) openH3(ctx context.Context) (stream, error) {
 	started := c.goLive(func() {
 		defer close(s.done)
 		resp, err := c.h3.RoundTrip(req)
+		if err != nil && errors.Is(err, io.EOF) && !errors.Is(err, ErrClosed) {
+			// The server ended the request stream without a response: what loomd's
+			// graceful stop does to a producer request (a cut response). Said so, the
+			// publisher replaces its connections at once rather than sending again on
+			// one that looks alive until the watchdog finds it dead.
+			err = fmt.Errorf("%w (no response): %w", ErrStreamEnded, err)
+		}
 		if err == nil {
 			err = statusError(resp.StatusCode)
 			if err != nil {
