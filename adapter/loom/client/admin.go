@@ -54,13 +54,17 @@ func NewAdmin(adminURL string) (*Admin, error) {
 func metricsURL(adminURL string) (string, error) {
 	u, err := url.Parse(adminURL)
 	if err != nil {
-		return "", fmt.Errorf("admin_url: %w", err)
+		// url.Error repeats the URL, which may hold a password: not in a log.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("admin_url: not a URL: %w", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("admin_url: want http:// or https://, got %q", adminURL)
+		return "", fmt.Errorf("admin_url: want http:// or https://, got %q", u.Redacted())
 	}
 	if u.Host == "" {
-		return "", fmt.Errorf("admin_url: %q has no host", adminURL)
+		return "", fmt.Errorf("admin_url: %q has no host", u.Redacted())
 	}
 	if u.User != nil {
 		return "", errors.New("admin_url: must not carry credentials")

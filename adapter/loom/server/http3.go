@@ -68,7 +68,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, req *http.Request) {
 			_ = rc.SetReadDeadline(time.Unix(1, 0))
 		}})
 		defer untrack()
-		err := s.serveProducer(ctx, tr, rm)
+		err := s.serveProducer(ctx, halt, tr, rm)
 		switch {
 		case halted(halt):
 			// Graceful stop: loomd's response is cut; here the stream ends (FIN)

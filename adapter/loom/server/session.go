@@ -119,7 +119,7 @@ func (s *Server) serveStream(conn *quic.Conn, str *quic.Stream) {
 		_ = str.SetReadDeadline(time.Unix(1, 0)) // fails the pending read, sends nothing
 	}})
 	defer untrack()
-	err = s.serveProducer(ctx, tr, rm)
+	err = s.serveProducer(ctx, halt, tr, rm)
 	switch {
 	case halted(halt):
 		// Graceful stop, as loomd does it: a plain FIN whatever is left unread, no
@@ -152,8 +152,10 @@ func (s *Server) authorize(h wire.Hello, certs []*x509.Certificate, via string) 
 
 // serveProducer reads messages until the producer ends its side cleanly (nil), sends
 // something malformed (errProtocol) or goes away (errGone). ctx ends when the
-// producer's carrier is gone.
-func (s *Server) serveProducer(ctx context.Context, tr *trackReader, rm *room) error {
+// producer's carrier is gone. Once halt is closed (a stop began) nothing more is
+// routed: a killed process handles nothing, so a message whose bytes were already
+// buffered must not be counted and discarded for consumers that left meanwhile.
+func (s *Server) serveProducer(ctx context.Context, halt <-chan struct{}, tr *trackReader, rm *room) error {
 	if gate := s.producerGate(); gate != nil {
 		select {
 		case <-gate:
@@ -171,6 +173,9 @@ func (s *Server) serveProducer(ctx context.Context, tr *trackReader, rm *room) e
 		}
 		if err != nil {
 			return s.failed(rm, tr.fail(err))
+		}
+		if halted(halt) {
+			return fmt.Errorf("%w: the server is stopping", errGone)
 		}
 		s.inc(rm, statReceived)
 		var m *message
