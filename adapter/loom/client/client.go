@@ -386,6 +386,7 @@ func (c *Client) openH3(ctx context.Context) (stream, error) {
 			// publisher replaces its connections at once rather than sending again on
 			// one that looks alive until the watchdog finds it dead.
 			err = fmt.Errorf("%w (no response): %w", ErrStreamEnded, err)
+			newsFor(c.cfg.Addr).announce() // the server may be going: check the others
 		}
 		if err == nil {
 			err = statusError(resp.StatusCode)

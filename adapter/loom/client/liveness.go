@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -84,6 +85,16 @@ func (c *Client) proveAlive(room string, since time.Time, stop <-chan struct{}) 
 		return ErrClosed
 	}
 	return pr.err
+}
+
+// pendingProbe returns the latest probe while it has no answer, else nil.
+func (c *Client) pendingProbe() *probe {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.probe == nil || isDone(c.probe.done) {
+		return nil
+	}
+	return c.probe
 }
 
 func isDone(ch <-chan struct{}) bool {
@@ -175,6 +186,40 @@ func graceFor(fresh *quic.Conn) time.Duration {
 // probeDialTimeout bounds one fresh-connection check of the watchdog.
 const probeDialTimeout = 3 * time.Second
 
+// Restarts seen in this process. When one connection finds the server gone (a
+// fresh connection works, the old one stays silent when poked), or a producer
+// stream is ended early as a stopping server ends it, every other connection of
+// this process to the same address is checked at once rather than after its own
+// silence: an idle one, such as a consumer's waiting for messages,
+// would notice only after keep_alive + 0.5 s. A connection that is in fact alive
+// answers its poke and stays; the news costs it one handshake.
+var restartSeen sync.Map // addr -> *restartNews
+
+// restartNews is one address's news: ch is closed when a connection to it was found
+// dead, and replaced.
+type restartNews struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newsFor(addr string) *restartNews {
+	v, _ := restartSeen.LoadOrStore(addr, &restartNews{ch: make(chan struct{})})
+	return v.(*restartNews)
+}
+
+func (n *restartNews) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ch
+}
+
+func (n *restartNews) announce() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	close(n.ch)
+	n.ch = make(chan struct{})
+}
+
 func (c *Client) watchdog(tlsConf *tls.Config) {
 	t := time.NewTicker(watchEvery)
 	defer t.Stop()
@@ -182,9 +227,15 @@ func (c *Client) watchdog(tlsConf *tls.Config) {
 	last, sentThen := st.PacketsReceived, st.PacketsSent
 	heard := time.Now()
 	var asked time.Time // when an unanswered ack-eliciting packet was first seen sent
+	news := newsFor(c.cfg.Addr)
+	told := news.wait()
+	var suspected *probe // the last probe that made the connection suspect
 	for {
+		toldNow := false
 		select {
 		case <-t.C:
+		case <-told:
+			toldNow = true
 		case <-c.conn.Context().Done():
 			return
 		case <-c.closed:
@@ -194,6 +245,9 @@ func (c *Client) watchdog(tlsConf *tls.Config) {
 		now := time.Now()
 		if st.PacketsReceived != last {
 			last, sentThen, heard, asked = st.PacketsReceived, st.PacketsSent, now, time.Time{}
+			if toldNow {
+				told = news.wait() // it hears the server: the news is about another one
+			}
 			continue
 		}
 		// Without a packet from the server this side sends at most one ACK-only
@@ -205,12 +259,24 @@ func (c *Client) watchdog(tlsConf *tls.Config) {
 		margin := max(suspectMargin, 3*pto)
 		idle := now.Sub(heard) >= c.cfg.KeepAlive+margin
 		unanswered := !asked.IsZero() && now.Sub(asked) >= margin
-		if !idle && !unanswered {
+		// A liveness probe unanswered for margin: a live server answers one within
+		// a round trip, but after loomd's graceful stop its QUIC stack may still
+		// have acknowledged the probe's packets before it vanished, and the
+		// connection then looks merely idle. Once per probe: a slow live server
+		// must not cost a fresh handshake per tick.
+		pr := c.pendingProbe()
+		stalled := pr != nil && pr != suspected && now.Sub(pr.opened) >= margin
+		if stalled {
+			suspected = pr
+		}
+		if !idle && !unanswered && !toldNow && !stalled {
 			continue
 		}
 		if c.checkServer(tlsConf, last, heard) {
+			news.announce()
 			return
 		}
+		told = news.wait()
 		st = c.conn.ConnectionStats()
 		last, sentThen, heard, asked = st.PacketsReceived, st.PacketsSent, time.Now(), time.Time{}
 	}
