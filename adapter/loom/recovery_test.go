@@ -26,11 +26,12 @@ const recoveryRunsEnv = "LOOMBRIDGE_RECOVERY_RUNS"
 const recoveryGoal = 3 * time.Second
 
 // recoveryBound is what TestRecoveryAfterRestart asserts. The goal (3 s) is measured
-// and logged; the assertion is looser because on a loaded 2-core machine (other test
-// runs, -race) a handshake and the reconnect of five connections can each take a
-// second without the code being wrong. It is still below what the old liveness check
-// took after a 5 s outage (its grace grew with the outage), so a regression to a
-// grace that depends on the outage fails here.
+// and logged, not asserted: on a loaded 2-core machine (other test runs, -race) a
+// handshake and the reconnect of six connections can each take a second without the
+// code being wrong. The bound catches a recovery that no longer works in time (say,
+// one left to idle_timeout, 15 s); it does not catch the old grace that grew with the
+// outage (3.0-3.2 s after a 5 s outage on loopback), which TestGraceIgnoresOutage
+// (package client) does.
 var recoveryBound = func() time.Duration {
 	if raceEnabled {
 		return 12 * time.Second
