@@ -60,3 +60,16 @@ func TestMetricsURL(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigChecksAdminURL: Validate reports a bad admin_url at its key.
+func TestConfigChecksAdminURL(t *testing.T) {
+	c := Config{Addr: "127.0.0.1:4433", AdminURL: "loom:9091"}
+	c.SetDefaults()
+	if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), "admin_url: ") {
+		t.Fatalf("Validate: %v, want an admin_url error", err)
+	}
+	c.AdminURL = "http://loom:9091"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+}
