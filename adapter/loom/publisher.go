@@ -52,6 +52,11 @@ var (
 // (which reads the token file again) is accepted on the room; that is tried with
 // the reconnect back-off.
 //
+// Loom discards messages for a room without a consumer stream and says nothing.
+// With client.Config.AdminURL set, a sender takes no batch of a room after each
+// (re)connect until the server's metrics show a consumer stream there (see
+// admission); the room's messages wait in the buffer meanwhile.
+//
 // In confirm mode Publish waits until its messages are confirmed; in
 // fire_and_forget mode it returns once they are buffered.
 type Publisher struct {
