@@ -531,6 +531,12 @@ func (p *Publisher) sender(conn *connector, stale context.Context) {
 			case p.isRefusal(cl, room, err, verified[room]):
 				p.refused(room, batch, err)
 			default:
+				if cl.Gone() {
+					// The server restarted: the other senders' connections are dead too,
+					// though their watchdogs may not know yet. Replaced first, so the
+					// batch is not sent again on one of them and resent once more.
+					p.replaceConns()
+				}
 				p.failedBatch(room, batch, err, bo)
 			}
 		}

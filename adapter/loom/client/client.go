@@ -16,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -75,7 +76,14 @@ type Client struct {
 
 	pmu   sync.Mutex
 	probe *probe // the latest liveness probe; see proveAlive
+
+	gone atomic.Bool // the watchdog closed the connection: see Gone
 }
+
+// Gone reports whether the connection was closed because the server restarted or
+// lost it: a fresh connection to the server worked while this one stayed silent
+// when poked. Every other connection to that server is then most likely dead too.
+func (c *Client) Gone() bool { return c.gone.Load() }
 
 // chunkBuf returns a buffer for wire.WriteBody; put it back in c.chunks.
 func (c *Client) chunkBuf() *[]byte {

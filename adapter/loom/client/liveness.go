@@ -318,6 +318,7 @@ func (c *Client) checkServer(tlsConf *tls.Config, last uint64, heard time.Time) 
 		}
 		reason := fmt.Sprintf("loom: no packet from the server for %s while a new connection to it succeeded: the server restarted or lost this connection", time.Since(heard).Round(time.Millisecond))
 		c.logger.Info("Loom connection dead, closing it", watermill.LogFields{"addr": c.cfg.Addr, "reason": reason})
+		c.gone.Store(true)
 		_ = c.conn.CloseWithError(0, reason)
 		return true
 	}
