@@ -48,6 +48,8 @@ var (
 	dLoomUnconfirmed   = desc("loom_publisher_unconfirmed_total", "Messages written whose confirm never came.", "pipeline", "sink")
 	dLoomDropped       = desc("loom_publisher_dropped_total", "Messages the Loom publisher dropped, by reason.", "pipeline", "sink", "reason")
 	dLoomReconnects    = desc("loom_reconnects_total", "Connections made after the first, per source or sink.", "pipeline", "endpoint")
+	dLoomRoomsWaiting  = desc("loom_publisher_rooms_waiting", "Rooms the Loom publisher holds until the server reports a consumer (admin_url).", "pipeline", "sink")
+	dLoomHeld          = desc("loom_publisher_held_seconds_total", "Time rooms were held for want of a consumer, summed over rooms (admin_url).", "pipeline", "sink")
 	dLoomReceived      = desc("loom_subscriber_received_total", "Messages read from Loom consumer streams.", "pipeline")
 	dLoomSkipped       = desc("loom_subscriber_skipped_total", "Messages acked but not delivered, by reason.", "pipeline", "reason")
 
@@ -74,7 +76,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dUp, dReceived, dDone, dFiltered, dUnmatched, dFailed, dDeadLettered, dExprErrors,
 		dPublished, dSinkFailed, dRetried, dLoomBuffered, dLoomBufferedBytes, dLoomSent, dLoomResent, dLoomUnconfirmed,
-		dLoomDropped, dLoomReconnects, dLoomReceived, dLoomSkipped, dHookAttempts, dHookDelivered, dHookDead, dHookBreaker,
+		dLoomDropped, dLoomReconnects, dLoomRoomsWaiting, dLoomHeld, dLoomReceived, dLoomSkipped, dHookAttempts, dHookDelivered, dHookDead, dHookBreaker,
 		dLoomReachable, dSinkDead, dConfigInfo, dReloadOK, dLastReloadInfo, dReloads, dUnreadRoom,
 		dBufStored, dBufDropped, dBufRejected, dBufBlocked, dQueueMessages, dQueueBytes, dQueueOldest,
 		dQueueRedeliver, dQueueExpired, dQueueLost} {
@@ -148,6 +150,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 					counter(dLoomDropped, n, name, sink, string(reason))
 				}
 				counter(dLoomReconnects, st.Reconnects, name, where)
+				gauge(dLoomRoomsWaiting, float64(st.RoomsWaiting), name, sink)
+				ch <- prometheus.MustNewConstMetric(dLoomHeld, prometheus.CounterValue, st.Held.Seconds(), name, sink)
 			case *loom.Subscriber:
 				st := a.Stats()
 				counter(dLoomReceived, st.Received, name)

@@ -52,6 +52,11 @@ var (
 // (which reads the token file again) is accepted on the room; that is tried with
 // the reconnect back-off.
 //
+// Loom discards messages for a room without a consumer stream and says nothing.
+// With client.Config.AdminURL set, a sender takes no batch of a room after each
+// (re)connect until the server's metrics show a consumer stream there (see
+// admission); the room's messages wait in the buffer meanwhile.
+//
 // In confirm mode Publish waits until its messages are confirmed; in
 // fire_and_forget mode it returns once they are buffered.
 type Publisher struct {
@@ -59,6 +64,7 @@ type Publisher struct {
 	logger    watermill.LoggerAdapter
 	marshaler Marshaler
 	buf       *buffer.Buffer[*outgoing]
+	gate      *admission // nil without admin_url
 
 	ctx    context.Context // senders' lifetime
 	cancel context.CancelFunc
@@ -187,6 +193,13 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 	}
 	p.buf = buf
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	if cfg.Client.AdminURL != "" {
+		if p.gate, err = newAdmission(cfg.Client.AdminURL, p.logger); err != nil {
+			p.cancel()
+			return nil, fmt.Errorf("loom publisher config: %w", err)
+		}
+		p.wg.Go(func() { p.gate.run(p.ctx, p.buf.Wake) })
+	}
 	p.mu.Lock()
 	p.senders, p.free = cfg.Streams, cfg.Streams
 	p.mu.Unlock()
@@ -454,10 +467,16 @@ func (p *Publisher) sender(conn *connector, stale context.Context) {
 	// token and room at the hello, so a stream closed there later is no refusal.
 	var verified map[string]bool
 	var verifiedOn *client.Client
+	// connected is when this sender first saw verifiedOn: with admin_url, a room is
+	// sent to on it only once a consumer was seen there by a check begun after.
+	var connected time.Time
 	// eligible is p.eligible, and no room at all once the connection is stale: a
 	// stale sender takes nothing, so what is requeued after replaceConns waits for
-	// a fresh connection. Evaluated by the buffer under its lock.
-	eligible := func(room string) bool { return stale.Err() == nil && p.eligible(room) }
+	// a fresh connection. With admin_url, a room must also have passed the gate for
+	// this connection. Evaluated by the buffer under its lock.
+	eligible := func(room string) bool {
+		return stale.Err() == nil && p.eligible(room) && (p.gate == nil || p.gate.admitted(room, connected))
+	}
 	for {
 		if stale.Err() != nil {
 			if p.ctx.Err() != nil {
@@ -477,7 +496,7 @@ func (p *Publisher) sender(conn *connector, stale context.Context) {
 			return
 		}
 		if cl != verifiedOn {
-			verified, verifiedOn = map[string]bool{}, cl
+			verified, verifiedOn, connected = map[string]bool{}, cl, time.Now()
 		}
 		// The stale context ends the wait when the connection must be replaced.
 		batch, err := p.buf.TakeBatch(stale, p.cfg.BatchSize, eligible, p.took)
@@ -512,6 +531,12 @@ func (p *Publisher) sender(conn *connector, stale context.Context) {
 			case p.isRefusal(cl, room, err, verified[room]):
 				p.refused(room, batch, err)
 			default:
+				if cl.Gone() {
+					// The server restarted: the other senders' connections are dead too,
+					// though their watchdogs may not know yet. Replaced first, so the
+					// batch is not sent again on one of them and resent once more.
+					p.replaceConns()
+				}
 				p.failedBatch(room, batch, err, bo)
 			}
 		}
@@ -825,6 +850,16 @@ type PublisherStats struct {
 	// Connections is how many sender connections are open now: Streams, plus
 	// those of senders started while every other one was busy.
 	Connections int
+	// With admin_url (see client.Config.AdminURL): RoomsWaiting is how many rooms
+	// are held now because no check since a sender's (re)connect found a consumer
+	// stream there; Held is how long rooms have been held in all (two rooms held
+	// for a second make 2 s), holds under way included; ConsumerChecks counts
+	// reads of the admin listener, ConsumerCheckFailures those that failed (the
+	// rooms then stay held).
+	RoomsWaiting          int
+	Held                  time.Duration
+	ConsumerChecks        uint64
+	ConsumerCheckFailures uint64
 }
 
 // Stats returns the publisher's counters.
@@ -840,15 +875,28 @@ func (p *Publisher) Stats() PublisherStats {
 		d, r := c.stats()
 		dials, reconnects = dials+d, reconnects+r
 	}
+	var gate struct {
+		waiting          int
+		held             time.Duration
+		checks, failures uint64
+	}
+	if p.gate != nil {
+		gate.waiting, gate.held = p.gate.stats()
+		gate.checks, gate.failures = p.gate.checks.Load(), p.gate.failures.Load()
+	}
 	return PublisherStats{
-		Buffered:      p.buf.Len(),
-		BufferedBytes: p.buf.Bytes(),
-		Sent:          p.sent.Load(),
-		Batches:       p.batches.Load(),
-		FailedBatches: p.failedBatches.Load(),
-		Resent:        p.resent.Load(),
-		SlowStreams:   p.slowStreams.Load(),
-		Unconfirmed:   p.unconfirmed.Load(),
+		RoomsWaiting:          gate.waiting,
+		Held:                  gate.held,
+		ConsumerChecks:        gate.checks,
+		ConsumerCheckFailures: gate.failures,
+		Buffered:              p.buf.Len(),
+		BufferedBytes:         p.buf.Bytes(),
+		Sent:                  p.sent.Load(),
+		Batches:               p.batches.Load(),
+		FailedBatches:         p.failedBatches.Load(),
+		Resent:                p.resent.Load(),
+		SlowStreams:           p.slowStreams.Load(),
+		Unconfirmed:           p.unconfirmed.Load(),
 		Dropped: map[DropReason]uint64{
 			DropFull:    p.droppedFull.Load(),
 			DropClosed:  p.droppedClosed.Load(),
@@ -876,6 +924,9 @@ func (p *Publisher) Close() error {
 		cancel()
 		p.cancel()
 		p.wg.Wait()
+		if p.gate != nil {
+			p.gate.close()
+		}
 		if n := p.buf.DropRemaining(); n > 0 {
 			p.closeErr = fmt.Errorf("loom publisher: %d messages not sent within close_timeout %s", n, p.cfg.CloseTimeout)
 		}

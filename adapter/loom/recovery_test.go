@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,37 +21,66 @@ import (
 // that many times and log the spread (for BENCHMARKS.md).
 const recoveryRunsEnv = "LOOMBRIDGE_RECOVERY_RUNS"
 
-// recoveryBound is a hang detector, not a speed goal: the goal (3 s) is measured and
-// logged, a loaded machine may miss it without the code being wrong.
-const recoveryBound = 60 * time.Second
+// recoveryNoAdminEnv, set to 1, runs the publisher of TestRecoveryAfterRestart
+// without admin_url, as before it existed: what it sends into the room before the
+// subscriber is back is then discarded, so duplicates are undercounted.
+const recoveryNoAdminEnv = "LOOMBRIDGE_RECOVERY_NO_ADMIN"
+
+// recoveryGoal is the goal: messages flow again within 3 s of the server
+// listening again, however long it was down.
+const recoveryGoal = 3 * time.Second
+
+// recoveryBound is what TestRecoveryAfterRestart asserts. The goal (3 s) is measured
+// and logged, not asserted: on a loaded 2-core machine (other test runs, -race) a
+// handshake and the reconnect of six connections can each take a second without the
+// code being wrong. The bound catches a recovery that no longer works in time (say,
+// one left to idle_timeout, 15 s); it does not catch the old grace that grew with the
+// outage (3.0-3.2 s after a 5 s outage on loopback), which TestGraceIgnoresOutage
+// (package client) does.
+var recoveryBound = func() time.Duration {
+	if raceEnabled {
+		return 12 * time.Second
+	}
+	return 6 * time.Second
+}()
 
 // TestRecoveryAfterRestart: the router is killed (SIGKILL) or stopped (SIGTERM) while
-// a publisher streams messages to a subscriber, and started again on the same port
-// after down. Neither kind of stop tells a client anything, so the clients must find
-// out themselves. It logs how long after the restart the subscriber's streams were
-// back and messages flowed again, and fails only if that takes over recoveryBound.
-// The publisher and subscriber use the default reconnect back-off and client
-// timeouts.
+// a fire-and-forget publisher streams 1 KiB messages as fast as its buffer takes them
+// (4 sender streams) to a subscriber (4 consumer streams), and started again on the
+// same port after 0.1, 1 or 5 s. Neither kind of stop tells a client anything, so the
+// clients must find out themselves. It logs how long after the restart the
+// subscriber's streams were back and messages flowed again, and the duplicates the
+// restart caused, and fails if messages take over recoveryBound to flow again. The
+// publisher and subscriber use the default reconnect back-off and client timeouts;
+// the publisher has admin_url (see recoveryNoAdminEnv), so it waits for the
+// subscriber's streams after the restart and the first message is one delivered.
 func TestRecoveryAfterRestart(t *testing.T) {
 	runs := 1
 	if n, err := strconv.Atoi(os.Getenv(recoveryRunsEnv)); err == nil && n > 0 {
 		runs = n
 	}
-	const down = 500 * time.Millisecond
-	for _, tr := range transports {
-		for _, kill := range []bool{true, false} {
-			name := tr + "/stop"
-			if kill {
-				name = tr + "/kill"
-			}
-			t.Run(name, func(t *testing.T) {
-				var streams, flow []time.Duration
-				for range runs {
-					s, f := measureRecovery(t, tr, kill, down)
-					streams, flow = append(streams, s), append(flow, f)
+	for _, down := range []time.Duration{100 * time.Millisecond, time.Second, 5 * time.Second} {
+		for _, tr := range transports {
+			for _, kill := range []bool{true, false} {
+				name := tr + "/stop"
+				if kill {
+					name = tr + "/kill"
 				}
-				t.Logf("%s, down %s, %d runs: streams back after %s; messages flow after %s", name, down, runs, spread(streams), spread(flow))
-			})
+				name += "/down=" + down.String()
+				t.Run(name, func(t *testing.T) {
+					var streams, flow []time.Duration
+					var dups, resent []int
+					for range runs {
+						r := measureRecovery(t, tr, kill, down)
+						streams, flow = append(streams, r.streamsBack), append(flow, r.flowing)
+						dups, resent = append(dups, r.dups), append(resent, r.resent)
+					}
+					t.Logf("%s, %d runs: streams back after %s; messages flow after %s; duplicates %v, resent %v", name, runs, spread(streams), spread(flow), dups, resent)
+					if slices.Max(flow) > recoveryGoal {
+						t.Logf("%s: above the %s goal", name, recoveryGoal)
+					}
+				})
+			}
 		}
 	}
 }
@@ -64,48 +94,77 @@ func spread(d []time.Duration) string {
 	return fmt.Sprintf("min %s, median %s, max %s", r(d[0]), r(d[len(d)/2]), r(d[len(d)-1]))
 }
 
-func measureRecovery(t *testing.T, transport string, kill bool, down time.Duration) (streamsBack, flowing time.Duration) {
+type recovery struct {
+	streamsBack, flowing time.Duration
+	dups, resent         int
+}
+
+func measureRecovery(t *testing.T, transport string, kill bool, down time.Duration) recovery {
 	const room, consumers = "recover", 4
-	srv := startRouter(t, loomtest.Config{})
+	srv := startRouter(t, loomtest.Config{AdminAddr: "127.0.0.1:0"})
 	sub := newSubscriber(t, srv, transport, func(c *loom.SubscriberConfig) { c.Reconnect = loom.BackoffConfig{} })
 	ch, err := waitingSubscriber{sub, srv, consumers}.Subscribe(context.Background(), room)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lastArrival atomic.Int64 // unix nanos
+	var (
+		lastArrival atomic.Int64 // unix nanos
+		mu          sync.Mutex
+		seen        = map[string]bool{}
+		dups        int
+	)
 	go func() {
 		for m := range ch {
 			lastArrival.Store(time.Now().UnixNano())
+			mu.Lock()
+			if seen[m.UUID] {
+				dups++
+			}
+			seen[m.UUID] = true
+			mu.Unlock()
 			m.Ack()
 		}
 	}()
 	pub := newPublisher(t, srv, transport, func(c *loom.PublisherConfig) {
 		c.Reconnect = loom.BackoffConfig{}
 		c.Mode = loom.ModeFireAndForget
-		c.PublishTimeout = recoveryBound
+		c.PublishTimeout = patience
+		c.Buffer.MaxMessages = 2000
+		c.Format = loom.FormatEnvelope // the UUID travels: duplicates can be counted
+		if os.Getenv(recoveryNoAdminEnv) != "1" {
+			// Nothing resent is discarded for want of a consumer, so every message
+			// resent that had arrived before shows as a duplicate.
+			c.Client.AdminURL = srv.AdminURL()
+		}
 	})
 	stop := make(chan struct{})
 	published := make(chan struct{})
+	payload := make([]byte, 1<<10)
 	go func() {
 		defer close(published)
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
-			case <-time.After(10 * time.Millisecond):
+			default:
 			}
-			_ = pub.Publish(room, message.NewMessage(strconv.Itoa(i), []byte(strconv.Itoa(i))))
+			// As fast as the buffer takes them (block policy): batches are full, as
+			// in a bulk transfer, which is what makes a restart cost duplicates.
+			_ = pub.Publish(room, message.NewMessage(strconv.Itoa(i), payload))
 		}
 	}()
 	defer func() { close(stop); <-published }()
-	deadline := time.Now().Add(patience)
-	for lastArrival.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("nothing arrived before the restart")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Steady flow first: a few full batches delivered.
+	waitProgress(t, "arrived before the restart", 2000, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen)
+	}, func() string { return fmt.Sprintf("publisher %+v", pub.Stats()) })
 
+	resentBefore := pub.Stats().Resent
+	mu.Lock()
+	dupsBefore := dups
+	mu.Unlock()
 	if kill {
 		err = srv.Kill()
 	} else {
@@ -114,24 +173,37 @@ func measureRecovery(t *testing.T, transport string, kill bool, down time.Durati
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(down)
+	time.Sleep(down) // the outage itself
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	back := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), recoveryBound)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	if err := waitRegistered(ctx, srv, sub, room, 0, consumers); err != nil {
-		t.Fatalf("subscriber streams not back within %s: %v", recoveryBound, err)
+		t.Fatalf("subscriber streams not back within %s: %v", patience, err)
 	}
-	streamsBack = time.Since(back)
+	var r recovery
+	r.streamsBack = time.Since(back)
 	for lastArrival.Load() < back.UnixNano() {
-		if time.Since(back) > recoveryBound {
-			t.Fatalf("no message arrived within %s of the restart; publisher %+v, subscriber %+v", recoveryBound, pub.Stats(), sub.Stats())
+		if time.Since(back) > patience {
+			t.Fatalf("no message arrived within %s of the restart; publisher %+v, subscriber %+v", patience, pub.Stats(), sub.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	flowing = time.Duration(lastArrival.Load() - back.UnixNano())
-	t.Logf("streams back after %s, first message after %s", streamsBack.Round(time.Millisecond), flowing.Round(time.Millisecond))
-	return streamsBack, flowing
+	r.flowing = time.Duration(lastArrival.Load() - back.UnixNano())
+	// Duplicates of this restart: what was resent has been delivered once the
+	// publisher delivered as many messages again as it resent.
+	mark := func() int { mu.Lock(); defer mu.Unlock(); return len(seen) }
+	target := mark() + 2*int(pub.Stats().Resent-resentBefore) + 1000
+	waitProgress(t, "arrived after the restart", target, mark, func() string { return fmt.Sprintf("publisher %+v", pub.Stats()) })
+	mu.Lock()
+	r.dups = dups - dupsBefore
+	mu.Unlock()
+	r.resent = int(pub.Stats().Resent - resentBefore)
+	t.Logf("streams back after %s, first message after %s, duplicates %d, resent %d; room %+v", r.streamsBack.Round(time.Millisecond), r.flowing.Round(time.Millisecond), r.dups, r.resent, srv.RoomStats(room))
+	if r.flowing > recoveryBound {
+		t.Errorf("messages flowed again %s after the restart (down %s), bound %s (goal %s)", r.flowing.Round(time.Millisecond), down, recoveryBound, recoveryGoal)
+	}
+	return r
 }

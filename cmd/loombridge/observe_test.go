@@ -75,6 +75,9 @@ pipelines:
 		`loombridge_sink_retries_total{pipeline="p",sink="room"} 10`,
 		`loombridge_pipeline_handling_seconds_count{pipeline="p"} 30`,
 		`loombridge_pipeline_up{pipeline="p"} 1`,
+		// Without admin_url nothing waits for a consumer.
+		`loombridge_loom_publisher_rooms_waiting{pipeline="p",sink="room"} 0`,
+		`loombridge_loom_publisher_held_seconds_total{pipeline="p",sink="room"} 0`,
 	}
 	var body string
 	waitUntil(t, "the counts to settle", func() bool {
@@ -89,7 +92,7 @@ pipelines:
 	if code, _ := get(t, "http://"+addr+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d", code)
 	}
-	if code, st := get(t, "http://"+addr+"/status"); code != http.StatusOK || !strings.Contains(st, `"state": "running"`) || !strings.Contains(st, `"last_error"`) {
+	if code, st := get(t, "http://"+addr+"/status"); code != http.StatusOK || !strings.Contains(st, `"state": "running"`) || !strings.Contains(st, `"last_error"`) || !strings.Contains(st, `"rooms_waiting": 0`) {
 		t.Errorf("/status: %d %s", code, st)
 	}
 	if r := runCmd(t, context.Background(), "", "healthcheck", "--addr", addr); r.code != exitOK {

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -75,7 +76,14 @@ type Client struct {
 
 	pmu   sync.Mutex
 	probe *probe // the latest liveness probe; see proveAlive
+
+	gone atomic.Bool // the watchdog closed the connection: see Gone
 }
+
+// Gone reports whether the connection was closed because the server restarted or
+// lost it: a fresh connection to the server worked while this one stayed silent
+// when poked. Every other connection to that server is then most likely dead too.
+func (c *Client) Gone() bool { return c.gone.Load() }
 
 // chunkBuf returns a buffer for wire.WriteBody; put it back in c.chunks.
 func (c *Client) chunkBuf() *[]byte {
@@ -380,6 +388,14 @@ func (c *Client) openH3(ctx context.Context) (stream, error) {
 	started := c.goLive(func() {
 		defer close(s.done)
 		resp, err := c.h3.RoundTrip(req)
+		if err != nil && errors.Is(err, io.EOF) && !errors.Is(err, ErrClosed) {
+			// The server ended the request stream without a response: what loomd's
+			// graceful stop does to a producer request (a cut response). Said so, the
+			// publisher replaces its connections at once rather than sending again on
+			// one that looks alive until the watchdog finds it dead.
+			err = fmt.Errorf("%w (no response): %w", ErrStreamEnded, err)
+			newsFor(c.cfg.Addr).announce() // the server may be going: check the others
+		}
 		if err == nil {
 			err = statusError(resp.StatusCode)
 			if err != nil {

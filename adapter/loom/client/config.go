@@ -110,6 +110,14 @@ type Config struct {
 	// IdleTimeout closes a connection that has heard nothing for this long, so a dead
 	// server is noticed even while it is not back; default DefaultIdleTimeout (15 s).
 	IdleTimeout time.Duration `koanf:"idle_timeout"`
+	// AdminURL is the server's admin listener, where loomd serves its Prometheus
+	// metrics ("http://loom.example.com:9091"; a URL with a path names the metrics
+	// page itself). When set, a publisher holds each room's messages after every
+	// (re)connect until the server reports a consumer stream in the room
+	// (loom_streams{role="consumer"}), since loomd discards what reaches a room
+	// without one and tells the producer nothing. Unset (default): it sends at
+	// once. Subscribers do not use it.
+	AdminURL string `koanf:"admin_url"`
 }
 
 // SetDefaults fills unset fields with their defaults.
@@ -183,6 +191,10 @@ func (c Config) validate(files bool) error {
 	}
 	if c.KeepAlive > 0 && c.IdleTimeout > 0 && c.KeepAlive >= c.IdleTimeout {
 		add(fmt.Errorf("keep_alive: must be shorter than idle_timeout (%s), got %s", c.IdleTimeout, c.KeepAlive))
+	}
+	if c.AdminURL != "" {
+		_, err := metricsURL(c.AdminURL)
+		add(err)
 	}
 	return errors.Join(errs...)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -86,6 +87,16 @@ func (c *Client) proveAlive(room string, since time.Time, stop <-chan struct{}) 
 	return pr.err
 }
 
+// pendingProbe returns the latest probe while it has no answer, else nil.
+func (c *Client) pendingProbe() *probe {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.probe == nil || isDone(c.probe.done) {
+		return nil
+	}
+	return c.probe
+}
+
 func isDone(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
@@ -134,6 +145,13 @@ func (c *Client) runProbe(room string) error {
 // QUIC stack must acknowledge) and given a grace period. Only if it still hears
 // nothing is it closed, so that its sessions fail now and are opened again on a new
 // connection. A slow but live server answers the poke and keeps its connection.
+//
+// The grace is measured on the fresh connection, at the moment the server is known
+// to be up: a few of its round trips (whose samples include the server's own
+// handshake work, so they grow with its load), and at least minGrace. It used to be
+// twice the time the fresh dial took, counted from its first attempt: after an outage
+// that included the outage itself (up to 3 s, so up to 6 s of grace), and the longer
+// the server had been down, the longer a dead connection was kept once it was back.
 
 // watchEvery is how often the watchdog looks at the connection's packet counters.
 const watchEvery = 100 * time.Millisecond
@@ -143,11 +161,64 @@ const watchEvery = 100 * time.Millisecond
 const suspectMargin = 500 * time.Millisecond
 
 // minGrace is the least a poked connection gets to answer once a fresh connection to
-// the server succeeded; a slow handshake doubles it.
+// the server succeeded; see graceFor.
 const minGrace = 500 * time.Millisecond
+
+// graceRTTs is how many of the fresh connection's round trips (each with four mean
+// deviations and the server's largest ack delay) a poked connection gets, when that
+// is more than minGrace: a server far away or loaded answers late, and must not be
+// taken for dead.
+const graceRTTs = 8
+
+// maxAckDelay is QUIC's default max_ack_delay: a live server may hold the poke's
+// acknowledgement this long.
+const maxAckDelay = 25 * time.Millisecond
+
+// graceFor returns how long a poked connection may stay silent while fresh, a
+// connection to the same server that just completed its handshake, shows the
+// server up. fresh's round-trip samples come from the packets the server answered,
+// retransmitted ones included, so they do not count the time the server was down.
+func graceFor(fresh *quic.Conn) time.Duration {
+	st := fresh.ConnectionStats()
+	return max(minGrace, graceRTTs*(st.SmoothedRTT+4*st.MeanDeviation+maxAckDelay))
+}
 
 // probeDialTimeout bounds one fresh-connection check of the watchdog.
 const probeDialTimeout = 3 * time.Second
+
+// Restarts seen in this process. When one connection finds the server gone (a
+// fresh connection works, the old one stays silent when poked), or a producer
+// stream is ended early as a stopping server ends it, every other connection of
+// this process to the same address is checked at once rather than after its own
+// silence: an idle one, such as a consumer's waiting for messages,
+// would notice only after keep_alive + 0.5 s. A connection that is in fact alive
+// answers its poke and stays; the news costs it one handshake.
+var restartSeen sync.Map // addr -> *restartNews
+
+// restartNews is one address's news: ch is closed when a connection to it was found
+// dead, and replaced.
+type restartNews struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newsFor(addr string) *restartNews {
+	v, _ := restartSeen.LoadOrStore(addr, &restartNews{ch: make(chan struct{})})
+	return v.(*restartNews)
+}
+
+func (n *restartNews) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ch
+}
+
+func (n *restartNews) announce() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	close(n.ch)
+	n.ch = make(chan struct{})
+}
 
 func (c *Client) watchdog(tlsConf *tls.Config) {
 	t := time.NewTicker(watchEvery)
@@ -156,9 +227,15 @@ func (c *Client) watchdog(tlsConf *tls.Config) {
 	last, sentThen := st.PacketsReceived, st.PacketsSent
 	heard := time.Now()
 	var asked time.Time // when an unanswered ack-eliciting packet was first seen sent
+	news := newsFor(c.cfg.Addr)
+	told := news.wait()
+	var suspected *probe // the last probe that made the connection suspect
 	for {
+		toldNow := false
 		select {
 		case <-t.C:
+		case <-told:
+			toldNow = true
 		case <-c.conn.Context().Done():
 			return
 		case <-c.closed:
@@ -168,6 +245,9 @@ func (c *Client) watchdog(tlsConf *tls.Config) {
 		now := time.Now()
 		if st.PacketsReceived != last {
 			last, sentThen, heard, asked = st.PacketsReceived, st.PacketsSent, now, time.Time{}
+			if toldNow {
+				told = news.wait() // it hears the server: the news is about another one
+			}
 			continue
 		}
 		// Without a packet from the server this side sends at most one ACK-only
@@ -179,12 +259,24 @@ func (c *Client) watchdog(tlsConf *tls.Config) {
 		margin := max(suspectMargin, 3*pto)
 		idle := now.Sub(heard) >= c.cfg.KeepAlive+margin
 		unanswered := !asked.IsZero() && now.Sub(asked) >= margin
-		if !idle && !unanswered {
+		// A liveness probe unanswered for margin: a live server answers one within
+		// a round trip, but after loomd's graceful stop its QUIC stack may still
+		// have acknowledged the probe's packets before it vanished, and the
+		// connection then looks merely idle. Once per probe: a slow live server
+		// must not cost a fresh handshake per tick.
+		pr := c.pendingProbe()
+		stalled := pr != nil && pr != suspected && now.Sub(pr.opened) >= margin
+		if stalled {
+			suspected = pr
+		}
+		if !idle && !unanswered && !toldNow && !stalled {
 			continue
 		}
 		if c.checkServer(tlsConf, last, heard) {
+			news.announce()
 			return
 		}
+		told = news.wait()
 		st = c.conn.ConnectionStats()
 		last, sentThen, heard, asked = st.PacketsReceived, st.PacketsSent, time.Now(), time.Time{}
 	}
@@ -218,8 +310,7 @@ func (c *Client) checkServer(tlsConf *tls.Config, last uint64, heard time.Time) 
 			}
 			continue
 		}
-		took := time.Since(start)
-		dead := c.pokeAndWait(ctx, last, max(minGrace, 2*took))
+		dead := c.pokeAndWait(ctx, last, graceFor(fresh))
 		_ = fresh.CloseWithError(0, "loom: liveness check")
 		if !dead {
 			c.logger.Debug("Loom connection was silent but answered once poked", watermill.LogFields{"addr": c.cfg.Addr, "silent": time.Since(heard).String()})
@@ -227,6 +318,7 @@ func (c *Client) checkServer(tlsConf *tls.Config, last uint64, heard time.Time) 
 		}
 		reason := fmt.Sprintf("loom: no packet from the server for %s while a new connection to it succeeded: the server restarted or lost this connection", time.Since(heard).Round(time.Millisecond))
 		c.logger.Info("Loom connection dead, closing it", watermill.LogFields{"addr": c.cfg.Addr, "reason": reason})
+		c.gone.Store(true)
 		_ = c.conn.CloseWithError(0, reason)
 		return true
 	}
@@ -261,14 +353,16 @@ func (c *Client) pokeAndWait(ctx context.Context, last uint64, grace time.Durati
 }
 
 // redialEvery is how often dialStaggered starts another handshake while none has
-// succeeded: a handshake retransmits its first packet with a growing back-off (0.2,
-// 0.6, 1.4, 3 s...), so one attempt started while the server was down would notice
-// it back only seconds later.
-const redialEvery = time.Second
+// succeeded: a handshake retransmits its first packet with a growing back-off (0.3,
+// 0.9, 2.1 s after its start...), so one attempt started while the server was down
+// would notice it back only seconds later. Every 500 ms, the attempts running
+// together send a first packet at least every 300 ms or so; every second (as
+// before) left gaps of 600 ms.
+const redialEvery = 500 * time.Millisecond
 
 // laterAttemptTimeout bounds each handshake after the first, which lasts as long as
-// ctx.
-const laterAttemptTimeout = 3 * time.Second
+// ctx: with redialEvery, at most five run at once.
+const laterAttemptTimeout = 2 * time.Second
 
 // dialStaggered dials addr, starting a new handshake every redialEvery until one
 // succeeds or ctx ends. The first success wins; the others are cancelled or closed.

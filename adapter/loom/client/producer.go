@@ -75,6 +75,11 @@ func (p *Producer) watch() {
 		// Before this side's end: the server stopped reading early.
 		_, verified := p.c.verified.Load(p.room)
 		err = &endedEarly{sent: p.sent.Load(), verified: verified}
+		if verified {
+			// Not a refusal: a server stopping (or a protocol error). Every connection
+			// of this process to it is checked now, not after its own silence.
+			newsFor(p.c.cfg.Addr).announce()
+		}
 	case err != nil && p.aborted.Load() && !isVerdict(err):
 		err = fmt.Errorf("producer session aborted: %w", ErrClosed)
 	case err == nil && p.c.h3 == nil:

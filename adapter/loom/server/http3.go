@@ -58,6 +58,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if h.Role == wire.RoleProducer {
+		defer s.streamOpened(viaH3, roleProducer, h.Room)()
 		rc := http.NewResponseController(w)
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -67,7 +68,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, req *http.Request) {
 			_ = rc.SetReadDeadline(time.Unix(1, 0))
 		}})
 		defer untrack()
-		err := s.serveProducer(ctx, tr, rm)
+		err := s.serveProducer(ctx, halt, tr, rm)
 		switch {
 		case halted(halt):
 			// Graceful stop: loomd's response is cut; here the stream ends (FIN)
@@ -95,7 +96,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	s.serveConsumer(tr, rm, h.Name, carrier{w: w, flush: rc.Flush, abort: func() {
+	s.serveConsumer(tr, rm, h, viaH3, carrier{w: w, flush: rc.Flush, abort: func() {
 		past := time.Unix(1, 0)
 		_ = rc.SetReadDeadline(past)
 		_ = rc.SetWriteDeadline(past)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -63,7 +64,12 @@ type Config struct {
 	// hello, as a loaded server's would; zero (default): none. Meanwhile the
 	// client's bytes, its FIN included, pile up unread.
 	HelloDelay time.Duration
-	Logger     *slog.Logger // nil: discard
+	// AdminAddr, when set ("127.0.0.1:0" for a free port), serves loomd's admin
+	// listener there: Prometheus metrics on /metrics, of which loom_streams (streams
+	// open now, by transport, role and room) is the one clients use (see
+	// AdminURL). It stops and restarts with the server, on the same address.
+	AdminAddr string
+	Logger    *slog.Logger // nil: discard
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -147,7 +153,12 @@ type Server struct {
 	ln      *quic.Listener
 	h3      *http3.Server
 	conns   map[*quic.Conn]struct{}
-	wg      sync.WaitGroup // every goroutine of the current listening period
+	// admin serves the admin listener of this period on adminAddr (kept across
+	// periods), with metrics; nil without Config.AdminAddr or while stopped.
+	admin     *http.Server
+	adminAddr string
+	metrics   *adminMetrics
+	wg        sync.WaitGroup // every goroutine of the current listening period
 	// halt is closed when a stop begins: from then on no new stream or request is
 	// served and no new connection is taken in. haltCtx ends with it.
 	halt    chan struct{}
@@ -335,7 +346,32 @@ func (s *Server) listen(addr string) error {
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		}}
+	var (
+		admin   *http.Server
+		adminLn net.Listener
+		metrics *adminMetrics
+	)
+	if s.cfg.AdminAddr != "" {
+		s.mu.Lock()
+		aaddr := cmp.Or(s.adminAddr, s.cfg.AdminAddr)
+		s.mu.Unlock()
+		if admin, adminLn, metrics, err = s.listenAdmin(aaddr); err != nil {
+			_ = ln.Close()
+			_ = tr.Close()
+			_ = udp.Close()
+			return err
+		}
+	}
 	s.mu.Lock()
+	s.admin, s.metrics = admin, metrics
+	if admin != nil {
+		s.adminAddr = adminLn.Addr().String()
+		s.wg.Go(func() {
+			if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Debug("loom server: admin listener ended", "err", err)
+			}
+		})
+	}
 	s.addr = udp.LocalAddr().String()
 	s.udp, s.tr, s.ln, s.h3, s.running = udp, tr, ln, h3, true
 	s.halt = make(chan struct{})
@@ -500,8 +536,8 @@ func (s *Server) stop(mode stopMode) error {
 		return nil
 	}
 	s.running = false
-	udp, tr, ln, h3 := s.udp, s.tr, s.ln, s.h3
-	s.udp, s.tr, s.ln, s.h3 = nil, nil, nil, nil
+	udp, tr, ln, h3, admin := s.udp, s.tr, s.ln, s.h3, s.admin
+	s.udp, s.tr, s.ln, s.h3, s.admin = nil, nil, nil, nil, nil
 	conns := make([]*quic.Conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -517,6 +553,9 @@ func (s *Server) stop(mode stopMode) error {
 	if mode == stopGraceful {
 		s.finProducers(prods)
 	}
+	// The process goes, and its admin listener with it; only Close lets its requests
+	// finish.
+	errAdmin := closeAdmin(admin, mode == stopClose)
 	var errUDP error
 	if mode != stopClose {
 		// Vanish: with the socket gone nothing below can reach a client.
@@ -545,7 +584,7 @@ func (s *Server) stop(mode stopMode) error {
 	if errors.Is(errTr, net.ErrClosed) {
 		errTr = nil
 	}
-	if err := errors.Join(errLn, errH3, errTr, errUDP); err != nil {
+	if err := errors.Join(errLn, errH3, errTr, errUDP, errAdmin); err != nil {
 		return fmt.Errorf("loom server: stop: %w", err)
 	}
 	return nil
