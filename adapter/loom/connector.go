@@ -127,7 +127,7 @@ func (c *connector) run(ctx context.Context) {
 			backoff.WithBackOff(c.backoff.newBackOff()),
 			backoff.WithMaxElapsedTime(c.backoff.MaxElapsed),
 			backoff.WithNotify(func(err error, next time.Duration) {
-				c.logger.Error("Loom connection failed, retrying", err, watermill.LogFields{"addr": c.cfg.Addr, "retry_in": next.String()})
+				c.logger.Error("Loom connection failed, retrying", err, watermill.LogFields{"retry_in": next.String()})
 			}))
 		if err != nil {
 			if ctx.Err() == nil {
@@ -146,11 +146,11 @@ func (c *connector) run(ctx context.Context) {
 		}
 		close(c.ready)
 		c.mu.Unlock()
-		c.logger.Debug("Loom connected", watermill.LogFields{"addr": c.cfg.Addr, "transport": c.cfg.Transport})
+		c.logger.Debug("Loom connected", watermill.LogFields{"transport": c.cfg.Transport})
 
 		select {
 		case <-cl.Done():
-			c.logger.Info("Loom connection lost, reconnecting", watermill.LogFields{"addr": c.cfg.Addr, "reason": fmt.Sprint(cl.Err())})
+			c.logger.Info("Loom connection lost, reconnecting", watermill.LogFields{"reason": fmt.Sprint(cl.Err())})
 		case <-ctx.Done():
 		}
 		c.mu.Lock()
