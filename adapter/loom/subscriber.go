@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
-	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/loombridge/loombridge/adapter/loom/client"
 	"github.com/loombridge/loombridge/adapter/loom/wire"
+
+	"github.com/loombridge/loombridge/internal/heap"
 )
 
 // ErrSubscriberClosed is returned by Subscribe after Close.
@@ -328,7 +328,7 @@ func readUnknown(r io.Reader, limit int64) ([]byte, error) {
 	for {
 		n := int(min(int64(next), limit+1-total))
 		var blk []byte
-		if total >= collectFirstBytes {
+		if total >= heap.Large {
 			blk = makeBody(n) // a large body: see makeBody
 		} else {
 			blk = make([]byte, n)
@@ -359,51 +359,14 @@ func readUnknown(r io.Reader, limit int64) ([]byte, error) {
 	return body, nil
 }
 
-// collectFirstBytes is the smallest allocation makeBody may collect garbage for.
-// Below it, the garbage collector's slack is small next to the fixed costs.
-const collectFirstBytes = 8 << 20
-
 // makeBody allocates n bytes for a body, which the caller overwrites whole. A body
-// above 32 KiB and up to 1 MiB comes from the recycled buffers of pooledBody. A
-// body of collectFirstBytes or more is usually allocated while the previous
-// message's, now garbage, is still uncollected: the allocation then pushes the heap
-// past the point where the collector starts, and the process holds both buffers at
-// once (and, until they are swept, the pages of a third). When this allocation would
-// start a collection anyway, makeBody runs it first (runtime.GC, which also sweeps),
-// so the new buffer reuses the freed pages: a collection that was due, moved before
-// the allocation instead of after it.
+// above 32 KiB and up to 1 MiB comes from the recycled buffers of pooledBody; a
+// large one may collect the previous message's garbage first (internal/heap).
 func makeBody(n int) []byte {
-	switch {
-	case n >= collectFirstBytes:
-		if collectionDue(uint64(n)) {
-			runtime.GC()
-		}
-	case n >= minPooledBody && n <= maxPooledBody:
+	if n >= minPooledBody && n <= maxPooledBody {
 		return pooledBody(n)
 	}
-	return make([]byte, n)
-}
-
-// collectionDue reports whether allocating n more bytes would take the heap past
-// the earliest point at which the pacer starts a collection: the live heap of the
-// last one plus 70 % of the way to the heap goal (the runtime's lowest trigger).
-func collectionDue(n uint64) bool {
-	s := [...]metrics.Sample{
-		{Name: "/memory/classes/heap/objects:bytes"},
-		{Name: "/gc/heap/live:bytes"},
-		{Name: "/gc/heap/goal:bytes"},
-	}
-	metrics.Read(s[:])
-	for _, v := range s {
-		if v.Value.Kind() != metrics.KindUint64 {
-			return false
-		}
-	}
-	heap, live, goal := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
-	if goal <= live {
-		return true
-	}
-	return heap+n > live+(goal-live)*7/10
+	return heap.Make(n)
 }
 
 func (s *Subscriber) skip(sk Skipped) {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
-	"runtime/metrics"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,6 +14,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/loombridge/loombridge/internal/heap"
 )
 
 // Defaults of SubscriberConfig.
@@ -323,7 +323,7 @@ func (sub *Subscriber) decode(ctx context.Context, m jetstream.Msg, obj string) 
 	if int64(info.Size) != size {
 		return nil, nil, fmt.Errorf("object %s: %d bytes, its record says %d", obj, info.Size, size)
 	}
-	msg.Payload = makePayload(size)
+	msg.Payload = heap.Make(int(size)) // the source's copy may be collected first
 	for off := int64(0); off < size; {
 		end := min(off+collectEvery, size)
 		if _, err := io.ReadFull(r, msg.Payload[off:end]); err != nil {
@@ -365,22 +365,6 @@ func decodeRecord(h nats.Header, data []byte, maxBytes int64) (_ *message.Messag
 	return msg, size, nil
 }
 
-// collectFirstBytes is the smallest payload makePayload may collect garbage
-// for; below it the collector's slack is small next to the fixed costs.
-const collectFirstBytes = 8 << 20
-
-// makePayload allocates a large payload that the caller overwrites whole.
-// When the allocation would start a collection anyway, it runs it first: the
-// source's copy of this very payload, stored a moment ago and garbage now, is
-// then freed and its pages reused, where otherwise the process would hold
-// both copies at once. The same as adapter/loom's makeBody.
-func makePayload(n int64) []byte {
-	if n >= collectFirstBytes && collectionDue(uint64(n)) {
-		runtime.GC()
-	}
-	return make([]byte, n)
-}
-
 // While a large payload moves through the store, the NATS client and server
 // copy each of its chunks, and that garbage would grow the heap to twice the
 // live heap (the payload included) before the pacer collects it: a 256 MiB
@@ -391,17 +375,7 @@ const (
 	collectSlack = 32 << 20
 )
 
-func collectIfGrown() {
-	s := [...]metrics.Sample{
-		{Name: "/memory/classes/heap/objects:bytes"},
-		{Name: "/gc/heap/live:bytes"},
-	}
-	metrics.Read(s[:])
-	if s[0].Value.Kind() == metrics.KindUint64 && s[1].Value.Kind() == metrics.KindUint64 &&
-		s[0].Value.Uint64() > s[1].Value.Uint64()+collectSlack {
-		runtime.GC()
-	}
-}
+func collectIfGrown() { heap.CollectIfGrown(collectSlack) }
 
 // collectingReader reads a large payload into the store, collecting as
 // collectIfGrown says.
@@ -418,28 +392,6 @@ func (c *collectingReader) Read(p []byte) (int, error) {
 		collectIfGrown()
 	}
 	return n, err
-}
-
-// collectionDue reports whether allocating n more bytes would take the heap
-// past the earliest point at which the pacer starts a collection: the live
-// heap of the last one plus 70 % of the way to the heap goal.
-func collectionDue(n uint64) bool {
-	s := [...]metrics.Sample{
-		{Name: "/memory/classes/heap/objects:bytes"},
-		{Name: "/gc/heap/live:bytes"},
-		{Name: "/gc/heap/goal:bytes"},
-	}
-	metrics.Read(s[:])
-	for _, v := range s {
-		if v.Value.Kind() != metrics.KindUint64 {
-			return false
-		}
-	}
-	heap, live, goal := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
-	if goal <= live {
-		return true
-	}
-	return heap+n > live+(goal-live)*7/10
 }
 
 // SubscriberStats are a sink's counts in this process.
