@@ -40,8 +40,8 @@ var validName = regexp.MustCompile(`^[a-z0-9_-]+$`)
 type Config struct {
 	// Log configures log/slog.
 	Log LogConfig `koanf:"log"`
-	// HTTP is the health and metrics listener. Reserved: the endpoints come with
-	// the observability work; the key is accepted and checked now.
+	// HTTP is the health and metrics listener (/healthz, /readyz, /metrics,
+	// /status), served by cmd/loombridge with internal/health.
 	HTTP HTTPConfig `koanf:"http"`
 	// Tracing is OpenTelemetry tracing: off unless tracing.exporter is stdout
 	// or otlp.
