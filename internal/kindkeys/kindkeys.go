@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -174,7 +175,12 @@ func endpoint(minimal string, sink bool, cfg *pipelines.Config, reg *pipelines.R
 			}
 		}
 	}
-	return section(v.Type(), v, set, true, doc), nil
+	s := section(v.Type(), v, set, true, doc)
+	if r, ok := ep.(pipelines.RefusedKeys); ok {
+		// Decoded only for Check to refuse with a hint: not keys to offer.
+		s.Keys = slices.DeleteFunc(s.Keys, func(k Key) bool { return slices.Contains(r.RefusedKeys(), k.Key) })
+	}
+	return s, nil
 }
 
 // section lists the keys of typ with the defaults checked holds; the keys of
