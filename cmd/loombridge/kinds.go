@@ -102,11 +102,12 @@ func printKinds(w io.Writer, list []kindkeys.Kind) {
 				fmt.Fprintln(w, "    (no keys)")
 				return
 			}
-			kw, tw := 0, 0
-			for _, key := range s.Keys {
-				kw, tw = max(kw, len(key.Key)), max(tw, len(key.Type))
-			}
-			for _, key := range s.Keys {
+			// Columns: key, type, default, description; a long default is not
+			// padded to, so one payload template does not push every line right.
+			const maxDefWidth = 24
+			rows := make([][4]string, len(s.Keys))
+			var kw, tw, dw int
+			for i, key := range s.Keys {
 				def := key.Default
 				switch {
 				case key.Required:
@@ -116,7 +117,14 @@ func printKinds(w io.Writer, list []kindkeys.Kind) {
 				case def != "":
 					def = "default: " + def
 				}
-				line := fmt.Sprintf("    %-*s  %-*s  %s", kw, key.Key, tw, key.Type, def)
+				rows[i] = [4]string{key.Key, key.Type, def, key.Doc}
+				kw, tw = max(kw, len(key.Key)), max(tw, len(key.Type))
+				if len(def) <= maxDefWidth {
+					dw = max(dw, len(def))
+				}
+			}
+			for _, r := range rows {
+				line := fmt.Sprintf("    %-*s  %-*s  %-*s  %s", kw, r[0], tw, r[1], dw, r[2], r[3])
 				fmt.Fprintln(w, strings.TrimRight(line, " "))
 			}
 		}

@@ -35,7 +35,7 @@ func TestKindsListsEveryKind(t *testing.T) {
 		"nats (source, sink, connection): ",
 		"  source keys (from:):\n    connection ",
 		"    room ",
-		"    subject            string    required",
+		"    subject            string    required            what is read",
 		"routing_key        string   default: queue's",
 		"  connection keys (connections.<name>:, type: nats)",
 		"  connection keys (connections.<name>:, type: loom or none)",
@@ -79,6 +79,17 @@ func TestKindsJSON(t *testing.T) {
 	}
 	if k, ok := keys["reconnect_wait"]; !ok || k.Type != "duration" || k.Default == "" {
 		t.Errorf("reconnect_wait of nats: %+v, want a duration with a default", k)
+	}
+	// Descriptions come from the fields' doc comments (internal/kindkeys's
+	// generated table): most keys have one.
+	described := 0
+	for _, k := range n.Source.Keys {
+		if k.Doc != "" {
+			described++
+		}
+	}
+	if described < len(n.Source.Keys)/2 {
+		t.Errorf("only %d of %d keys of a nats source are described: %+v", described, len(n.Source.Keys), n.Source.Keys)
 	}
 }
 

@@ -85,10 +85,19 @@ type Kind struct {
 // doc comments of fields are only at hand where the source is (tests).
 type DocFunc func(typ reflect.Type, f reflect.StructField) string
 
-// Describe lists every kind of reg, by name.
+// DocKey names field f of struct type typ in fieldDocs.
+func DocKey(typ reflect.Type, f reflect.StructField) string {
+	return typ.PkgPath() + "." + typ.Name() + "." + f.Name
+}
+
+// Doc describes a field from the doc comments copied into fieldDocs (the
+// DocFunc Describe uses by default).
+func Doc(typ reflect.Type, f reflect.StructField) string { return fieldDocs[DocKey(typ, f)] }
+
+// Describe lists every kind of reg, by name; doc nil is Doc.
 func Describe(reg *pipelines.Registry, doc DocFunc) ([]Kind, error) {
 	if doc == nil {
-		doc = func(reflect.Type, reflect.StructField) string { return "" }
+		doc = Doc
 	}
 	names := map[string]bool{}
 	var order []string
