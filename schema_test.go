@@ -17,6 +17,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/loombridge/loombridge/internal/kindkeys"
 	"github.com/loombridge/loombridge/pipelines"
 	"github.com/loombridge/loombridge/pipelines/kinds"
 )
@@ -26,7 +27,7 @@ var updateSchema = flag.Bool("update-schema", false, "write docs/config.schema.j
 const schemaPath = "docs/config.schema.json"
 
 func TestConfigSchemaFile(t *testing.T) {
-	want, err := pipelines.Schema(kinds.Builtin())
+	want, err := pipelines.Schema(kinds.Builtin(), kindkeys.Doc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestConfigSchemaFile(t *testing.T) {
 // compiledSchema compiles the generated schema with a draft 2020-12 validator.
 func compiledSchema(t *testing.T) *jsonschema.Schema {
 	t.Helper()
-	b, err := pipelines.Schema(kinds.Builtin())
+	b, err := pipelines.Schema(kinds.Builtin(), kindkeys.Doc)
 	if err != nil {
 		t.Fatal(err)
 	}

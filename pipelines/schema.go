@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 )
 
 // SchemaID is where the generated schema is published in the repository
@@ -21,8 +22,12 @@ const SchemaID = "https://raw.githubusercontent.com/loombridge/loombridge/main/d
 // loader decodes weakly typed (after interpolation "8080" is a number and
 // "true" a bool), a string is accepted wherever a number or bool is; a
 // duration is a string ("10s") or the number 0, as strictScalarsHook has it.
-func Schema(kinds *Registry) ([]byte, error) {
-	s, err := schemaTree(kinds)
+//
+// doc, when not nil, describes a struct field: its text is the property's
+// description (kindkeys.Doc has the kinds' doc comments).
+func Schema(kinds *Registry, doc func(reflect.Type, reflect.StructField) string) ([]byte, error) {
+	g := schemaGen{doc: doc}
+	s, err := g.tree(kinds)
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +40,12 @@ func Schema(kinds *Registry) ([]byte, error) {
 
 type jsonObj = map[string]any
 
-func schemaTree(kinds *Registry) (jsonObj, error) {
+// schemaGen writes the schema; doc may be nil.
+type schemaGen struct {
+	doc func(reflect.Type, reflect.StructField) string
+}
+
+func (g schemaGen) tree(kinds *Registry) (jsonObj, error) {
 	defs := jsonObj{}
 	names := func(list []string) []any {
 		out := make([]any, len(list))
@@ -57,7 +67,7 @@ func schemaTree(kinds *Registry) (jsonObj, error) {
 			} else {
 				cfg = k.Source()
 			}
-			props, err := structProps(reflect.TypeOf(cfg))
+			props, err := g.structProps(reflect.TypeOf(cfg))
 			if err != nil {
 				return fmt.Errorf("kind %s: %w", name, err)
 			}
@@ -94,7 +104,7 @@ func schemaTree(kinds *Registry) (jsonObj, error) {
 	}
 
 	// Connections: Loom's keys when type is absent or loom, else the kind's.
-	loom, err := structProps(typeOf[Connection]())
+	loom, err := g.structProps(typeOf[Connection]())
 	if err != nil {
 		return nil, fmt.Errorf("connections: %w", err)
 	}
@@ -106,7 +116,7 @@ func schemaTree(kinds *Registry) (jsonObj, error) {
 	connTypes := []string{"loom"}
 	for _, name := range kinds.ConnectionNames() {
 		k, _ := kinds.Lookup(name)
-		props, err := structProps(reflect.TypeOf(k.Connection()))
+		props, err := g.structProps(reflect.TypeOf(k.Connection()))
 		if err != nil {
 			return nil, fmt.Errorf("connection kind %s: %w", name, err)
 		}
@@ -136,7 +146,7 @@ func schemaTree(kinds *Registry) (jsonObj, error) {
 			pipelineProps[key] = jsonObj{"$ref": "#/$defs/dead_letter"}
 		case "buffer":
 			// buffer: with nothing under it is a buffer with the defaults.
-			b, err := schemaOf(typeOf[BufferConfig]())
+			b, err := g.schemaOf(typeOf[BufferConfig]())
 			if err != nil {
 				return nil, err
 			}
@@ -149,7 +159,7 @@ func schemaTree(kinds *Registry) (jsonObj, error) {
 			if !ok {
 				return nil, fmt.Errorf("pipeline key %s: no type for it in pipelineScalars or Pipeline", key)
 			}
-			s, err := schemaOf(t)
+			s, err := g.schemaOf(t)
 			if err != nil {
 				return nil, fmt.Errorf("pipeline key %s: %w", key, err)
 			}
@@ -172,7 +182,7 @@ func schemaTree(kinds *Registry) (jsonObj, error) {
 			if !ok {
 				return nil, fmt.Errorf("top-level key %s: no field of Config", key)
 			}
-			s, err := schemaOf(t)
+			s, err := g.schemaOf(t)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", key, err)
 			}
@@ -199,24 +209,59 @@ var textUnmarshaler = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 
 // structProps is the schema of each koanf key of a struct type, as
 // structKeys (the unknown-key check) lists them.
-func structProps(t reflect.Type) (jsonObj, error) {
+func (g schemaGen) structProps(t reflect.Type) (jsonObj, error) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	props := jsonObj{}
 	for key, ft := range structKeys(t) {
-		s, err := schemaOf(ft)
+		s, err := g.schemaOf(ft)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", key, err)
 		}
 		props[key] = s
 	}
+	if g.doc != nil {
+		g.describeFields(t, props)
+	}
 	return props, nil
+}
+
+// describeFields sets the description of each property of props that is a
+// field of t (or of a struct squashed into it) the doc func knows.
+func (g schemaGen) describeFields(t reflect.Type, props jsonObj) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+		if name == "-" {
+			continue
+		}
+		if strings.Contains(opts, "squash") || (f.Anonymous && f.Tag.Get("koanf") == "") {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				g.describeFields(ft, props)
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		s, ok := props[name].(jsonObj)
+		if d := g.doc(t, f); ok && d != "" {
+			if hint, ok := s["description"].(string); ok { // a duration's form
+				d += " (" + hint + ")"
+			}
+			s["description"] = d
+		}
+	}
 }
 
 // schemaOf is the schema of a value decoded into t: what mapstructure with
 // weak typing and strictScalarsHook accepts, strings included (see Schema).
-func schemaOf(t reflect.Type) (jsonObj, error) {
+func (g schemaGen) schemaOf(t reflect.Type) (jsonObj, error) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -237,13 +282,13 @@ func schemaOf(t reflect.Type) (jsonObj, error) {
 	case reflect.Float32, reflect.Float64:
 		return jsonObj{"type": []any{"number", "string"}}, nil
 	case reflect.Slice, reflect.Array:
-		items, err := schemaOf(t.Elem())
+		items, err := g.schemaOf(t.Elem())
 		if err != nil {
 			return nil, err
 		}
 		return jsonObj{"type": "array", "items": items}, nil
 	case reflect.Map:
-		vals, err := schemaOf(t.Elem())
+		vals, err := g.schemaOf(t.Elem())
 		if err != nil {
 			return nil, err
 		}
@@ -251,7 +296,7 @@ func schemaOf(t reflect.Type) (jsonObj, error) {
 	case reflect.Interface:
 		return jsonObj{}, nil
 	case reflect.Struct:
-		props, err := structProps(t)
+		props, err := g.structProps(t)
 		if err != nil {
 			return nil, err
 		}

@@ -20,7 +20,7 @@ import (
 // The loader is asked, not the structs, so a key it handles by hand counts.
 func TestSchemaKeysAreTheLoadersKeys(t *testing.T) {
 	reg := kinds.Builtin()
-	b, err := pipelines.Schema(reg)
+	b, err := pipelines.Schema(reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

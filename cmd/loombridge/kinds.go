@@ -25,7 +25,7 @@ func runKinds(_ context.Context, args []string, _ io.Reader, stdout, stderr io.W
 			fmt.Fprintln(stderr, "loombridge kinds: --schema is the whole file's schema: give it alone")
 			return exitUsage
 		}
-		b, err := pipelines.Schema(reg)
+		b, err := pipelines.Schema(reg, kindkeys.Doc)
 		if err != nil {
 			fmt.Fprintf(stderr, "loombridge kinds: %v\n", err)
 			return exitFailure
