@@ -203,10 +203,6 @@ func TestKindsListsTheSchemasKeys(t *testing.T) {
 				continue
 			}
 			want := schemaKeys(c.def, k.Name)
-			if c.def == "connection" && k.Name == "loom" {
-				// The Loom connection's own keys: embedded, besides the client's.
-				want = slices.DeleteFunc(want, func(k string) bool { return k == "embedded" })
-			}
 			if got := listed(c.sec); !slices.Equal(got, want) {
 				t.Errorf("%s %s: kinds lists %v, the schema allows %v", k.Name, c.def, got, want)
 			}

@@ -77,6 +77,7 @@ var fieldDocs = map[string]string{
 	"github.com/loombridge/loombridge/adapter/webhook.RetryConfig.MaxInterval":          "caps the backoff ceiling (default 10m).",
 	"github.com/loombridge/loombridge/adapter/webhook.RetryConfig.Multiplier":           "grows the ceiling after each retry (default 2; finite, at least 1).",
 	"github.com/loombridge/loombridge/adapter/webhook.RetryConfig.RetryStatuses":        "are extra 4xx statuses to retry. 408, 425, 429 and all 5xx are always retried; 410 Gone never is (it disables the endpoint).",
+	"github.com/loombridge/loombridge/pipelines.Connection.Embedded":                    "runs a Loom-compatible router in this process (adapter/loom/server) instead of dialling one; addr, if set, is where it listens (default a free loopback port). Clients trust its self-signed certificate automatically.",
 	"github.com/loombridge/loombridge/pipelines/kinds.AMQPConnection.AmqpURI":           "the broker: amqp://host:port/vhost or amqps://.",
 	"github.com/loombridge/loombridge/pipelines/kinds.AMQPConnection.User":              "and Password (or PasswordFile) replace the URI's user and password, so the secret need not sit in the URI.",
 	"github.com/loombridge/loombridge/pipelines/kinds.AMQPSink.ChannelPoolSize":         "how many channels publish at once.",

@@ -127,6 +127,11 @@ func Describe(reg *pipelines.Registry, doc DocFunc) ([]Kind, error) {
 			cl.SetDefaults()
 			v := reflect.ValueOf(&cl).Elem()
 			kk.Connection = section(v.Type(), v, map[string]any{"addr": nil}, false, doc)
+			// A Loom connection's own key besides the client's (addr is then optional).
+			ct := reflect.TypeOf(pipelines.Connection{})
+			if f, ok := ct.FieldByName("Embedded"); ok {
+				kk.Connection.Keys = append(kk.Connection.Keys, Key{Key: "embedded", Type: TypeName(f.Type), Doc: doc(ct, f)})
+			}
 		}
 		if k.Connection != nil {
 			c, ok := cfg.Connections[name]
