@@ -163,6 +163,9 @@ func (g schemaGen) tree(kinds *Registry) (jsonObj, error) {
 			if err != nil {
 				return nil, fmt.Errorf("pipeline key %s: %w", key, err)
 			}
+			if t.Kind() == reflect.Struct { // retry: alone is the defaults
+				s = jsonObj{"anyOf": []any{jsonObj{"type": "null"}, s}}
+			}
 			pipelineProps[key] = s
 		}
 	}
