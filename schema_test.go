@@ -131,7 +131,21 @@ pipelines:
     retry: {max_retries: 5, initial_interval: 1s}
     concurrency: "${CONCURRENCY}"
     buffer:
+  q:
+    from: {type: generate}
+    to: {out: {type: stdout}}
+    retry:
 `
+	// The schema and the loader agree: both take good, both refuse each bad.
+	load := func(cfg string) error {
+		_, err := pipelines.Parse([]byte(cfg), pipelines.LoadOptions{Kinds: kinds.Builtin(), Environ: func() []string {
+			return []string{"LOOM_TOKEN=t", "CONCURRENCY=4"}
+		}})
+		return err
+	}
+	if err := load(good); err != nil {
+		t.Fatalf("the loader refuses the valid configuration: %v", err)
+	}
 	if err := s.Validate(yamlInstance(t, good)); err != nil {
 		t.Fatalf("a valid configuration is refused: %v", err)
 	}
@@ -150,6 +164,9 @@ pipelines:
 		cfg := strings.Replace(good, bad[0], bad[1], 1)
 		if cfg == good {
 			t.Fatalf("%s: the replacement did not apply", name)
+		}
+		if load(cfg) == nil {
+			t.Errorf("%s: the loader accepts it, so the schema should too:\n%s", name, cfg)
 		}
 		if err := s.Validate(yamlInstance(t, cfg)); err == nil {
 			t.Errorf("%s: the schema accepts an unknown key:\n%s", name, cfg)
