@@ -20,6 +20,8 @@ import (
 type Kind struct {
 	// Name is the value of type: in the YAML.
 	Name string
+	// Summary is one line on what the kind is, for `loombridge kinds`.
+	Summary string
 	// Source returns a new, empty source config; nil when the kind is no source.
 	Source func() SourceConfig
 	// Sink returns a new, empty sink config; nil when the kind is no sink.

@@ -38,6 +38,7 @@ func commands() []command {
 		{"publish", "publish files, lines or stdin to a Loom room or any sink", runPublish},
 		{"consume", "print or save the messages of a Loom room or any source", runConsume},
 		{"dev", "run a Loom-compatible router on loopback for development", runDev},
+		{"kinds", "list the kinds of source, sink and connection with their keys", runKinds},
 		{"healthcheck", "exit 0 if a running instance is ready, 1 if not", runHealthcheck},
 		{"version", "print the version", runVersion},
 	}

@@ -39,6 +39,7 @@ import (
 // 4.x): max_message_bytes refuses them first, whole, to the dead letters.
 var AMQP = pipelines.Kind{
 	Name:       "amqp",
+	Summary:    "AMQP 0-9-1 (RabbitMQ, LavinMQ): consume a queue, publish to a queue or an exchange",
 	Source:     func() pipelines.SourceConfig { return &AMQPSource{} },
 	Sink:       func() pipelines.SinkConfig { return &AMQPSink{} },
 	Connection: func() pipelines.ConnectionConfig { return &AMQPConnection{} },

@@ -24,8 +24,9 @@ import (
 //
 //	from: {type: echo, addr: "127.0.0.1:8099", path: /hook, secrets: ["${HOOK_SECRET}"]}
 var Echo = pipelines.Kind{
-	Name:   "echo",
-	Source: func() pipelines.SourceConfig { return &EchoSource{} },
+	Name:    "echo",
+	Summary: "a webhook receiver: each POST to path is a message",
+	Source:  func() pipelines.SourceConfig { return &EchoSource{} },
 }
 
 // Defaults of the echo source.

@@ -20,9 +20,10 @@ import (
 // A sink's topic defaults to the source's (a room's name); bad lines of a
 // source go to the pipeline's dead_letter.
 var File = pipelines.Kind{
-	Name:   "file",
-	Source: func() pipelines.SourceConfig { return &FileSource{} },
-	Sink:   func() pipelines.SinkConfig { return &FileSink{} },
+	Name:    "file",
+	Summary: "JSON lines: read <dir>/<topic>.jsonl from the last acked offset, or append to it",
+	Source:  func() pipelines.SourceConfig { return &FileSource{} },
+	Sink:    func() pipelines.SinkConfig { return &FileSink{} },
 }
 
 // FileSource reads <dir>/<topic>.jsonl.

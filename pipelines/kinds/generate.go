@@ -25,8 +25,9 @@ import (
 //
 //	from: {type: generate, interval: 500ms, payload: '{"n": {{.N}}}', key: 'k{{mod .N 8}}'}
 var Generate = pipelines.Kind{
-	Name:   "generate",
-	Source: func() pipelines.SourceConfig { return &GenerateSource{} },
+	Name:    "generate",
+	Summary: "a message every interval, for tests and demos",
+	Source:  func() pipelines.SourceConfig { return &GenerateSource{} },
 }
 
 // Defaults of the generate source.

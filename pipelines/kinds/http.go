@@ -25,8 +25,9 @@ import (
 //
 //	from: {type: http, addr: "127.0.0.1:8080", path: /ingest, auth_token_file: /run/secrets/ingest}
 var HTTP = pipelines.Kind{
-	Name:   "http",
-	Source: func() pipelines.SourceConfig { return &HTTPSource{} },
+	Name:    "http",
+	Summary: "HTTP ingress: each request to a route is a message",
+	Source:  func() pipelines.SourceConfig { return &HTTPSource{} },
 }
 
 // DefaultHTTPUUIDHeader is the header whose value becomes the message's UUID.

@@ -36,6 +36,7 @@ import (
 // fails the pipeline's start, naming it.
 var Kafka = pipelines.Kind{
 	Name:       "kafka",
+	Summary:    "Kafka topics, through a consumer group",
 	Source:     func() pipelines.SourceConfig { return &KafkaSource{} },
 	Sink:       func() pipelines.SinkConfig { return &KafkaSink{} },
 	Connection: func() pipelines.ConnectionConfig { return &KafkaConnection{} },

@@ -19,9 +19,10 @@ import (
 //	from: {type: loom, connection: main, room: orders, consumers: 4}
 //	to:   {type: loom, connection: main, room: audit, mode: fire_and_forget}
 var Loom = pipelines.Kind{
-	Name:   "loom",
-	Source: func() pipelines.SourceConfig { return &LoomSource{} },
-	Sink:   func() pipelines.SinkConfig { return &LoomSink{} },
+	Name:    "loom",
+	Summary: "a Loom room, over a connection under connections:",
+	Source:  func() pipelines.SourceConfig { return &LoomSource{} },
+	Sink:    func() pipelines.SinkConfig { return &LoomSink{} },
 }
 
 // LoomSource reads a room.

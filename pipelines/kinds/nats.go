@@ -43,6 +43,7 @@ import (
 // whole and goes to the dead letters.
 var NATS = pipelines.Kind{
 	Name:       "nats",
+	Summary:    "NATS JetStream subjects",
 	Source:     func() pipelines.SourceConfig { return &NATSSource{} },
 	Sink:       func() pipelines.SinkConfig { return &NATSSink{} },
 	Connection: func() pipelines.ConnectionConfig { return &NATSConnection{} },

@@ -34,6 +34,7 @@ import (
 // closes the client it was given.
 var Redis = pipelines.Kind{
 	Name:       "redis",
+	Summary:    "Redis Streams, through a consumer group",
 	Source:     func() pipelines.SourceConfig { return &RedisSource{} },
 	Sink:       func() pipelines.SinkConfig { return &RedisSink{} },
 	Connection: func() pipelines.ConnectionConfig { return &RedisConnection{} },

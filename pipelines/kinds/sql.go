@@ -42,6 +42,7 @@ import (
 // sink starts (initialize_schema: false leaves that to you).
 var SQL = pipelines.Kind{
 	Name:       "sql",
+	Summary:    "a PostgreSQL or MySQL/MariaDB table used as a queue (watermill-sql)",
 	Source:     func() pipelines.SourceConfig { return &SQLSource{} },
 	Sink:       func() pipelines.SinkConfig { return &SQLSink{} },
 	Connection: func() pipelines.ConnectionConfig { return &SQLConnection{} },

@@ -18,8 +18,9 @@ import (
 //
 //	to: {print: {type: stdout}}
 var Stdout = pipelines.Kind{
-	Name: "stdout",
-	Sink: func() pipelines.SinkConfig { return &StdoutSink{} },
+	Name:    "stdout",
+	Summary: "one JSON line per message on standard output",
+	Sink:    func() pipelines.SinkConfig { return &StdoutSink{} },
 }
 
 // StdoutSink has no keys.

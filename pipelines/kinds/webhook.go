@@ -25,8 +25,9 @@ import (
 // nacked, and delivered again by the source (endpoints that took it are
 // skipped: remember_accepted).
 var Webhook = pipelines.Kind{
-	Name: "webhook",
-	Sink: func() pipelines.SinkConfig { return &WebhookSink{} },
+	Name:    "webhook",
+	Summary: "HTTP POSTs, fanned out to endpoints",
+	Sink:    func() pipelines.SinkConfig { return &WebhookSink{} },
 }
 
 // WebhookSink is the adapter's publisher config.
