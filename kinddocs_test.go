@@ -23,7 +23,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/loombridge/loombridge/internal/kindkeys"
+	"github.com/loombridge/loombridge/pipelines/kindkeys"
 	"github.com/loombridge/loombridge/pipelines/kinds"
 )
 
@@ -208,7 +208,7 @@ func (c *fieldComments) load(t *testing.T, typ reflect.Type) map[string]string {
 // fieldDocsPath holds the descriptions of the keys for `loombridge kinds`,
 // generated from the fields' doc comments, which the binary has no source
 // to read: one source of truth, copied here and checked.
-const fieldDocsPath = "internal/kindkeys/fielddocs.go"
+const fieldDocsPath = "pipelines/kindkeys/fielddocs.go"
 
 func checkFieldDocs(t *testing.T, docs map[string]string) {
 	keys := make([]string, 0, len(docs))

@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/loombridge/loombridge/internal/kindkeys"
+	"github.com/loombridge/loombridge/pipelines/kindkeys"
 	"github.com/loombridge/loombridge/pipelines"
 	"github.com/loombridge/loombridge/pipelines/kinds"
 )

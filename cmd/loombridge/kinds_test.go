@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/loombridge/loombridge/internal/kindkeys"
+	"github.com/loombridge/loombridge/pipelines/kindkeys"
 	"github.com/loombridge/loombridge/pipelines/kinds"
 )
 
@@ -80,7 +80,7 @@ func TestKindsJSON(t *testing.T) {
 	if k, ok := keys["reconnect_wait"]; !ok || k.Type != "duration" || k.Default == "" {
 		t.Errorf("reconnect_wait of nats: %+v, want a duration with a default", k)
 	}
-	// Descriptions come from the fields' doc comments (internal/kindkeys's
+	// Descriptions come from the fields' doc comments (pipelines/kindkeys's
 	// generated table): most keys have one.
 	described := 0
 	for _, k := range n.Source.Keys {
