@@ -17,8 +17,8 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/loombridge/loombridge/pipelines/kindkeys"
 	"github.com/loombridge/loombridge/pipelines"
+	"github.com/loombridge/loombridge/pipelines/kindkeys"
 	"github.com/loombridge/loombridge/pipelines/kinds"
 )
 

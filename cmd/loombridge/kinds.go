@@ -7,8 +7,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/loombridge/loombridge/pipelines/kindkeys"
 	"github.com/loombridge/loombridge/pipelines"
+	"github.com/loombridge/loombridge/pipelines/kindkeys"
 	"github.com/loombridge/loombridge/pipelines/kinds"
 )
 
