@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,11 +237,20 @@ func (r *runner) process(msg *message.Message) (err error) {
 		r.stats.filtered.Add(1)
 		return nil
 	}
+	if r.spool != nil {
+		// Each sink's queue evaluates its own when; here only whether one
+		// matches, so that what no sink takes is not stored.
+		if r.anyWhen && !slices.ContainsFunc(r.sinks, func(s *sink) bool { return s.wants(r, msg) }) {
+			r.stats.unmatched.Add(1)
+			return nil
+		}
+		return r.store(msg, start)
+	}
 	targets := r.sinks
 	if r.anyWhen {
 		targets = nil
 		for _, s := range r.sinks {
-			if s.ep.when == nil || r.matches(s.ep.when, msg, s.whenKey) {
+			if s.wants(r, msg) {
 				targets = append(targets, s)
 			}
 		}
@@ -248,9 +258,6 @@ func (r *runner) process(msg *message.Message) (err error) {
 	if len(targets) == 0 {
 		r.stats.unmatched.Add(1)
 		return nil
-	}
-	if r.spool != nil {
-		return r.store(msg, start)
 	}
 	errs := make([]error, len(targets))
 	if len(targets) == 1 {
@@ -272,15 +279,27 @@ func (r *runner) process(msg *message.Message) (err error) {
 	}
 	r.stats.observe(time.Since(start))
 	if len(failed) > 0 {
-		names, joined := strings.Join(failed, ","), errors.Join(errs...)
-		r.stats.failed.Add(1)
-		r.stats.setErr(fmt.Errorf("sinks %s: %w", names, joined))
-		msg.Metadata.Set(MetadataDeadPipeline, r.name)
-		msg.Metadata.Set(MetadataDeadSinks, names)
-		return fmt.Errorf("%w: %s: %w", ErrSinksFailed, names, joined)
+		return r.sinksFailed(msg, strings.Join(failed, ","), errors.Join(errs...))
 	}
 	r.stats.done.Add(1)
 	return nil
+}
+
+// sinksFailed records that the named sinks failed msg after their retries
+// and returns the handler's error: the PoisonQueue middleware sends msg to
+// the dead letters, with the pipeline and sinks in its metadata, or, without
+// them, the source (or the sink's queue) gets a nack.
+func (r *runner) sinksFailed(msg *message.Message, names string, err error) error {
+	r.stats.failed.Add(1)
+	r.stats.setErr(fmt.Errorf("sinks %s: %w", names, err))
+	msg.Metadata.Set(MetadataDeadPipeline, r.name)
+	msg.Metadata.Set(MetadataDeadSinks, names)
+	return fmt.Errorf("%w: %s: %w", ErrSinksFailed, names, err)
+}
+
+// wants reports whether the sink's when (if any) matches msg.
+func (s *sink) wants(r *runner, msg *message.Message) bool {
+	return s.ep.when == nil || r.matches(s.ep.when, msg, s.whenKey)
 }
 
 // matches evaluates a filter or when; an expression that fails on a message
@@ -504,16 +523,12 @@ func (r *runner) deliver(s *sink) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) (err error) {
 		span := r.traceDeliver(msg)
 		defer func() { endSpan(span, err, true) }()
-		if s.ep.when != nil && !r.matches(s.ep.when, msg, s.whenKey) {
+		if !s.wants(r, msg) {
 			return nil
 		}
 		if err := s.publish(msg); err != nil {
 			r.logger.Warn("sink failed after retries", "sink", s.name, "message_uuid", msg.UUID, "error", err)
-			r.stats.failed.Add(1)
-			r.stats.setErr(fmt.Errorf("sinks %s: %w", s.name, err))
-			msg.Metadata.Set(MetadataDeadPipeline, r.name)
-			msg.Metadata.Set(MetadataDeadSinks, s.name)
-			return fmt.Errorf("%w: %s: %w", ErrSinksFailed, s.name, err)
+			return r.sinksFailed(msg, s.name, err)
 		}
 		return nil
 	}
