@@ -184,13 +184,18 @@ func (r *runner) bufferStats(ctx context.Context) *BufferStats {
 	}
 	st := r.spool.Stats()
 	out := &BufferStats{Stored: st.Stored, Dropped: st.Dropped, Rejected: st.Rejected, Blocked: st.Blocked, Queues: map[string]QueueStats{}}
+	names := make([]string, len(r.sinks))
+	for i, s := range r.sinks {
+		names[i] = s.name
+	}
+	states, err := r.spool.SinkStates(ctx, names...)
 	for _, s := range r.sinks {
 		sub := s.queue.Stats()
 		q := QueueStats{Redelivered: sub.Redelivered, Expired: sub.Expired, Lost: sub.Lost}
-		if ss, err := r.spool.SinkState(ctx, s.name); err != nil {
-			q.Error = err.Error()
-		} else {
+		if ss, ok := states[s.name]; ok {
 			q.Messages, q.Bytes, q.OldestAgeSeconds = ss.Messages, ss.Bytes, ss.OldestAge.Seconds()
+		} else if err != nil {
+			q.Error = err.Error()
 		}
 		out.Queues[s.name] = q
 	}

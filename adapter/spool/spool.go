@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -644,36 +645,46 @@ type SinkState struct {
 
 // SinkState returns the queue of the sink whose consumer is durable.
 func (s *Spool) SinkState(ctx context.Context, durable string) (SinkState, error) {
+	st, err := s.SinkStates(ctx, durable)
+	return st[durable], err
+}
+
+// SinkStates returns the queues of the sinks whose consumers are durables,
+// from one look at the stream and the bucket; a sink whose consumer cannot
+// be read is missing from the map, and the first such error is returned.
+func (s *Spool) SinkStates(ctx context.Context, durables ...string) (map[string]SinkState, error) {
 	if err := s.connected(); err != nil {
-		return SinkState{}, fmt.Errorf("spool %s: %w", s.cfg.Name, err)
-	}
-	c, err := s.stream.Consumer(ctx, durable)
-	if err != nil {
-		return SinkState{}, fmt.Errorf("spool %s: sink %s: %w", s.cfg.Name, durable, err)
-	}
-	ci, err := c.Info(ctx)
-	if err != nil {
-		return SinkState{}, fmt.Errorf("spool %s: sink %s: %w", s.cfg.Name, durable, err)
+		return nil, fmt.Errorf("spool %s: %w", s.cfg.Name, err)
 	}
 	si, err := s.stream.Info(ctx)
 	if err != nil {
-		return SinkState{}, fmt.Errorf("spool %s: %w", s.cfg.Name, err)
-	}
-	st := SinkState{Messages: ci.NumPending + uint64(ci.NumAckPending), Redelivered: uint64(ci.NumRedelivered)}
-	if st.Messages == 0 {
-		return st, nil
+		return nil, fmt.Errorf("spool %s: %w", s.cfg.Name, err)
 	}
 	total := si.State.Bytes
 	if ost, err := s.objects.Status(ctx); err == nil {
 		total += ost.Size()
 	}
-	if si.State.Msgs > 0 {
-		st.Bytes = uint64(float64(total) * min(1, float64(st.Messages)/float64(si.State.Msgs)))
+	out := make(map[string]SinkState, len(durables))
+	var first error
+	for _, d := range durables {
+		c, err := s.stream.Consumer(ctx, d)
+		if err != nil {
+			first = cmp.Or(first, fmt.Errorf("spool %s: sink %s: %w", s.cfg.Name, d, err))
+			continue
+		}
+		ci := c.CachedInfo() // fetched by Consumer just now
+		st := SinkState{Messages: ci.NumPending + uint64(ci.NumAckPending), Redelivered: uint64(ci.NumRedelivered)}
+		if st.Messages > 0 {
+			if si.State.Msgs > 0 {
+				st.Bytes = uint64(float64(total) * min(1, float64(st.Messages)/float64(si.State.Msgs)))
+			}
+			// The first message after the ack floor is the oldest the sink has
+			// not acked (or one it acked out of order: close enough).
+			if raw, err := s.stream.GetMsg(ctx, ci.AckFloor.Stream+1, jetstream.WithGetMsgSubject(">")); err == nil {
+				st.OldestAge = max(0, time.Since(raw.Time))
+			}
+		}
+		out[d] = st
 	}
-	// The first message after the ack floor on the spool's subject is the
-	// oldest the sink has not acked (or one it acked out of order: close).
-	if raw, err := s.stream.GetMsg(ctx, ci.AckFloor.Stream+1, jetstream.WithGetMsgSubject(s.subject)); err == nil {
-		st.OldestAge = max(0, time.Since(raw.Time))
-	}
-	return st, nil
+	return out, first
 }

@@ -395,3 +395,31 @@ func TestSweepDeletesWhatACrashLeft(t *testing.T) {
 		t.Fatalf("got %s (%d bytes): the stored message's object must survive the sweep", m.UUID, len(m.Payload))
 	}
 }
+
+// A sink's queue reports what it has not acked, large payloads included:
+// count, bytes and the age of the oldest.
+func TestSinkStatesCountWhatASinkHasNotAcked(t *testing.T) {
+	r := startRig(t, t.TempDir())
+	sp := open(t, r, spool.Config{Name: "depth", LargePayload: 16})
+	for _, d := range []string{"idle", "other"} {
+		s, err := sp.NewSubscriber(context.Background(), spool.SubscriberConfig{Durable: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Close()
+	}
+	if err := sp.Publish("", message.NewMessage("big", bytes.Repeat([]byte("x"), 4096))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an age", func() bool {
+		st, err := sp.SinkStates(context.Background(), "idle", "other")
+		return err == nil && st["idle"].OldestAge > 0 && st["other"].OldestAge > 0
+	})
+	st, _ := sp.SinkStates(context.Background(), "idle", "other", "missing")
+	if q := st["idle"]; q.Messages != 1 || q.Bytes < 4096 {
+		t.Errorf("idle: %+v, want 1 message of at least 4096 bytes", q)
+	}
+	if _, ok := st["missing"]; ok {
+		t.Error("a sink without a consumer has a state")
+	}
+}

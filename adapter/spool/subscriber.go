@@ -84,7 +84,6 @@ type Subscriber struct {
 
 	mu        sync.Mutex
 	closing   chan struct{}
-	closed    bool
 	wg        sync.WaitGroup
 	subscribe sync.Once
 }
@@ -121,9 +120,11 @@ func (sub *Subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message
 	sub.subscribe.Do(func() {
 		sub.mu.Lock()
 		defer sub.mu.Unlock()
-		if sub.closed {
+		select {
+		case <-sub.closing:
 			err = errors.New("spool: subscriber closed")
 			return
+		default:
 		}
 		var it jetstream.MessagesContext
 		it, err = sub.consumer.Messages(jetstream.PullMaxMessages(sub.cfg.Concurrency))
@@ -409,9 +410,12 @@ func (sub *Subscriber) Stats() SubscriberStats {
 // Close stops delivering and waits for the handlers; a message still being
 // handled is nacked so that it comes again. It can be called more than once.
 func (sub *Subscriber) Close() error {
+	// Under mu: a Subscribe either saw closing and started nothing, or its
+	// wg.Add came before this Wait.
 	sub.mu.Lock()
-	if !sub.closed {
-		sub.closed = true
+	select {
+	case <-sub.closing:
+	default:
 		close(sub.closing)
 	}
 	sub.mu.Unlock()
