@@ -274,16 +274,25 @@ pipelines:
 // Any source's metadata may carry the trace context (as the broker kinds'
 // do): the receive span continues it, and what a sink publishes carries its
 // own span in the metadata, baggage kept.
+// traceID and spanID are the remote parent in the line writeTracedLine writes.
+const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+// writeTracedLine writes dir/in.jsonl: one message, m1, whose metadata holds
+// a traceparent (traceID, spanID) and a baggage entry.
+func writeTracedLine(t *testing.T, dir string) {
+	t.Helper()
+	in := `{"uuid":"m1","key":"k","metadata":{"traceparent":"00-` + traceID + `-` + spanID + `-01","baggage":"tenant=acme"},"payload":"x"}` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "in.jsonl"), []byte(in), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestTraceContextInMetadataOfAnySource(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	defer tp.Shutdown(context.Background())
 	dir := t.TempDir()
-	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-	in := `{"uuid":"m1","key":"k","metadata":{"traceparent":"00-` + traceID + `-` + spanID + `-01","baggage":"tenant=acme"},"payload":"x"}` + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "in.jsonl"), []byte(in), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeTracedLine(t, dir)
 	cfg := parse(t, fill(`
 log: {stats_interval: 0}
 pipelines:
@@ -333,11 +342,7 @@ func TestTraceContextSurvivesTheBuffer(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	defer tp.Shutdown(context.Background())
 	dir := t.TempDir()
-	const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-	in := `{"uuid":"m1","key":"k","metadata":{"traceparent":"00-` + traceID + `-` + spanID + `-01","baggage":"tenant=acme"},"payload":"x"}` + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "in.jsonl"), []byte(in), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeTracedLine(t, dir)
 	cfg := parse(t, fill(`
 log: {stats_interval: 0}
 buffers: {dir: @DIR@/buffer}
